@@ -1,0 +1,843 @@
+//! Allocator: the per-thread front end. It owns slabs, allocates from them
+//! without atomics, frees its own objects onto their slabs, and sends other
+//! allocators' objects home as batched messages.
+//!
+//! ```text
+//! alloc ── fast: class table → bin's current slab → pop its free list
+//!   └─ alloc_slow (cold) ─┬─ drain_inbox (frees sent to us)
+//!                         ├─ alloc_from_class ─┬─ pop / carve / drop a full slab from the bin
+//!                         │                    └─ new_slab ── backend.alloc_run
+//!                         ├─ alloc_large ── backend.alloc_run (any length, aligned)
+//!                         └─ on failure: heap.reclaim, retry once, else null
+//! dealloc ── fast: pagemap → slab head → slot check → owner == us: push on slab
+//!   ├─ slab_changed (cold): full → partial (relink), empty → back to backend
+//!   ├─ dealloc_remote: outgoing.push → full batch: post to owner's inbox
+//!   └─ dealloc_other (cold): large → backend.free_run; anything else: fatal
+//! ```
+//!
+//! Invariants of [`Allocator`] (beyond those of each slab, see
+//! [`ChunkMeta`]):
+//! - `bins[c]` lists the slabs of class `c` owned by this allocator that
+//!   have an object to give, linked through `next`/`prev` (NIL at the ends,
+//!   and in both fields of an unlisted slab), from `head` to `tail`. The
+//!   head may also be full: the fast path emptied it, and the next slow
+//!   path unlinks it. `current` is `head`'s entry, or the heap's empty
+//!   sentinel when the list is empty.
+//! - A listed slab with no object in use is listed alone in its bin (an
+//!   empty slab is kept only while nothing else can serve its class), and
+//!   its class's bit in `empty_mask` is set.
+//! - `shared.counters.live` is the bytes allocated minus bytes freed
+//!   through this allocator (it can be negative); `published_live` is the
+//!   part of it already added to the heap's published total.
+
+use core::cell::UnsafeCell;
+use core::ptr::null_mut;
+
+use crate::heap::{HeapInner, Located};
+use crate::pagemap::{ChunkMeta, Desc, FreeObject, Kind, Pagemap, NIL};
+use crate::platform::fatal;
+use crate::remote::{Batch, Inbox, Outgoing};
+use crate::size_class::{class_of, class_size, ClassInfo, NUM_CLASSES};
+use crate::sync::{AtomicBool, AtomicIsize, AtomicU32, AtomicUsize, CachePadded, Ordering};
+
+/// Alignment every object has without asking.
+pub(crate) const MIN_ALIGN: usize = 16;
+/// Most objects carved onto a free list at once.
+const CARVE_OBJECTS: usize = 64;
+/// Bytes of a slab carved at once (so fresh OS pages are touched lazily).
+const CARVE_BYTES: usize = 16 * 1024;
+
+/// The part of an allocator that other threads touch.
+pub(crate) struct Shared {
+    /// Frees sent to this allocator by others.
+    pub(crate) inbox: CachePadded<Inbox>,
+    /// Link in the pool's idle stack (`id + 1` of the next, 0 = none).
+    pub(crate) next_idle: AtomicU32,
+    /// Held by the thread attached to this allocator, or by a reclaimer.
+    pub(crate) busy: AtomicBool,
+    /// Counters the owner writes and statistics read.
+    pub(crate) counters: CachePadded<Counters>,
+}
+
+/// Owner-written counters (Relaxed load and store, never read-modify-write).
+pub(crate) struct Counters {
+    /// Bytes allocated minus bytes freed through this allocator.
+    pub(crate) live: AtomicIsize,
+    /// Objects waiting in outgoing batches.
+    pub(crate) outgoing: AtomicUsize,
+}
+
+/// One allocator as it lives in heap metadata: the shared part, and the
+/// owner-only part behind an `UnsafeCell`.
+///
+/// Invariant: `local` is accessed only by the holder of `shared.busy`.
+#[repr(C)]
+pub(crate) struct AllocatorSlot {
+    pub(crate) shared: Shared,
+    pub(crate) local: UnsafeCell<Allocator>,
+}
+
+// SAFETY: `shared` is atomics only; `local` is reached only by the thread
+// holding `busy` (the type invariant), which the Acquire/Release on `busy`
+// orders between holders.
+unsafe impl Sync for AllocatorSlot {}
+
+#[derive(Clone, Copy)]
+struct Bin {
+    current: *const ChunkMeta,
+    head: u32,
+    tail: u32,
+}
+
+/// The owner-only state of an allocator. See the module documentation for
+/// its invariants.
+pub(crate) struct Allocator {
+    bins: [Bin; NUM_CLASSES],
+    heap: *const HeapInner,
+    pagemap: Pagemap,
+    small_limit: usize,
+    chunk_shift: u32,
+    id: u16,
+    shared: *const Shared,
+    published_live: isize,
+    empty_mask: [u64; 2],
+    outgoing: Outgoing,
+}
+
+/// The head chunk of the run that tail chunk `index` belongs to.
+#[inline(always)]
+pub(crate) fn tail_head(index: usize, desc: Desc, addr: usize) -> usize {
+    match index.checked_sub(desc.run() as usize) {
+        Some(head) => head,
+        None => fatal("heap metadata corrupted: tail chunk without a head", addr),
+    }
+}
+
+impl Allocator {
+    /// A fresh allocator with no slabs.
+    pub(crate) fn new(heap: &HeapInner, id: u16, shared: *const Shared) -> Allocator {
+        let sentinel: *const ChunkMeta = &heap.empty_slab;
+        Allocator {
+            bins: [Bin {
+                current: sentinel,
+                head: NIL,
+                tail: NIL,
+            }; NUM_CLASSES],
+            heap,
+            pagemap: heap.pagemap,
+            small_limit: heap.classes.small_limit_bytes,
+            chunk_shift: heap.pagemap.chunk_shift,
+            id,
+            shared,
+            published_live: 0,
+            empty_mask: [0; 2],
+            outgoing: Outgoing::new(),
+        }
+    }
+
+    /// This allocator's id in the pool.
+    pub(crate) fn id(&self) -> u16 {
+        self.id
+    }
+
+    #[inline(always)]
+    fn heap(&self) -> &HeapInner {
+        // SAFETY: an allocator lives in its heap's metadata, so the heap
+        // outlives it.
+        unsafe { &*self.heap }
+    }
+
+    #[inline(always)]
+    fn shared(&self) -> &Shared {
+        // SAFETY: `shared` is the shared half of this allocator's own slot,
+        // which lives as long as the heap.
+        unsafe { &*self.shared }
+    }
+
+    #[inline(always)]
+    fn info(&self, class: usize) -> &ClassInfo {
+        &self.heap().classes.info[class]
+    }
+
+    #[inline(always)]
+    fn count(&self, bytes: isize) {
+        let c = &self.shared().counters;
+        // Relaxed load and store: only the owner writes this counter.
+        c.live
+            .store(c.live.load(Ordering::Relaxed) + bytes, Ordering::Relaxed);
+    }
+
+    // ----- allocation -------------------------------------------------
+
+    /// Allocates `size` bytes aligned to `align` (a power of two); null when
+    /// the heap cannot serve it. With `USABLE`, the live-bytes counter
+    /// counts the usable size instead of `size` (for callers that free
+    /// without a size).
+    #[inline(always)]
+    pub(crate) fn alloc<const USABLE: bool>(&mut self, size: usize, align: usize) -> *mut u8 {
+        if size <= self.small_limit && align <= MIN_ALIGN {
+            let class = class_of(size);
+            // SAFETY: `current` is the heap's sentinel or the entry of a
+            // slab head in our pagemap (bin invariant); both outlive us.
+            let slab = unsafe { &*self.bins[class].current };
+            let obj = slab.free.load(Ordering::Relaxed);
+            if !obj.is_null() {
+                // SAFETY: `obj` is on this slab's free list, so it is a free
+                // object of the slab whose first word is its link.
+                let next = unsafe { (*obj).next };
+                slab.free.store(next, Ordering::Relaxed);
+                slab.used
+                    .store(slab.used.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+                self.count(if USABLE { class_size(class) } else { size } as isize);
+                return obj.cast();
+            }
+        }
+        self.alloc_slow::<USABLE>(size, align)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow<const USABLE: bool>(&mut self, size: usize, align: usize) -> *mut u8 {
+        self.publish_live();
+        if !self.shared().inbox.is_empty() {
+            self.drain_inbox();
+        }
+        let (ptr, usable) = match self.class_for(size, align) {
+            Some(class) => (self.alloc_from_class(class), class_size(class)),
+            None => self.alloc_large(size, align),
+        };
+        if !ptr.is_null() {
+            self.count(if USABLE { usable } else { size } as isize);
+        }
+        ptr
+    }
+
+    /// The class serving `size` at `align`, or `None` for a chunk run.
+    fn class_for(&self, size: usize, align: usize) -> Option<usize> {
+        if size > self.small_limit || align > (1 << self.chunk_shift) {
+            return None;
+        }
+        let max_small = self.heap().classes.max_small;
+        let mut class = class_of(size.max(align).min(self.small_limit));
+        // Slabs start chunk-aligned, so a class whose size is a multiple of
+        // `align` gives aligned objects; powers of two are classes.
+        while class <= max_small {
+            if class_size(class) % align == 0 {
+                return Some(class);
+            }
+            class += 1;
+        }
+        None
+    }
+
+    fn alloc_from_class(&mut self, class: usize) -> *mut u8 {
+        let mut reclaimed = false;
+        loop {
+            let head = self.bins[class].head;
+            if head != NIL {
+                let index = head as usize;
+                let meta = self.pagemap.entry(index);
+                let obj = meta.free.load(Ordering::Relaxed);
+                if !obj.is_null() {
+                    // SAFETY: `obj` is on this slab's free list.
+                    meta.free.store(unsafe { (*obj).next }, Ordering::Relaxed);
+                    meta.used
+                        .store(meta.used.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+                    return obj.cast();
+                }
+                let info = *self.info(class);
+                if meta.carved.load(Ordering::Relaxed) < info.capacity {
+                    self.carve(index, &info);
+                } else {
+                    // Full: it leaves the bin until a free makes room.
+                    self.unlink(class, index);
+                }
+                continue;
+            }
+            if self.new_slab(class) {
+                continue;
+            }
+            if reclaimed {
+                return null_mut();
+            }
+            self.reclaim_heap();
+            reclaimed = true;
+        }
+    }
+
+    /// Puts the next objects of slab `index` that were never handed out on
+    /// its (empty) free list.
+    fn carve(&mut self, index: usize, info: &ClassInfo) {
+        let meta = self.pagemap.entry(index);
+        debug_assert!(meta.free.load(Ordering::Relaxed).is_null());
+        let size = info.object_bytes as usize;
+        let start = meta.carved.load(Ordering::Relaxed) as usize;
+        let batch = (CARVE_BYTES / size).clamp(1, CARVE_OBJECTS);
+        let end = (start + batch).min(info.capacity as usize);
+        let base = self.pagemap.chunk_addr(index);
+        let mut list: *mut FreeObject = null_mut();
+        for i in (start..end).rev() {
+            let obj = (base + i * size) as *mut FreeObject;
+            // SAFETY: slot `i < capacity` lies inside this slab's chunks,
+            // which we own, and was never handed out.
+            unsafe { obj.write(FreeObject { next: list }) };
+            list = obj;
+        }
+        meta.free.store(list, Ordering::Relaxed);
+        meta.carved.store(end as u32, Ordering::Relaxed);
+    }
+
+    /// Takes a fresh slab for `class` from the backend and lists it first.
+    fn new_slab(&mut self, class: usize) -> bool {
+        let info = *self.info(class);
+        let chunks = info.slab_chunks as usize;
+        let Some(index) = self.heap().backend.alloc_run(chunks, 0) else {
+            return false;
+        };
+        let meta = self.pagemap.entry(index);
+        meta.free.store(null_mut(), Ordering::Relaxed);
+        meta.used.store(0, Ordering::Relaxed);
+        meta.carved.store(0, Ordering::Relaxed);
+        self.pagemap.set_run(
+            index,
+            chunks,
+            Desc::new(Kind::Slab, class, self.id, chunks as u32),
+        );
+        self.push_front(class, index);
+        self.carve(index, &info);
+        true
+    }
+
+    /// Allocates a run of whole chunks; returns it and its usable size.
+    fn alloc_large(&mut self, size: usize, align: usize) -> (*mut u8, usize) {
+        let shift = self.chunk_shift;
+        let chunks = size.max(1).div_ceil(1 << shift);
+        if chunks > self.pagemap.chunks {
+            return (null_mut(), 0);
+        }
+        let align = if align > (1 << shift) { align } else { 0 };
+        let mut found = self.heap().backend.alloc_run(chunks, align);
+        if found.is_none() {
+            self.reclaim_heap();
+            found = self.heap().backend.alloc_run(chunks, align);
+        }
+        let Some(index) = found else {
+            return (null_mut(), 0);
+        };
+        self.pagemap.set_run(
+            index,
+            chunks,
+            Desc::new(Kind::Large, 0, self.id, chunks as u32),
+        );
+        (self.pagemap.chunk_addr(index) as *mut u8, chunks << shift)
+    }
+
+    // ----- deallocation -----------------------------------------------
+
+    /// Frees `ptr`, allocated from this heap with `size` (or, with
+    /// `USABLE`, with any size: the usable size is uncounted).
+    ///
+    /// # Safety
+    /// `ptr` must be a live allocation of this heap, not used afterwards;
+    /// without `USABLE`, `size` must be the size it was allocated with.
+    /// Pointers the heap does not own, or that are not the start of an
+    /// object, are reported as fatal errors.
+    #[inline(always)]
+    pub(crate) unsafe fn dealloc<const USABLE: bool>(&mut self, ptr: *mut u8, size: usize) {
+        let addr = ptr as usize;
+        let Some(mut index) = self.pagemap.index_of(addr) else {
+            fatal("free of a pointer this heap does not own", addr)
+        };
+        let mut desc = self.pagemap.entry(index).desc();
+        if desc.kind() == Kind::Tail {
+            index = tail_head(index, desc, addr);
+            desc = self.pagemap.entry(index).desc();
+        }
+        if !desc.is_slab() {
+            return self.dealloc_other::<USABLE>(addr, index, desc, size);
+        }
+        let class = desc.class();
+        let info = self.info(class);
+        let offset = addr - self.pagemap.chunk_addr(index);
+        if offset >= info.span_bytes as usize || !info.is_object_start(offset) {
+            fatal("free of a pointer that is not the start of an object", addr);
+        }
+        self.count(
+            -(if USABLE {
+                info.object_bytes as usize
+            } else {
+                size
+            } as isize),
+        );
+        if desc.owner() != self.id {
+            return self.dealloc_remote(desc.owner(), ptr.cast());
+        }
+        // SAFETY: `ptr` is an object slot of slab `index` (checked above),
+        // owned by us, and the caller gives it up.
+        unsafe { self.free_to_slab(index, class, ptr.cast()) }
+    }
+
+    /// Pushes `obj` on its slab, owned by us.
+    ///
+    /// # Safety
+    /// `obj` must be a handed-out object slot of slab `index`, owned by this
+    /// allocator, that nobody uses any more.
+    #[inline(always)]
+    unsafe fn free_to_slab(&mut self, index: usize, class: usize, obj: *mut FreeObject) {
+        let meta = self.pagemap.entry(index);
+        let head = meta.free.load(Ordering::Relaxed);
+        // SAFETY: the caller gives `obj` up; its first word becomes the link.
+        unsafe { (*obj).next = head };
+        meta.free.store(obj, Ordering::Relaxed);
+        let used = meta.used.load(Ordering::Relaxed).wrapping_sub(1);
+        meta.used.store(used, Ordering::Relaxed);
+        if head.is_null() || used == 0 {
+            self.slab_changed(index, class);
+        }
+    }
+
+    /// A free made slab `index` partial (from full) or empty.
+    #[cold]
+    #[inline(never)]
+    fn slab_changed(&mut self, index: usize, class: usize) {
+        let info = *self.info(class);
+        let meta = self.pagemap.entry(index);
+        let used = meta.used.load(Ordering::Relaxed);
+        if used > info.capacity {
+            fatal(
+                "double free detected (slab has more frees than objects)",
+                meta.free.load(Ordering::Relaxed) as usize,
+            );
+        }
+        let bin = self.bins[class];
+        // Only the head can be full and still listed (the fast path emptied
+        // it), so the links, not fullness, say whether it is listed.
+        let was_listed = bin.head as usize == index || meta.prev.load(Ordering::Relaxed) != NIL;
+        let alone = bin.head == NIL
+            || (bin.head as usize == index && meta.next.load(Ordering::Relaxed) == NIL);
+        if used == 0 && !alone {
+            if was_listed {
+                self.unlink(class, index);
+            }
+            self.release_slab(index, info.slab_chunks as usize);
+            return;
+        }
+        if !was_listed {
+            // An empty slab at the head would be used before this one; it
+            // goes back now that this one can serve the class.
+            if bin.head != NIL
+                && self
+                    .pagemap
+                    .entry(bin.head as usize)
+                    .used
+                    .load(Ordering::Relaxed)
+                    == 0
+            {
+                let empty = bin.head as usize;
+                self.unlink(class, empty);
+                self.release_slab(empty, info.slab_chunks as usize);
+            }
+            self.push_back(class, index);
+        }
+        if used == 0 {
+            self.empty_mask[class / 64] |= 1 << (class % 64);
+        }
+    }
+
+    /// Frees a pointer whose chunk is not a slab: a large object, or misuse.
+    #[cold]
+    #[inline(never)]
+    fn dealloc_other<const USABLE: bool>(
+        &mut self,
+        addr: usize,
+        index: usize,
+        desc: Desc,
+        size: usize,
+    ) {
+        match desc.kind() {
+            Kind::Large => {
+                if addr != self.pagemap.chunk_addr(index) {
+                    fatal(
+                        "free of a pointer inside a large object, not at its start",
+                        addr,
+                    );
+                }
+                let chunks = desc.run() as usize;
+                self.count(
+                    -(if USABLE {
+                        chunks << self.chunk_shift
+                    } else {
+                        size
+                    } as isize),
+                );
+                self.pagemap.clear_run(index, chunks);
+                self.heap().backend.free_run(index, chunks);
+            }
+            Kind::Free => fatal(
+                "free of a pointer that is not allocated (double free?)",
+                addr,
+            ),
+            _ => fatal("free of a pointer that is not the start of an object", addr),
+        }
+    }
+
+    /// Queues `obj` for its owner.
+    fn dealloc_remote(&mut self, owner: u16, obj: *mut FreeObject) {
+        // SAFETY: `obj` is a checked object slot of a slab owned by `owner`,
+        // given up by the client.
+        if let Some(batch) = unsafe { self.outgoing.push(owner, obj) } {
+            self.post(batch);
+        }
+        self.shared()
+            .counters
+            .outgoing
+            .store(self.outgoing.pending, Ordering::Relaxed);
+    }
+
+    fn post(&self, batch: Batch) {
+        let target = self.heap().pool.slot(batch.owner as usize);
+        // SAFETY: a batch is a list of `count` objects given up by clients,
+        // linked by `Outgoing::push`, and is posted exactly once.
+        unsafe {
+            target
+                .shared
+                .inbox
+                .post(batch.first, batch.last, batch.count as usize)
+        };
+    }
+
+    /// Posts every outgoing batch.
+    pub(crate) fn flush_outgoing(&mut self) {
+        let heap = self.heap;
+        self.outgoing.drain(|batch| {
+            // SAFETY: the heap outlives its allocators.
+            let target = unsafe { &*heap }.pool.slot(batch.owner as usize);
+            // SAFETY: as in `post`.
+            unsafe {
+                target
+                    .shared
+                    .inbox
+                    .post(batch.first, batch.last, batch.count as usize)
+            };
+        });
+        self.shared().counters.outgoing.store(0, Ordering::Relaxed);
+    }
+
+    /// Handles every free waiting in our inbox.
+    pub(crate) fn drain_inbox(&mut self) {
+        let mut obj = self.shared().inbox.take();
+        let mut n = 0;
+        while !obj.is_null() {
+            // SAFETY: inbox objects are free objects linked by their senders.
+            let next = unsafe { (*obj).next };
+            self.free_message(obj);
+            n += 1;
+            obj = next;
+        }
+        self.shared().inbox.taken(n);
+    }
+
+    /// Frees an object that arrived in our inbox (already checked by its
+    /// sender); forwards it if its slab now has another owner.
+    fn free_message(&mut self, obj: *mut FreeObject) {
+        let addr = obj as usize;
+        let Some(mut index) = self.pagemap.index_of(addr) else {
+            fatal("remote free of a pointer outside the heap", addr)
+        };
+        let mut desc = self.pagemap.entry(index).desc();
+        if desc.kind() == Kind::Tail {
+            index = tail_head(index, desc, addr);
+            desc = self.pagemap.entry(index).desc();
+        }
+        if !desc.is_slab() {
+            fatal(
+                "heap metadata corrupted: remote free into a chunk that is not a slab",
+                addr,
+            );
+        }
+        if desc.owner() != self.id {
+            self.dealloc_remote(desc.owner(), obj);
+            return;
+        }
+        // SAFETY: the sender checked the slot; the slab is ours.
+        unsafe { self.free_to_slab(index, desc.class(), obj) }
+    }
+
+    // ----- realloc and queries ----------------------------------------
+
+    /// Usable bytes of the allocation at `ptr`.
+    pub(crate) fn usable_size(&self, ptr: *const u8) -> usize {
+        match self.heap().locate(ptr as usize) {
+            Located::Slab { class, .. } => class_size(class),
+            Located::Large { chunks, .. } => chunks << self.chunk_shift,
+        }
+    }
+
+    /// Resizes the allocation at `ptr` (allocated with `old_size` and
+    /// `align`), in place when its class or chunk run allows.
+    ///
+    /// # Safety
+    /// As for [`Allocator::dealloc`]; on success `ptr` must no longer be
+    /// used unless the same pointer is returned. On failure (null) the old
+    /// allocation is untouched.
+    pub(crate) unsafe fn realloc<const USABLE: bool>(
+        &mut self,
+        ptr: *mut u8,
+        old_size: usize,
+        align: usize,
+        new_size: usize,
+    ) -> *mut u8 {
+        let old_usable = self.usable_size(ptr);
+        let old_counted = if USABLE { old_usable } else { old_size };
+        match self.heap().locate(ptr as usize) {
+            Located::Slab { class, .. } => {
+                if self.class_for(new_size, align) == Some(class) {
+                    let new_counted = if USABLE { old_usable } else { new_size };
+                    self.count(new_counted as isize - old_counted as isize);
+                    return ptr;
+                }
+            }
+            Located::Large { index, chunks } => {
+                if self.class_for(new_size, align).is_none()
+                    && new_size <= self.pagemap.chunks << self.chunk_shift
+                {
+                    let new_chunks = new_size.max(1).div_ceil(1 << self.chunk_shift);
+                    if self.resize_run(index, chunks, new_chunks) {
+                        let new_counted = if USABLE {
+                            new_chunks << self.chunk_shift
+                        } else {
+                            new_size
+                        };
+                        self.count(new_counted as isize - old_counted as isize);
+                        return ptr;
+                    }
+                }
+            }
+        }
+        let new = self.alloc::<USABLE>(new_size, align);
+        if !new.is_null() {
+            // SAFETY: both blocks are live and distinct; we copy no more than
+            // either holds.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    ptr,
+                    new,
+                    old_usable
+                        .min(new_size)
+                        .min(if USABLE { old_usable } else { old_size }),
+                )
+            };
+            // SAFETY: the caller's contract for `ptr` carries over.
+            unsafe { self.dealloc::<USABLE>(ptr, old_size) };
+        }
+        new
+    }
+
+    /// Shrinks or grows the large run at `index` in place.
+    fn resize_run(&mut self, index: usize, chunks: usize, new_chunks: usize) -> bool {
+        let backend = &self.heap().backend;
+        if new_chunks == chunks {
+            return true;
+        }
+        if new_chunks > chunks && !backend.try_grow(index, chunks, new_chunks) {
+            return false;
+        }
+        let owner = self.pagemap.entry(index).desc().owner();
+        self.pagemap.set_run(
+            index,
+            new_chunks,
+            Desc::new(Kind::Large, 0, owner, new_chunks as u32),
+        );
+        if new_chunks < chunks {
+            self.pagemap
+                .clear_run(index + new_chunks, chunks - new_chunks);
+            backend.free_run(index + new_chunks, chunks - new_chunks);
+        }
+        true
+    }
+
+    // ----- bins ---------------------------------------------------------
+
+    fn set_head(&mut self, class: usize, head: u32) {
+        let bin = &mut self.bins[class];
+        bin.head = head;
+        bin.current = if head == NIL {
+            // SAFETY: the heap outlives its allocators.
+            &unsafe { &*self.heap }.empty_slab
+        } else {
+            self.pagemap.entry(head as usize)
+        };
+    }
+
+    fn push_front(&mut self, class: usize, index: usize) {
+        let meta = self.pagemap.entry(index);
+        let old = self.bins[class].head;
+        meta.prev.store(NIL, Ordering::Relaxed);
+        meta.next.store(old, Ordering::Relaxed);
+        if old == NIL {
+            self.bins[class].tail = index as u32;
+        } else {
+            self.pagemap
+                .entry(old as usize)
+                .prev
+                .store(index as u32, Ordering::Relaxed);
+        }
+        self.set_head(class, index as u32);
+    }
+
+    fn push_back(&mut self, class: usize, index: usize) {
+        let tail = self.bins[class].tail;
+        if tail == NIL {
+            return self.push_front(class, index);
+        }
+        let meta = self.pagemap.entry(index);
+        meta.next.store(NIL, Ordering::Relaxed);
+        meta.prev.store(tail, Ordering::Relaxed);
+        self.pagemap
+            .entry(tail as usize)
+            .next
+            .store(index as u32, Ordering::Relaxed);
+        self.bins[class].tail = index as u32;
+    }
+
+    fn unlink(&mut self, class: usize, index: usize) {
+        let pagemap = self.pagemap;
+        let meta = pagemap.entry(index);
+        let (prev, next) = (
+            meta.prev.load(Ordering::Relaxed),
+            meta.next.load(Ordering::Relaxed),
+        );
+        if prev == NIL {
+            self.set_head(class, next);
+        } else {
+            self.pagemap
+                .entry(prev as usize)
+                .next
+                .store(next, Ordering::Relaxed);
+        }
+        if next == NIL {
+            self.bins[class].tail = prev;
+        } else {
+            self.pagemap
+                .entry(next as usize)
+                .prev
+                .store(prev, Ordering::Relaxed);
+        }
+        meta.next.store(NIL, Ordering::Relaxed);
+        meta.prev.store(NIL, Ordering::Relaxed);
+    }
+
+    /// Gives the (unlisted, empty) slab at `index` back to the backend.
+    fn release_slab(&mut self, index: usize, chunks: usize) {
+        self.pagemap.clear_run(index, chunks);
+        self.heap().backend.free_run(index, chunks);
+    }
+
+    /// Releases empty slabs kept in bins, keeping at most `keep_bytes`.
+    pub(crate) fn release_empty_slabs(&mut self, keep_bytes: usize) {
+        let mut kept = 0;
+        for word in 0..self.empty_mask.len() {
+            let mut bits = self.empty_mask[word];
+            while bits != 0 {
+                let class = word * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let head = self.bins[class].head;
+                let info = *self.info(class);
+                let bytes = (info.slab_chunks as usize) << self.chunk_shift;
+                let empty = head != NIL
+                    && self
+                        .pagemap
+                        .entry(head as usize)
+                        .used
+                        .load(Ordering::Relaxed)
+                        == 0;
+                if empty && kept + bytes <= keep_bytes {
+                    kept += bytes;
+                    continue;
+                }
+                if empty {
+                    self.unlink(class, head as usize);
+                    self.release_slab(head as usize, info.slab_chunks as usize);
+                }
+                self.empty_mask[word] &= !(1 << (class % 64));
+            }
+        }
+    }
+
+    // ----- lifecycle ----------------------------------------------------
+
+    /// Adds this allocator's unpublished live bytes to the heap's total.
+    pub(crate) fn publish_live(&mut self) {
+        let live = self.shared().counters.live.load(Ordering::Relaxed);
+        let delta = live - self.published_live;
+        if delta != 0 {
+            self.heap().publish_live(delta);
+            self.published_live = live;
+        }
+    }
+
+    /// Called when a thread attaches.
+    pub(crate) fn on_attach(&mut self) {
+        if !self.shared().inbox.is_empty() {
+            self.drain_inbox();
+        }
+    }
+
+    /// Called when a thread detaches: nothing is left in flight, and at most
+    /// `idle_retain_bytes` of empty slabs stay.
+    pub(crate) fn on_detach(&mut self) {
+        self.drain_inbox();
+        self.flush_outgoing();
+        self.release_empty_slabs(self.heap().config.idle_retain_bytes);
+        self.publish_live();
+    }
+
+    /// Gives back everything this allocator holds that nothing uses.
+    pub(crate) fn reclaim_own(&mut self) {
+        self.flush_outgoing();
+        self.drain_inbox();
+        self.release_empty_slabs(0);
+        self.publish_live();
+    }
+
+    fn reclaim_heap(&mut self) {
+        self.reclaim_own();
+        self.heap().reclaim_idle();
+        // Frees other allocators just sent us.
+        self.drain_inbox();
+    }
+
+    /// Checks the bins against the slab invariants (tests and debug use).
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self) {
+        for class in 0..NUM_CLASSES {
+            let info = self.info(class);
+            let mut index = self.bins[class].head;
+            let mut prev = NIL;
+            let mut listed = 0;
+            while index != NIL {
+                let meta = self.pagemap.entry(index as usize);
+                let d = meta.desc();
+                assert!(d.is_slab() && d.class() == class && d.owner() == self.id);
+                assert_eq!(meta.prev.load(Ordering::Relaxed), prev);
+                let mut free = 0u32;
+                let mut p = meta.free.load(Ordering::Relaxed);
+                while !p.is_null() {
+                    free += 1;
+                    // SAFETY: free lists link free objects of this slab.
+                    p = unsafe { (*p).next };
+                }
+                let used = meta.used.load(Ordering::Relaxed);
+                let carved = meta.carved.load(Ordering::Relaxed);
+                assert_eq!(used + free, carved, "class {class}");
+                assert!(carved <= info.capacity);
+                assert!(free > 0 || carved < info.capacity || prev == NIL, "full slab listed behind the head");
+                prev = index;
+                index = meta.next.load(Ordering::Relaxed);
+                listed += 1;
+            }
+            assert_eq!(self.bins[class].tail, prev);
+            let _ = listed;
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! Configuration: a typed [`Config`], validated once when a heap is built,
+//! and the crate's [`Error`] type.
+//!
+//! Every field has a documented range; [`Config::validate`] names the field,
+//! the value and what is allowed when a value is outside it.
+
+use core::fmt;
+
+use crate::size_class::MAX_CLASS_BYTES;
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * KIB;
+const GIB: usize = 1024 * MIB;
+
+/// Smallest chunk a heap may use.
+pub const MIN_CHUNK_BYTES: usize = 4 * KIB;
+/// Largest chunk a heap may use.
+pub const MAX_CHUNK_BYTES: usize = 64 * KIB;
+/// Largest number of allocators one heap may create.
+pub const MAX_ALLOCATORS: usize = 16 * 1024;
+/// Fixed regions above this size default to 16 KiB chunks.
+pub const SMALL_HEAP_BYTES: usize = 256 * MIB;
+
+/// How a heap is laid out and how much it may keep in reserve.
+///
+/// Build one with [`Config::for_region`] or [`Config::for_os`], adjust the
+/// public fields, and pass it to a heap constructor, which validates it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Granularity of the chunk backend: slabs and large objects are whole
+    /// runs of chunks. A power of two from 4 KiB to 64 KiB.
+    pub chunk_bytes: usize,
+    /// Requests up to this size are served from slabs of size-classed
+    /// objects; larger ones take whole chunk runs. From 16 B to 64 KiB, and
+    /// at most `max_slab_bytes`.
+    pub max_slab_object_bytes: usize,
+    /// Largest slab: a multiple of `chunk_bytes`, at most 64 chunks and
+    /// 1 MiB. Slabs are sized per class to waste little of this.
+    pub max_slab_bytes: usize,
+    /// Most allocators the pool will create (attached at once): 1 to 16384.
+    pub max_allocators: usize,
+    /// Bytes of empty slabs a detached allocator may keep for its next
+    /// attach; the rest go back to the chunk backend at detach.
+    pub idle_retain_bytes: usize,
+    /// OS heaps only: address space to reserve (at least 16 MiB, a multiple
+    /// of `chunk_bytes`). Memory is committed on first touch.
+    pub os_reserve_bytes: usize,
+    /// OS heaps only: free chunks still resident are returned to the OS once
+    /// they exceed this many bytes.
+    pub dirty_limit_bytes: usize,
+    /// OS heaps only: free chunks still resident are returned to the OS at
+    /// the first backend operation after this many milliseconds.
+    pub decommit_delay_ms: u64,
+}
+
+impl Config {
+    /// Defaults for a fixed region of `region_bytes` bytes: 4 KiB chunks up
+    /// to 256 MiB (16 KiB above), slabs of at most four chunks, objects above
+    /// one chunk served as chunk runs, and little kept by idle allocators.
+    pub const fn for_region(region_bytes: usize) -> Config {
+        let small = region_bytes <= SMALL_HEAP_BYTES;
+        let chunk_bytes = if small { 4 * KIB } else { 16 * KIB };
+        Config {
+            chunk_bytes,
+            max_slab_object_bytes: chunk_bytes,
+            max_slab_bytes: 4 * chunk_bytes,
+            max_allocators: 1024,
+            idle_retain_bytes: if small { 2 * chunk_bytes } else { 256 * KIB },
+            os_reserve_bytes: 64 * GIB,
+            dirty_limit_bytes: 16 * MIB,
+            decommit_delay_ms: 1000,
+        }
+    }
+
+    /// Defaults for a heap over OS memory: 16 KiB chunks, objects up to
+    /// 16 KiB from slabs of up to 64 KiB, 64 GiB of address space.
+    pub const fn for_os() -> Config {
+        Config {
+            chunk_bytes: 16 * KIB,
+            max_slab_object_bytes: 16 * KIB,
+            max_slab_bytes: 64 * KIB,
+            max_allocators: MAX_ALLOCATORS,
+            idle_retain_bytes: 256 * KIB,
+            os_reserve_bytes: 64 * GIB,
+            dirty_limit_bytes: 16 * MIB,
+            decommit_delay_ms: 1000,
+        }
+    }
+
+    /// Checks every field against its documented range.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |field, value, allowed| {
+            Err(Error::Config(ConfigError {
+                field,
+                value,
+                allowed,
+            }))
+        };
+        let c = self.chunk_bytes;
+        if !c.is_power_of_two() || !(MIN_CHUNK_BYTES..=MAX_CHUNK_BYTES).contains(&c) {
+            return bad("chunk_bytes", c, "a power of two from 4 KiB to 64 KiB");
+        }
+        let s = self.max_slab_bytes;
+        if s % c != 0 || s < c || s / c > 64 || s > MIB {
+            return bad(
+                "max_slab_bytes",
+                s,
+                "a multiple of chunk_bytes, at most 64 chunks and 1 MiB",
+            );
+        }
+        let o = self.max_slab_object_bytes;
+        if !(16..=MAX_CLASS_BYTES).contains(&o) || o > s {
+            return bad(
+                "max_slab_object_bytes",
+                o,
+                "16 B to 64 KiB, and at most max_slab_bytes",
+            );
+        }
+        if !(1..=MAX_ALLOCATORS).contains(&self.max_allocators) {
+            return bad("max_allocators", self.max_allocators, "1 to 16384");
+        }
+        let r = self.os_reserve_bytes;
+        if r < 16 * MIB || r % c != 0 {
+            return bad(
+                "os_reserve_bytes",
+                r,
+                "at least 16 MiB and a multiple of chunk_bytes",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A configuration field outside its allowed range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The field's name in [`Config`].
+    pub field: &'static str,
+    /// The value given.
+    pub value: usize,
+    /// What the field allows.
+    pub allowed: &'static str,
+}
+
+/// Everything that can go wrong building or attaching to a heap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// A [`Config`] field is outside its range.
+    Config(ConfigError),
+    /// The region cannot hold the heap's metadata and at least one slab.
+    RegionTooSmall {
+        /// Bytes given.
+        region_bytes: usize,
+        /// Smallest region this configuration accepts.
+        min_bytes: usize,
+    },
+    /// The region's base pointer is null or the region wraps the address space.
+    RegionInvalid,
+    /// The OS refused to reserve address space.
+    OsReserveFailed {
+        /// Bytes asked for.
+        bytes: usize,
+    },
+    /// Every allocator the pool may create is attached.
+    PoolExhausted {
+        /// The configured maximum.
+        max_allocators: usize,
+    },
+    /// The chunk backend had no room for an allocator's metadata.
+    OutOfMemory,
+    /// A global heap was initialised twice.
+    AlreadyInitialized,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config(e) => write!(
+                f,
+                "invalid snugalloc config: {} = {} (allowed: {})",
+                e.field, e.value, e.allowed
+            ),
+            Error::RegionTooSmall {
+                region_bytes,
+                min_bytes,
+            } => write!(
+                f,
+                "region of {region_bytes} bytes is too small for this config (at least {min_bytes} bytes)"
+            ),
+            Error::RegionInvalid => {
+                write!(f, "region base is null or the region wraps the address space")
+            }
+            Error::OsReserveFailed { bytes } => {
+                write!(f, "the OS refused to reserve {bytes} bytes of address space")
+            }
+            Error::PoolExhausted { max_allocators } => write!(
+                f,
+                "all {max_allocators} allocators are attached (raise Config::max_allocators)"
+            ),
+            Error::OutOfMemory => write!(f, "no room left in the heap for allocator metadata"),
+            Error::AlreadyInitialized => write!(f, "the global heap is already initialised"),
+        }
+    }
+}
+
+/// A byte count that [`parse_bytes`] could not read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseBytesError {
+    /// Empty, or not digits followed by an optional unit.
+    Malformed,
+    /// The value does not fit in `usize`.
+    Overflow,
+}
+
+impl fmt::Display for ParseBytesError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseBytesError::Malformed => write!(
+                f,
+                "expected a byte count such as 4096, 16k, 64M or 1G (units k, M, G, T, optionally KiB/MiB/GiB/TiB or B)"
+            ),
+            ParseBytesError::Overflow => write!(f, "byte count too large"),
+        }
+    }
+}
+
+/// Reads a byte count such as `4096`, `16k`, `64M`, `64MiB` or `1G`
+/// (binary units, case-insensitive). Does not allocate.
+pub fn parse_bytes(text: &str) -> Result<usize, ParseBytesError> {
+    let text = text.trim();
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return Err(ParseBytesError::Malformed);
+    }
+    let mut value: usize = 0;
+    for b in text.as_bytes()[..digits].iter() {
+        value = value
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(usize::from(b - b'0')))
+            .ok_or(ParseBytesError::Overflow)?;
+    }
+    let unit = &text[digits..];
+    let shift = match unit.as_bytes() {
+        [] | [b'b' | b'B'] => 0,
+        [u, rest @ ..] => {
+            let shift = match u.to_ascii_lowercase() {
+                b'k' => 10,
+                b'm' => 20,
+                b'g' => 30,
+                b't' => 40,
+                _ => return Err(ParseBytesError::Malformed),
+            };
+            match rest {
+                [] | [b'b' | b'B'] => shift,
+                [i, b] if i.eq_ignore_ascii_case(&b'i') && b.eq_ignore_ascii_case(&b'b') => shift,
+                _ => return Err(ParseBytesError::Malformed),
+            }
+        }
+    };
+    value
+        .checked_mul(1usize << shift)
+        .ok_or(ParseBytesError::Overflow)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sizes() {
+        assert_eq!(parse_bytes("4096"), Ok(4096));
+        assert_eq!(parse_bytes("4k"), Ok(4096));
+        assert_eq!(parse_bytes("64M"), Ok(64 << 20));
+        assert_eq!(parse_bytes("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_bytes("1g"), Ok(1 << 30));
+        assert_eq!(parse_bytes(" 16KB "), Ok(16 << 10));
+        assert_eq!(parse_bytes("64Q"), Err(ParseBytesError::Malformed));
+        assert_eq!(parse_bytes("M"), Err(ParseBytesError::Malformed));
+        assert_eq!(parse_bytes(""), Err(ParseBytesError::Malformed));
+        assert_eq!(parse_bytes("1kk"), Err(ParseBytesError::Malformed));
+        assert_eq!(
+            parse_bytes("99999999999999999999"),
+            Err(ParseBytesError::Overflow)
+        );
+        assert_eq!(parse_bytes("100000000T"), Err(ParseBytesError::Overflow));
+    }
+
+    #[test]
+    fn defaults_validate() {
+        assert_eq!(Config::for_region(64 << 20).validate(), Ok(()));
+        assert_eq!(Config::for_region(4 << 30).validate(), Ok(()));
+        assert_eq!(Config::for_os().validate(), Ok(()));
+        assert_eq!(Config::for_region(64 << 20).chunk_bytes, 4096);
+        assert_eq!(Config::for_region(512 << 20).chunk_bytes, 16384);
+    }
+
+    #[test]
+    fn rejects_bad_fields_by_name() {
+        let base = Config::for_region(64 << 20);
+        let cases = [
+            (
+                Config {
+                    chunk_bytes: 3000,
+                    ..base
+                },
+                "chunk_bytes",
+            ),
+            (
+                Config {
+                    chunk_bytes: 2048,
+                    ..base
+                },
+                "chunk_bytes",
+            ),
+            (
+                Config {
+                    chunk_bytes: 128 << 10,
+                    ..base
+                },
+                "chunk_bytes",
+            ),
+            (
+                Config {
+                    max_slab_bytes: 6000,
+                    ..base
+                },
+                "max_slab_bytes",
+            ),
+            (
+                Config {
+                    max_slab_object_bytes: 8,
+                    ..base
+                },
+                "max_slab_object_bytes",
+            ),
+            (
+                Config {
+                    max_slab_object_bytes: 32 << 10,
+                    ..base
+                },
+                "max_slab_object_bytes",
+            ),
+            (
+                Config {
+                    max_allocators: 0,
+                    ..base
+                },
+                "max_allocators",
+            ),
+            (
+                Config {
+                    os_reserve_bytes: 1 << 20,
+                    ..base
+                },
+                "os_reserve_bytes",
+            ),
+        ];
+        for (config, field) in cases {
+            match config.validate() {
+                Err(Error::Config(e)) => assert_eq!(e.field, field),
+                other => panic!("{field}: expected a config error, got {other:?}"),
+            }
+        }
+    }
+}

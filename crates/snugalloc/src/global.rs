@@ -1,0 +1,348 @@
+//! Global front ends: [`SnugAlloc`], the `#[global_allocator]` over an OS
+//! heap with one allocator per thread, and [`FixedGlobal`], a global over a
+//! fixed region for `no_std` programs.
+//!
+//! `SnugAlloc` keeps the thread's allocator in a `const`-initialised
+//! thread-local pointer. The first allocation of a thread attaches one from
+//! the pool; a second thread-local with a destructor detaches it when the
+//! thread exits. After that (other thread-local destructors may still
+//! allocate) each call attaches and detaches around itself.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::null_mut;
+
+use crate::config::{Config, Error};
+use crate::heap::{Heap, HeapInner};
+use crate::sync::{spin_hint, AtomicPtr, AtomicUsize, Ordering};
+
+/// A fixed-region global allocator, initialised once with a region;
+/// allocation before that returns null. Each call attaches an allocator
+/// from the pool and detaches it afterwards (no thread-local storage is
+/// needed), so concurrent threads still allocate in parallel.
+///
+/// ```no_run
+/// use snugalloc::{Config, FixedGlobal};
+/// #[global_allocator]
+/// static HEAP: FixedGlobal = FixedGlobal::new();
+/// static mut REGION: [u8; 4 << 20] = [0; 4 << 20];
+/// fn main() {
+///     // SAFETY: REGION is used by nothing else, for the whole program.
+///     unsafe {
+///         let base = core::ptr::addr_of_mut!(REGION).cast::<u8>();
+///         HEAP.init(base, 4 << 20, Config::for_region(4 << 20)).expect("valid region");
+///     }
+/// }
+/// ```
+pub struct FixedGlobal {
+    heap: AtomicPtr<HeapInner>,
+    state: AtomicUsize,
+}
+
+const UNINIT: usize = 0;
+const BUSY: usize = 1;
+const READY: usize = 2;
+
+impl FixedGlobal {
+    /// An uninitialised global.
+    pub const fn new() -> FixedGlobal {
+        FixedGlobal {
+            heap: AtomicPtr::new(null_mut()),
+            state: AtomicUsize::new(UNINIT),
+        }
+    }
+
+    /// Lays the heap over `[base, base + len)`. Fails (without touching the
+    /// region) when called a second time, or when the region or
+    /// configuration is invalid.
+    ///
+    /// # Safety
+    /// As for [`Heap::from_region`]; the region must live for the rest of
+    /// the program.
+    pub unsafe fn init(&self, base: *mut u8, len: usize, config: Config) -> Result<(), Error> {
+        if self
+            .state
+            .compare_exchange(UNINIT, BUSY, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(Error::AlreadyInitialized);
+        }
+        // SAFETY: the caller's guarantees are `from_region`'s.
+        match unsafe { Heap::from_region(base, len, config) } {
+            Ok(heap) => {
+                let inner: *const HeapInner = heap.inner();
+                core::mem::forget(heap);
+                // Release pairs with the Acquire load in `get`.
+                self.heap.store(inner as *mut HeapInner, Ordering::Release);
+                self.state.store(READY, Ordering::Release);
+                Ok(())
+            }
+            Err(e) => {
+                self.state.store(UNINIT, Ordering::Release);
+                Err(e)
+            }
+        }
+    }
+
+    fn get(&self) -> Option<&HeapInner> {
+        // Acquire pairs with the Release store in `init`.
+        let p = self.heap.load(Ordering::Acquire);
+        // SAFETY: once stored, the heap lives (in its region) for the rest of
+        // the program.
+        (!p.is_null()).then(|| unsafe { &*p })
+    }
+
+    /// The heap's counters, once initialised.
+    pub fn stats(&self) -> Option<crate::Stats> {
+        self.get().map(HeapInner::stats)
+    }
+
+    /// The heap's per-class snapshot, once initialised.
+    pub fn snapshot(&self) -> Option<crate::Snapshot> {
+        self.get().map(HeapInner::snapshot)
+    }
+}
+
+impl Default for FixedGlobal {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Runs `f` with an allocator attached for the duration of the call.
+fn with_attached<R>(
+    heap: &HeapInner,
+    fail: R,
+    f: impl FnOnce(&mut crate::allocator::Allocator) -> R,
+) -> R {
+    match heap.attach() {
+        Ok(slot) => {
+            // SAFETY: we hold the slot from `attach` until `detach` below.
+            let r = f(unsafe { &mut *slot.local.get() });
+            // SAFETY: attached above, not used afterwards.
+            unsafe { heap.detach(slot) };
+            r
+        }
+        Err(_) => fail,
+    }
+}
+
+// SAFETY: blocks come from the heap's allocators, which honour size and
+// alignment and never hand out a block twice; the region outlives the
+// program.
+unsafe impl GlobalAlloc for FixedGlobal {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let Some(heap) = self.get() else {
+            return null_mut();
+        };
+        with_attached(heap, null_mut(), |a| {
+            a.alloc::<false>(layout.size(), layout.align())
+        })
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let Some(heap) = self.get() else {
+            crate::platform::fatal("free before the fixed heap was initialised", ptr as usize)
+        };
+        // SAFETY: GlobalAlloc's contract: `ptr` came from `alloc` with `layout`.
+        let freed = with_attached(heap, false, |a| {
+            unsafe { a.dealloc::<false>(ptr, layout.size()) };
+            true
+        });
+        if !freed {
+            crate::platform::fatal(
+                "free with every allocator of the pool attached",
+                ptr as usize,
+            );
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let Some(heap) = self.get() else {
+            return null_mut();
+        };
+        // SAFETY: GlobalAlloc's contract for `ptr` and `layout`.
+        with_attached(heap, null_mut(), |a| unsafe {
+            a.realloc::<false>(ptr, layout.size(), layout.align(), new_size)
+        })
+    }
+}
+
+#[cfg(feature = "std")]
+pub use os_global::SnugAlloc;
+
+#[cfg(feature = "std")]
+mod os_global {
+    use super::*;
+    use crate::allocator::AllocatorSlot;
+    use crate::heap::raw;
+    use core::cell::Cell;
+
+    /// The global allocator over an OS heap, one allocator per thread.
+    ///
+    /// ```no_run
+    /// #[global_allocator]
+    /// static GLOBAL: snugalloc::SnugAlloc = snugalloc::SnugAlloc;
+    /// fn main() {
+    ///     let v: Vec<u64> = (0..1000).collect();
+    ///     assert_eq!(v.len(), 1000);
+    /// }
+    /// ```
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct SnugAlloc;
+
+    static HEAP: AtomicPtr<HeapInner> = AtomicPtr::new(null_mut());
+    static HEAP_STATE: AtomicUsize = AtomicUsize::new(UNINIT);
+
+    /// Marks a thread whose allocator has been detached at exit.
+    const DETACHED: *mut AllocatorSlot = 1 as *mut AllocatorSlot;
+
+    std::thread_local! {
+        static LOCAL: Cell<*mut AllocatorSlot> = const { Cell::new(null_mut()) };
+        static GUARD: DetachOnExit = const { DetachOnExit };
+    }
+
+    struct DetachOnExit;
+
+    impl Drop for DetachOnExit {
+        fn drop(&mut self) {
+            let slot = LOCAL.with(|l| l.replace(DETACHED));
+            if let (false, Some(heap)) = (slot.is_null() || slot == DETACHED, heap()) {
+                // SAFETY: this thread attached `slot` and stops using it now
+                // (LOCAL says DETACHED).
+                unsafe { raw::detach(heap, slot) };
+            }
+        }
+    }
+
+    /// The process's OS heap, created on first use.
+    fn heap() -> Option<&'static HeapInner> {
+        // Acquire pairs with the Release store below.
+        let p = HEAP.load(Ordering::Acquire);
+        if !p.is_null() {
+            // SAFETY: published heaps are leaked: they live forever.
+            return Some(unsafe { &*p });
+        }
+        init_heap()
+    }
+
+    #[cold]
+    fn init_heap() -> Option<&'static HeapInner> {
+        loop {
+            match HEAP_STATE.compare_exchange(UNINIT, BUSY, Ordering::Acquire, Ordering::Acquire) {
+                Ok(_) => {
+                    let heap = Heap::from_os(Config::for_os()).ok().map(Heap::leak);
+                    let p = heap.map_or(null_mut(), |h| h as *const HeapInner as *mut HeapInner);
+                    // Release pairs with the Acquire loads in `heap`.
+                    HEAP.store(p, Ordering::Release);
+                    HEAP_STATE.store(if p.is_null() { UNINIT } else { READY }, Ordering::Release);
+                    return heap;
+                }
+                Err(READY) => {
+                    // SAFETY: READY is set after the heap is published.
+                    return Some(unsafe { &*HEAP.load(Ordering::Acquire) });
+                }
+                Err(_) => spin_hint(),
+            }
+        }
+    }
+
+    /// The thread's attached allocator, attaching one on first use; null
+    /// when the thread has exited its TLS or no allocator could be had.
+    #[inline(always)]
+    fn local_slot() -> *mut AllocatorSlot {
+        LOCAL.try_with(Cell::get).unwrap_or(DETACHED)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn attach_thread() -> *mut AllocatorSlot {
+        let Some(heap) = heap() else {
+            return null_mut();
+        };
+        let Ok(slot) = heap.attach() else {
+            return null_mut();
+        };
+        let slot = slot as *const AllocatorSlot as *mut AllocatorSlot;
+        if LOCAL.try_with(|l| l.set(slot)).is_err() || GUARD.try_with(|_| ()).is_err() {
+            // TLS is being torn down: use the allocator for this call only.
+            // SAFETY: attached above; not stored anywhere.
+            unsafe { raw::detach(heap, slot) };
+            return null_mut();
+        }
+        slot
+    }
+
+    /// Runs `f` on this thread's allocator, or, when the thread has none and
+    /// can keep none, on one attached for this call.
+    #[inline(always)]
+    fn with_local<R>(fail: R, f: impl FnOnce(&mut crate::allocator::Allocator) -> R) -> R {
+        let slot = local_slot();
+        if slot as usize > DETACHED as usize {
+            // SAFETY: LOCAL holds this thread's attached allocator.
+            return f(unsafe { raw::local(slot) });
+        }
+        with_local_slow(slot, fail, f)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn with_local_slow<R>(
+        slot: *mut AllocatorSlot,
+        fail: R,
+        f: impl FnOnce(&mut crate::allocator::Allocator) -> R,
+    ) -> R {
+        if slot.is_null() {
+            let slot = attach_thread();
+            if !slot.is_null() {
+                // SAFETY: just attached and stored in LOCAL for this thread.
+                return f(unsafe { raw::local(slot) });
+            }
+        }
+        match heap() {
+            Some(heap) => with_attached(heap, fail, f),
+            None => fail,
+        }
+    }
+
+    // SAFETY: blocks come from the heap's allocators, which honour size and
+    // alignment and never hand out a block twice; the heap is never freed.
+    unsafe impl GlobalAlloc for SnugAlloc {
+        #[inline]
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            with_local(null_mut(), |a| {
+                a.alloc::<false>(layout.size(), layout.align())
+            })
+        }
+
+        #[inline]
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: GlobalAlloc's contract: `ptr` came from `alloc` with
+            // `layout`.
+            with_local((), |a| unsafe { a.dealloc::<false>(ptr, layout.size()) })
+        }
+
+        #[inline]
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            // SAFETY: GlobalAlloc's contract for `ptr` and `layout`.
+            with_local(null_mut(), |a| unsafe {
+                a.realloc::<false>(ptr, layout.size(), layout.align(), new_size)
+            })
+        }
+    }
+
+    impl SnugAlloc {
+        /// Counters of the process heap (`None` before its first allocation).
+        pub fn stats() -> Option<crate::Stats> {
+            let p = HEAP.load(Ordering::Acquire);
+            // SAFETY: a published heap lives forever.
+            (!p.is_null()).then(|| unsafe { &*p }.stats())
+        }
+
+        /// Per-size-class snapshot of the process heap.
+        pub fn snapshot() -> Option<crate::Snapshot> {
+            let p = HEAP.load(Ordering::Acquire);
+            // SAFETY: a published heap lives forever.
+            (!p.is_null()).then(|| unsafe { &*p }.snapshot())
+        }
+    }
+}

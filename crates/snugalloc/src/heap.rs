@@ -1,0 +1,696 @@
+//! Heap: one region laid out as metadata followed by chunks, the backend
+//! and pool over it, and the public [`Heap`] and [`Attached`] handles.
+//!
+//! Region layout (everything inside the region, metadata included):
+//!
+//! ```text
+//! | HeapInner | allocator table | used bitmap | dirty bitmap | pagemap | pad | chunks ... |
+//! ```
+//!
+//! Allocators themselves are carved from chunks (marked as metadata in the
+//! pagemap) when the pool first needs them.
+
+use core::alloc::Layout;
+use core::mem::{align_of, size_of};
+use core::ptr::{null_mut, NonNull};
+
+use crate::allocator::{tail_head, Allocator, AllocatorSlot, Counters, Shared, MIN_ALIGN};
+use crate::backend::{bitmap_words, Backend};
+use crate::config::{Config, Error};
+use crate::pagemap::{ChunkMeta, Desc, Kind, Pagemap};
+use crate::platform::fatal;
+use crate::pool::Pool;
+use crate::remote::Inbox;
+use crate::size_class::{class_of, ClassTable, NUM_CLASSES};
+use crate::source::{Source, FIXED_REGION, OS_REGION};
+use crate::stats::{ClassRow, Snapshot, Stats};
+use crate::sync::{
+    spin_hint, AtomicBool, AtomicIsize, AtomicPtr, AtomicU32, AtomicUsize, CachePadded, Ordering,
+};
+
+/// Where a pointer handed back by a client lives.
+pub(crate) enum Located {
+    Slab { class: usize },
+    Large { index: usize, chunks: usize },
+}
+
+/// The heap's state, at the front of its region.
+///
+/// Invariants: everything it points to lies inside `[region_base,
+/// region_base + region_bytes)` and lives as long as it does; `pagemap` and
+/// `backend` describe the same chunks; `fixed_meta_bytes` is the distance
+/// from the region's start to its first chunk.
+pub(crate) struct HeapInner {
+    pub(crate) pagemap: Pagemap,
+    pub(crate) backend: Backend,
+    pub(crate) classes: ClassTable,
+    pub(crate) config: Config,
+    /// What bins point at while they have no slab: its free list is empty.
+    pub(crate) empty_slab: ChunkMeta,
+    pub(crate) pool: Pool,
+    live_published: AtomicIsize,
+    peak_live: AtomicUsize,
+    region_base: usize,
+    region_bytes: usize,
+    fixed_meta_bytes: usize,
+    slot_chunks: usize,
+    os_owned: bool,
+}
+
+/// Addresses of the parts of a region laid out for `chunks` chunks.
+struct Plan {
+    inner: usize,
+    slots: usize,
+    used: usize,
+    dirty: usize,
+    pagemap: usize,
+    chunk_base: usize,
+    end: usize,
+}
+
+fn plan(base: usize, chunks: usize, config: &Config) -> Option<Plan> {
+    let words = bitmap_words(chunks);
+    let inner = base.checked_next_multiple_of(align_of::<HeapInner>().max(64))?;
+    let slots = (inner + size_of::<HeapInner>()).next_multiple_of(8);
+    let used = slots.checked_add(config.max_allocators * 8)?;
+    let dirty = used + words * 8;
+    let pagemap = (dirty + words * 8).next_multiple_of(64);
+    let chunk_base = pagemap
+        .checked_add(chunks.checked_mul(size_of::<ChunkMeta>())?)?
+        .checked_next_multiple_of(config.chunk_bytes)?;
+    let end = chunk_base.checked_add(chunks.checked_mul(config.chunk_bytes)?)?;
+    Some(Plan {
+        inner,
+        slots,
+        used,
+        dirty,
+        pagemap,
+        chunk_base,
+        end,
+    })
+}
+
+/// Chunks per allocator slot.
+fn slot_chunks(chunk_bytes: usize) -> usize {
+    size_of::<AllocatorSlot>().div_ceil(chunk_bytes)
+}
+
+impl HeapInner {
+    /// Lays a heap out over `[base, base + len)` and returns it.
+    ///
+    /// # Safety
+    /// The region must be valid for reads and writes, owned by the heap for
+    /// its whole life; with `zeroed`, it must read as zero.
+    unsafe fn create(
+        base: usize,
+        len: usize,
+        config: Config,
+        source: &'static dyn Source,
+        zeroed: bool,
+    ) -> Result<NonNull<HeapInner>, Error> {
+        config.validate()?;
+        let end = base.checked_add(len).ok_or(Error::RegionInvalid)?;
+        if base == 0 {
+            return Err(Error::RegionInvalid);
+        }
+        let per_chunk = config.chunk_bytes + size_of::<ChunkMeta>();
+        let mut chunks = len / per_chunk;
+        let layout = loop {
+            match plan(base, chunks, &config) {
+                Some(p) if p.end <= end => break Some(p),
+                _ if chunks == 0 => break None,
+                _ => chunks -= 1,
+            }
+        };
+        let needed = config.max_slab_bytes / config.chunk_bytes + slot_chunks(config.chunk_bytes);
+        let Some(p) = layout.filter(|_| chunks >= needed) else {
+            let min = plan(0, needed, &config).map_or(usize::MAX, |p| p.end + 64);
+            return Err(Error::RegionTooSmall {
+                region_bytes: len,
+                min_bytes: min,
+            });
+        };
+        if !zeroed {
+            // SAFETY: the allocator table, bitmaps and pagemap lie inside the
+            // region (`p.end <= end`), which the caller gives us.
+            unsafe { core::ptr::write_bytes(p.slots as *mut u8, 0, p.chunk_base - p.slots) };
+        }
+        let pagemap = Pagemap {
+            entries: p.pagemap as *const ChunkMeta,
+            chunks,
+            base: p.chunk_base,
+            chunk_shift: config.chunk_bytes.trailing_zeros(),
+        };
+        // SAFETY: the bitmaps lie inside the region, are zeroed, and belong
+        // to this heap alone.
+        let backend = unsafe {
+            Backend::new(
+                p.used as *mut _,
+                p.dirty as *mut _,
+                chunks,
+                p.chunk_base,
+                pagemap.chunk_shift,
+                source,
+                config.dirty_limit_bytes,
+                config.decommit_delay_ms,
+            )
+        };
+        // SAFETY: the allocator table lies inside the region and is zeroed
+        // (null pointers).
+        let pool = unsafe {
+            Pool::new(
+                p.slots as *const AtomicPtr<AllocatorSlot>,
+                config.max_allocators,
+            )
+        };
+        let inner = p.inner as *mut HeapInner;
+        // SAFETY: `inner` is aligned for HeapInner and lies inside the region
+        // before the allocator table.
+        unsafe {
+            inner.write(HeapInner {
+                pagemap,
+                backend,
+                classes: ClassTable::new(
+                    config.chunk_bytes,
+                    config.max_slab_bytes,
+                    config.max_slab_object_bytes,
+                ),
+                config,
+                empty_slab: ChunkMeta::empty(),
+                pool,
+                live_published: AtomicIsize::new(0),
+                peak_live: AtomicUsize::new(0),
+                region_base: base,
+                region_bytes: len,
+                fixed_meta_bytes: p.chunk_base - base,
+                slot_chunks: slot_chunks(config.chunk_bytes),
+                os_owned: source.decommits(),
+            })
+        };
+        // SAFETY: just written, non-null.
+        Ok(unsafe { NonNull::new_unchecked(inner) })
+    }
+
+    /// Adds `delta` to the published live bytes and raises the peak.
+    pub(crate) fn publish_live(&self, delta: isize) {
+        // Relaxed: statistics only.
+        let total = self.live_published.fetch_add(delta, Ordering::Relaxed) + delta;
+        self.peak_live
+            .fetch_max(total.max(0) as usize, Ordering::Relaxed);
+    }
+
+    /// Finds the allocation `addr` starts; fatal if it starts none.
+    pub(crate) fn locate(&self, addr: usize) -> Located {
+        let Some(mut index) = self.pagemap.index_of(addr) else {
+            fatal("pointer not owned by this heap", addr)
+        };
+        let mut desc = self.pagemap.entry(index).desc();
+        if desc.kind() == Kind::Tail {
+            index = tail_head(index, desc, addr);
+            desc = self.pagemap.entry(index).desc();
+        }
+        let start = self.pagemap.chunk_addr(index);
+        match desc.kind() {
+            Kind::Slab => {
+                let info = &self.classes.info[desc.class()];
+                let offset = addr - start;
+                if offset >= info.span_bytes as usize || !info.is_object_start(offset) {
+                    fatal("pointer is not the start of an object", addr);
+                }
+                Located::Slab {
+                    class: desc.class(),
+                }
+            }
+            Kind::Large if addr == start => Located::Large {
+                index,
+                chunks: desc.run() as usize,
+            },
+            Kind::Free => fatal("pointer is not allocated", addr),
+            _ => fatal("pointer is not the start of an object", addr),
+        }
+    }
+
+    /// Takes an allocator from the pool (creating one if all are attached).
+    pub(crate) fn attach(&self) -> Result<&AllocatorSlot, Error> {
+        loop {
+            if let Some(id) = self.pool.pop_idle() {
+                let slot = self.pool.slot(id);
+                // Acquire pairs with the Release in `detach` and in
+                // `reclaim_idle`; a reclaimer may hold it briefly.
+                while slot.shared.busy.swap(true, Ordering::Acquire) {
+                    spin_hint();
+                }
+                // SAFETY: we hold `busy`, so `local` is ours alone.
+                unsafe { &mut *slot.local.get() }.on_attach();
+                return Ok(slot);
+            }
+            let Some(id) = self.pool.new_id() else {
+                if self.pool.has_idle() {
+                    // Somebody detached while we looked.
+                    continue;
+                }
+                return Err(Error::PoolExhausted {
+                    max_allocators: self.pool.max(),
+                });
+            };
+            return self.create_allocator(id);
+        }
+    }
+
+    fn create_allocator(&self, id: usize) -> Result<&AllocatorSlot, Error> {
+        let chunks = self.slot_chunks;
+        let index = match self.backend.alloc_run(chunks, 0) {
+            Some(i) => i,
+            None => {
+                self.reclaim_idle();
+                self.backend
+                    .alloc_run(chunks, 0)
+                    .ok_or(Error::OutOfMemory)?
+            }
+        };
+        self.pagemap.set_run(
+            index,
+            chunks,
+            Desc::new(Kind::Meta, 0, id as u16, chunks as u32),
+        );
+        let slot = self.pagemap.chunk_addr(index) as *mut AllocatorSlot;
+        // SAFETY: the run is ours, chunk-aligned (enough for AllocatorSlot)
+        // and at least `size_of::<AllocatorSlot>()` bytes long.
+        unsafe {
+            core::ptr::addr_of_mut!((*slot).shared).write(Shared {
+                inbox: CachePadded(Inbox::new()),
+                next_idle: AtomicU32::new(0),
+                busy: AtomicBool::new(true),
+                counters: CachePadded(Counters {
+                    live: AtomicIsize::new(0),
+                    outgoing: AtomicUsize::new(0),
+                }),
+            });
+            let shared = core::ptr::addr_of!((*slot).shared);
+            core::ptr::addr_of_mut!((*slot).local).write(core::cell::UnsafeCell::new(
+                Allocator::new(self, id as u16, shared),
+            ));
+        }
+        self.pool.publish(id, slot);
+        // SAFETY: initialised above; lives in heap metadata.
+        Ok(unsafe { &*slot })
+    }
+
+    /// Returns an attached allocator to the pool.
+    ///
+    /// # Safety
+    /// The caller must hold `slot`'s `busy` flag (have attached it) and not
+    /// use it afterwards.
+    pub(crate) unsafe fn detach(&self, slot: &AllocatorSlot) {
+        // SAFETY: the caller holds `busy`.
+        let local = unsafe { &mut *slot.local.get() };
+        local.on_detach();
+        let id = local.id();
+        // Release pairs with the Acquire swap in `attach`.
+        slot.shared.busy.store(false, Ordering::Release);
+        self.pool.push_idle(id as usize);
+    }
+
+    /// Drains and trims every allocator nobody is attached to.
+    pub(crate) fn reclaim_idle(&self) {
+        for id in 0..self.pool.created() {
+            let Some(slot) = self.pool.try_slot(id) else {
+                continue;
+            };
+            // Acquire pairs with the Release store in `detach`.
+            if slot
+                .shared
+                .busy
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                // SAFETY: we hold `busy`.
+                unsafe { &mut *slot.local.get() }.reclaim_own();
+                // Release pairs with the Acquire in `attach`.
+                slot.shared.busy.store(false, Ordering::Release);
+            }
+        }
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let chunk = self.config.chunk_bytes;
+        let reserved_chunks = self.backend.reserved_chunks();
+        let meta_chunks = self.pool.created() * self.slot_chunks;
+        let fixed = self.fixed_meta_view();
+        let live: isize = (0..self.pool.created())
+            .filter_map(|id| self.pool.try_slot(id))
+            .map(|s| s.shared.counters.live.load(Ordering::Relaxed))
+            .sum();
+        let live = live.max(0) as usize;
+        Stats {
+            heap_bytes: self.region_bytes,
+            chunk_bytes: chunk,
+            reserved_bytes: fixed + reserved_chunks * chunk,
+            peak_reserved_bytes: fixed + self.backend.peak_reserved_chunks() * chunk,
+            live_bytes: live,
+            peak_live_bytes: self.peak_live.load(Ordering::Relaxed).max(live),
+            metadata_bytes: fixed + meta_chunks * chunk,
+            free_bytes: (self.backend.chunks() - reserved_chunks) * chunk,
+            allocators: self.pool.created(),
+        }
+    }
+
+    /// Metadata in front of the chunks that counts as reserved: all of it
+    /// for a fixed region; for an OS heap, whose metadata is committed only
+    /// where touched, the header plus the pagemap and bitmaps of the chunks
+    /// used so far.
+    fn fixed_meta_view(&self) -> usize {
+        if !self.os_owned {
+            return self.fixed_meta_bytes;
+        }
+        let header = size_of::<HeapInner>() + self.pool.max() * 8;
+        header + self.backend.high_water() * (size_of::<ChunkMeta>() + 1)
+    }
+
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let mut rows = [ClassRow::default(); NUM_CLASSES];
+        for (class, row) in rows.iter_mut().enumerate() {
+            row.class = class;
+            row.object_bytes = self.classes.info[class].object_bytes as usize;
+        }
+        let shift = self.pagemap.chunk_shift;
+        let (mut large_objects, mut large_bytes, mut idle_bytes) = (0, 0, 0);
+        let mut index = 0;
+        let high = self.backend.high_water().min(self.pagemap.chunks);
+        while index < high {
+            let meta = self.pagemap.entry(index);
+            let d = meta.desc();
+            let run = (d.run() as usize).max(1);
+            match d.kind() {
+                Kind::Slab => {
+                    let row = &mut rows[d.class()];
+                    let used = (meta.used.load(Ordering::Relaxed) as usize)
+                        .min(self.classes.info[d.class()].capacity as usize);
+                    row.slab_count += 1;
+                    row.slab_bytes += run << shift;
+                    row.live_objects += used;
+                    let idle = self
+                        .pool
+                        .try_slot(d.owner() as usize)
+                        .is_some_and(|s| !s.shared.busy.load(Ordering::Relaxed));
+                    if idle {
+                        idle_bytes += (run << shift) - used * row.object_bytes;
+                    }
+                }
+                Kind::Large => {
+                    large_objects += 1;
+                    large_bytes += run << shift;
+                }
+                Kind::Meta => {}
+                Kind::Free | Kind::Tail => {}
+            }
+            index += if matches!(d.kind(), Kind::Slab | Kind::Large | Kind::Meta) {
+                run
+            } else {
+                1
+            };
+        }
+        for row in rows.iter_mut() {
+            row.live_bytes = row.live_objects * row.object_bytes;
+        }
+        let remote_in_flight = (0..self.pool.created())
+            .filter_map(|id| self.pool.try_slot(id))
+            .map(|s| s.shared.inbox.count() + s.shared.counters.outgoing.load(Ordering::Relaxed))
+            .sum();
+        let (_, longest) = self.backend.free_summary();
+        Snapshot {
+            rows,
+            large_objects,
+            large_bytes,
+            idle_bytes,
+            remote_in_flight,
+            largest_free_bytes: longest << shift,
+            stats: self.stats(),
+        }
+    }
+}
+
+/// A heap over one region: a fixed region the caller owns, or address space
+/// reserved from the OS.
+///
+/// Threads use it through [`Heap::attach`]. Any attached handle may free
+/// any block of the heap, whichever handle allocated it.
+pub struct Heap {
+    inner: NonNull<HeapInner>,
+}
+
+// SAFETY: all shared state of HeapInner is atomics or behind locks and
+// per-allocator busy flags.
+unsafe impl Send for Heap {}
+// SAFETY: as above.
+unsafe impl Sync for Heap {}
+
+impl Heap {
+    /// Builds a heap over `[base, base + len)`, which it uses for everything,
+    /// its own metadata included. Regions from 1 MiB up (smaller ones work
+    /// down to a few chunks, with little room) to many GiB are supported.
+    ///
+    /// # Safety
+    /// The region must be valid for reads and writes, used by nothing else,
+    /// and outlive the heap and every pointer allocated from it.
+    pub unsafe fn from_region(base: *mut u8, len: usize, config: Config) -> Result<Heap, Error> {
+        // SAFETY: the caller's guarantees are the ones `create` needs.
+        let inner = unsafe { HeapInner::create(base as usize, len, config, &FIXED_REGION, false)? };
+        Ok(Heap { inner })
+    }
+
+    /// Builds a heap over `config.os_reserve_bytes` of fresh address space
+    /// from the OS (halved until the OS agrees, down to 1 GiB). Memory is
+    /// committed when first touched and given back when chunks fall free.
+    #[cfg(feature = "std")]
+    pub fn from_os(config: Config) -> Result<Heap, Error> {
+        config.validate()?;
+        let mut bytes = config.os_reserve_bytes;
+        let base = loop {
+            if let Some(base) = crate::platform::reserve(bytes) {
+                break base;
+            }
+            if bytes / 2 < (1 << 30).min(config.os_reserve_bytes) {
+                return Err(Error::OsReserveFailed { bytes });
+            }
+            bytes /= 2;
+        };
+        // SAFETY: a fresh anonymous mapping: valid, zeroed, ours alone; it
+        // is released only in `Drop`.
+        match unsafe { HeapInner::create(base.as_ptr() as usize, bytes, config, &OS_REGION, true) }
+        {
+            Ok(inner) => Ok(Heap { inner }),
+            Err(e) => {
+                // SAFETY: the mapping made above, unused.
+                unsafe { crate::platform::release(base.as_ptr(), bytes) };
+                Err(e)
+            }
+        }
+    }
+
+    pub(crate) fn inner(&self) -> &HeapInner {
+        // SAFETY: `inner` was created by `HeapInner::create` and lives until
+        // this handle drops.
+        unsafe { self.inner.as_ref() }
+    }
+
+    /// Never drops the heap, and returns its state for a `'static` front end.
+    #[cfg(feature = "std")]
+    pub(crate) fn leak(self) -> &'static HeapInner {
+        let inner = self.inner;
+        core::mem::forget(self);
+        // SAFETY: forgotten above, so the region is never released.
+        unsafe { inner.as_ref() }
+    }
+
+    /// Attaches an allocator from the pool to the caller: the most recently
+    /// detached one, or a new one if all are attached. Costs a few atomic
+    /// operations; takes no lock that allocation needs. Drop the handle to
+    /// detach.
+    pub fn attach(&self) -> Result<Attached<'_>, Error> {
+        let slot = self.inner().attach()?;
+        Ok(Attached {
+            heap: self.inner(),
+            slot,
+        })
+    }
+
+    /// Always-on counters (cheap; no allocation).
+    pub fn stats(&self) -> Stats {
+        self.inner().stats()
+    }
+
+    /// Per-size-class detail, computed by walking the pagemap (no allocation).
+    pub fn snapshot(&self) -> Snapshot {
+        self.inner().snapshot()
+    }
+
+    /// Drains the inboxes and trims the caches of every allocator nobody is
+    /// attached to, so free memory returns to the backend. The heap does
+    /// this by itself before it reports out of memory.
+    pub fn reclaim(&self) {
+        self.inner().reclaim_idle();
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.inner().config
+    }
+
+    /// The size class that serves `size` in this heap, or `None` when it is
+    /// served as a run of whole chunks.
+    pub fn size_class_of(&self, size: usize) -> Option<usize> {
+        (size <= self.inner().classes.small_limit_bytes).then(|| class_of(size))
+    }
+
+    /// Whether `ptr` lies in this heap's chunks.
+    pub fn contains(&self, ptr: *const u8) -> bool {
+        self.inner().pagemap.index_of(ptr as usize).is_some()
+    }
+}
+
+impl Drop for Heap {
+    fn drop(&mut self) {
+        let inner = self.inner();
+        if inner.os_owned {
+            let (base, len) = (inner.region_base, inner.region_bytes);
+            // SAFETY: an OS heap's region is the mapping made in `from_os`;
+            // the borrow checker ensures no handle outlives the heap.
+            unsafe { crate::platform::release(base as *mut u8, len) };
+        }
+    }
+}
+
+/// One allocator of a heap, attached to the caller until dropped.
+///
+/// It can be moved to another thread, but used by one at a time.
+pub struct Attached<'h> {
+    heap: &'h HeapInner,
+    slot: &'h AllocatorSlot,
+}
+
+impl Attached<'_> {
+    #[inline(always)]
+    fn local(&mut self) -> &mut Allocator {
+        // SAFETY: an `Attached` holds its allocator's `busy` flag, so its
+        // `local` part is ours alone; `&mut self` makes this the only borrow.
+        unsafe { &mut *self.slot.local.get() }
+    }
+
+    /// Allocates a block for `layout`; null when the heap cannot serve it.
+    /// A zero size is served as one byte.
+    #[inline]
+    pub fn alloc(&mut self, layout: Layout) -> *mut u8 {
+        self.local().alloc::<false>(layout.size(), layout.align())
+    }
+
+    /// As [`Attached::alloc`], with the block zeroed.
+    pub fn alloc_zeroed(&mut self, layout: Layout) -> *mut u8 {
+        let p = self.alloc(layout);
+        if !p.is_null() {
+            // SAFETY: `p` is a fresh block of at least `layout.size()` bytes.
+            unsafe { core::ptr::write_bytes(p, 0, layout.size()) };
+        }
+        p
+    }
+
+    /// Frees a block.
+    ///
+    /// # Safety
+    /// `ptr` must have been returned by an allocation from this heap with
+    /// this `layout` (by any attached handle), and not be used afterwards.
+    #[inline]
+    pub unsafe fn dealloc(&mut self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract is the allocator's.
+        unsafe { self.local().dealloc::<false>(ptr, layout.size()) }
+    }
+
+    /// Resizes a block to `new_size`, in place when its size class or chunk
+    /// run allows; null (with the old block intact) on failure.
+    ///
+    /// # Safety
+    /// As for [`Attached::dealloc`]; on success the old pointer must not be
+    /// used unless it is the one returned.
+    pub unsafe fn realloc(&mut self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller's contract is the allocator's.
+        unsafe {
+            self.local()
+                .realloc::<false>(ptr, layout.size(), layout.align(), new_size)
+        }
+    }
+
+    /// C-style allocation: 16-byte aligned, freed with [`Attached::free`]
+    /// without a size. Live bytes count its usable size.
+    #[inline]
+    pub fn malloc(&mut self, size: usize) -> *mut u8 {
+        self.local().alloc::<true>(size, MIN_ALIGN)
+    }
+
+    /// C-style aligned allocation (`align` a power of two).
+    pub fn malloc_aligned(&mut self, size: usize, align: usize) -> *mut u8 {
+        if !align.is_power_of_two() {
+            return null_mut();
+        }
+        self.local().alloc::<true>(size, align.max(MIN_ALIGN))
+    }
+
+    /// Frees a block from [`Attached::malloc`] or [`Attached::malloc_aligned`];
+    /// null is ignored.
+    ///
+    /// # Safety
+    /// `ptr` must be null or such a block, not used afterwards.
+    #[inline]
+    pub unsafe fn free(&mut self, ptr: *mut u8) {
+        if !ptr.is_null() {
+            // SAFETY: the caller's contract is the allocator's.
+            unsafe { self.local().dealloc::<true>(ptr, 0) }
+        }
+    }
+
+    /// C-style resize of a [`Attached::malloc`] block (keeps 16-byte
+    /// alignment); null with the old block intact on failure.
+    ///
+    /// # Safety
+    /// As for [`Attached::free`], and `ptr` must not be null.
+    pub unsafe fn resize(&mut self, ptr: *mut u8, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller's contract is the allocator's.
+        unsafe { self.local().realloc::<true>(ptr, 0, MIN_ALIGN, new_size) }
+    }
+
+    /// Usable bytes of a block (at least what was asked for).
+    ///
+    /// # Safety
+    /// `ptr` must be a live block of this heap.
+    pub unsafe fn usable_size(&mut self, ptr: *const u8) -> usize {
+        self.local().usable_size(ptr)
+    }
+}
+
+impl Drop for Attached<'_> {
+    fn drop(&mut self) {
+        // SAFETY: we attached `slot` and never use it again.
+        unsafe { self.heap.detach(self.slot) };
+    }
+}
+
+/// Raw attach and detach for front ends that keep the allocator in TLS.
+#[cfg(feature = "std")]
+pub(crate) mod raw {
+    use super::*;
+
+    /// # Safety
+    /// `slot` must have come from `heap.attach()` and be used by one thread
+    /// at a time until passed to [`detach`].
+    #[inline(always)]
+    pub(crate) unsafe fn local<'a>(slot: *const AllocatorSlot) -> &'a mut Allocator {
+        // SAFETY: the caller holds the slot's `busy` flag.
+        unsafe { &mut *(*slot).local.get() }
+    }
+
+    /// # Safety
+    /// As for [`HeapInner::detach`].
+    pub(crate) unsafe fn detach(heap: &HeapInner, slot: *const AllocatorSlot) {
+        // SAFETY: the caller's contract.
+        unsafe { heap.detach(&*slot) }
+    }
+}

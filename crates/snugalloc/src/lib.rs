@@ -1,0 +1,81 @@
+//! snugalloc: a message-passing memory allocator that stays small in fixed
+//! heaps (enclaves, embedded RAM) and fast under many threads.
+//!
+//! Every thread allocates from its own allocator without atomics; objects
+//! freed by another thread go back to their owner in batches, one atomic
+//! operation per batch. Unlike allocators that keep per-thread chunk caches,
+//! snugalloc gives empty slabs back to a shared chunk backend at once, sizes
+//! slabs for small heaps, serves large objects in whole chunks (not powers
+//! of two), and reclaims idle allocators' memory before it reports out of
+//! memory.
+//!
+//! # Using it
+//!
+//! ```
+//! use core::alloc::Layout;
+//! use snugalloc::{Config, Heap};
+//!
+//! let mut region = vec![0u8; 4 << 20];
+//! // SAFETY: `region` outlives the heap and nothing else uses it.
+//! let heap = unsafe { Heap::from_region(region.as_mut_ptr(), region.len(), Config::for_region(4 << 20)) }
+//!     .expect("valid region");
+//! let mut a = heap.attach().expect("an allocator");
+//! let layout = Layout::from_size_align(100, 8).unwrap();
+//! let p = a.alloc(layout);
+//! assert!(!p.is_null());
+//! // SAFETY: `p` came from this heap with `layout`.
+//! unsafe { a.dealloc(p, layout) };
+//! drop(a);
+//! println!("{}", heap.snapshot());
+//! ```
+//!
+//! As the global allocator: `#[global_allocator] static A: snugalloc::SnugAlloc = snugalloc::SnugAlloc;`
+//! (feature `std`), or [`FixedGlobal`] over a region.
+//!
+//! # Layers, bottom up (each uses only those above it in this list)
+//!
+//! | module | concept |
+//! |---|---|
+//! | `sync` | atomics and the spin lock, in one place |
+//! | `platform` | the only code that calls the OS; fatal errors |
+//! | `source` | where the region comes from: fixed, or OS (decommits) |
+//! | `config` | [`Config`], validation, [`Error`], [`parse_bytes`] |
+//! | `size_class` | sizes to classes; slab geometry per heap |
+//! | `pagemap` | chunk → metadata (kind, class, owner, slab state) |
+//! | `backend` | runs of chunks: first fit over a bitmap |
+//! | `remote` | outgoing batches and inboxes for cross-thread frees |
+//! | `allocator` | fast and slow paths of alloc and free |
+//! | `pool` | allocators handed out on attach, taken back on detach |
+//! | `heap` | region layout, [`Heap`], [`Attached`], reclaim, statistics |
+//! | `stats` | [`Stats`], [`Snapshot`] |
+//! | `global` | [`SnugAlloc`] (TLS, OS heap), [`FixedGlobal`] |
+#![no_std]
+#![deny(missing_docs)]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+mod allocator;
+mod backend;
+mod config;
+mod global;
+mod heap;
+mod pagemap;
+mod platform;
+mod pool;
+mod remote;
+mod size_class;
+mod source;
+mod stats;
+mod sync;
+
+pub use config::{
+    parse_bytes, Config, ConfigError, Error, ParseBytesError, MAX_ALLOCATORS, MAX_CHUNK_BYTES,
+    MIN_CHUNK_BYTES, SMALL_HEAP_BYTES,
+};
+pub use global::FixedGlobal;
+#[cfg(feature = "std")]
+pub use global::SnugAlloc;
+pub use heap::{Attached, Heap};
+pub use size_class::{class_size, size_class_of, MAX_CLASS_BYTES, NUM_CLASSES};
+pub use stats::{ClassRow, Snapshot, Stats};

@@ -1,0 +1,144 @@
+//! Platform: the only module that calls the operating system.
+//!
+//! It reserves and releases address space, gives pages back
+//! (`MADV_DONTNEED`, so resident memory drops at once), reads a coarse
+//! monotonic clock, and reports fatal errors without allocating. Without the
+//! `std` feature there is no OS: reservation fails, decommit does nothing,
+//! and a fatal error panics with a message formatted on the stack.
+
+use core::fmt::{self, Write};
+use core::ptr::NonNull;
+
+/// Formats into a fixed stack buffer, truncating; never allocates.
+struct StackWriter {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl Write for StackWriter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = self.buf.len() - self.len;
+        let take = s.len().min(room);
+        self.buf[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
+        self.len += take;
+        Ok(())
+    }
+}
+
+/// Reports client misuse or corrupted metadata and stops the process.
+///
+/// The message is one line: `snugalloc: fatal: <what> (pointer 0x...)`.
+#[cold]
+#[inline(never)]
+pub(crate) fn fatal(what: &str, addr: usize) -> ! {
+    let mut w = StackWriter {
+        buf: [0; 256],
+        len: 0,
+    };
+    // Writing to a StackWriter cannot fail; it truncates instead.
+    let _ = writeln!(w, "snugalloc: fatal: {what} (pointer {addr:#x})");
+    fatal_bytes(&w.buf[..w.len])
+}
+
+#[cfg(feature = "std")]
+fn fatal_bytes(msg: &[u8]) -> ! {
+    // SAFETY: `msg` is a valid, initialised byte slice for the length passed;
+    // write(2) reads at most that many bytes from it.
+    unsafe {
+        libc::write(2, msg.as_ptr().cast(), msg.len());
+    }
+    // SAFETY: abort takes no arguments and never returns.
+    unsafe { libc::abort() }
+}
+
+#[cfg(not(feature = "std"))]
+fn fatal_bytes(msg: &[u8]) -> ! {
+    let text = core::str::from_utf8(msg).unwrap_or("snugalloc: fatal error");
+    panic!("{}", text.trim_end())
+}
+
+/// Reserves `bytes` of zeroed, readable and writable address space that the
+/// OS backs with memory only when touched.
+#[cfg(feature = "std")]
+pub(crate) fn reserve(bytes: usize) -> Option<NonNull<u8>> {
+    // SAFETY: an anonymous private mapping with a null hint creates a new
+    // mapping and touches no existing memory.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        None
+    } else {
+        NonNull::new(p.cast())
+    }
+}
+
+#[cfg(not(feature = "std"))]
+pub(crate) fn reserve(_bytes: usize) -> Option<NonNull<u8>> {
+    None
+}
+
+/// Returns a reservation made by [`reserve`] to the OS.
+///
+/// # Safety
+/// `base` and `bytes` must be exactly a reservation returned by [`reserve`],
+/// and nothing may use that memory afterwards.
+#[cfg(feature = "std")]
+pub(crate) unsafe fn release(base: *mut u8, bytes: usize) {
+    // SAFETY: the caller guarantees this is a whole mapping of ours that is
+    // no longer used.
+    unsafe {
+        libc::munmap(base.cast(), bytes);
+    }
+}
+
+/// # Safety
+/// Without an OS there is nothing to release; any arguments are accepted.
+#[cfg(not(feature = "std"))]
+pub(crate) unsafe fn release(_base: *mut u8, _bytes: usize) {}
+
+/// Gives the pages of `[base, base + bytes)` back to the OS; they read as
+/// zero when next touched.
+///
+/// # Safety
+/// The range must lie inside a reservation made by [`reserve`] and hold no
+/// data anybody still needs.
+#[cfg(feature = "std")]
+pub(crate) unsafe fn decommit(base: *mut u8, bytes: usize) {
+    // SAFETY: the caller guarantees the range is ours and unused; DONTNEED on
+    // a private anonymous mapping only discards its contents.
+    unsafe {
+        libc::madvise(base.cast(), bytes, libc::MADV_DONTNEED);
+    }
+}
+
+/// # Safety
+/// Without an OS there is nothing to give back; any arguments are accepted.
+#[cfg(not(feature = "std"))]
+pub(crate) unsafe fn decommit(_base: *mut u8, _bytes: usize) {}
+
+/// Milliseconds on a coarse monotonic clock (0 without an OS).
+#[cfg(feature = "std")]
+pub(crate) fn now_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for clock_gettime to fill.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts);
+    }
+    (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000
+}
+
+#[cfg(not(feature = "std"))]
+pub(crate) fn now_ms() -> u64 {
+    0
+}

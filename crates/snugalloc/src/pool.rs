@@ -1,0 +1,161 @@
+//! Pool: the allocators of one heap, and the stack of those not attached.
+//!
+//! Allocators are created on demand (only when every existing one is
+//! attached), live in heap metadata and are never destroyed, so their ids
+//! stay valid as slab owners. Detached allocators sit on a lock-free LIFO
+//! stack, so attach reuses the most recently detached one (whose slabs and
+//! caches are warmest). The stack head carries a tag that changes on every
+//! update, so a pop that raced with a pop and push of the same allocator
+//! (ABA) fails its compare-and-swap and retries.
+//!
+//! Invariants:
+//! - `slots[i]` is non-null for every `i` an allocator was published with,
+//!   and never changes afterwards; `created` ids above the last published
+//!   one may still be null (being created, or failed).
+//! - An allocator is on the idle stack at most once, and only while its
+//!   `busy` flag is clear or held by a reclaimer.
+
+use crate::allocator::AllocatorSlot;
+use crate::platform::fatal;
+use crate::sync::{spin_hint, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+
+/// The table of allocators and the idle stack.
+///
+/// Invariant: `slots` points to `max` atomics that live as long as the heap.
+pub(crate) struct Pool {
+    slots: *const AtomicPtr<AllocatorSlot>,
+    max: usize,
+    created: AtomicUsize,
+    /// Tag in the high 32 bits, `id + 1` of the top allocator (0 = empty)
+    /// in the low 32.
+    idle: AtomicU64,
+}
+
+// SAFETY: `slots` names atomics that live as long as the heap.
+unsafe impl Sync for Pool {}
+// SAFETY: as above.
+unsafe impl Send for Pool {}
+
+impl Pool {
+    /// # Safety
+    /// `slots` must be valid for `max` atomics, initialised to null, for as
+    /// long as the pool lives.
+    pub(crate) unsafe fn new(slots: *const AtomicPtr<AllocatorSlot>, max: usize) -> Pool {
+        Pool {
+            slots,
+            max,
+            created: AtomicUsize::new(0),
+            idle: AtomicU64::new(0),
+        }
+    }
+
+    fn entry(&self, id: usize) -> &AtomicPtr<AllocatorSlot> {
+        debug_assert!(id < self.max);
+        // SAFETY: `id < max` (callers check against `created <= max`), and
+        // the table lives as long as the pool.
+        unsafe { &*self.slots.add(id) }
+    }
+
+    /// The allocator with id `id`, if it has been published.
+    pub(crate) fn try_slot(&self, id: usize) -> Option<&AllocatorSlot> {
+        if id >= self.max {
+            return None;
+        }
+        // Acquire pairs with the Release store in `publish`.
+        let p = self.entry(id).load(Ordering::Acquire);
+        // SAFETY: published slots live in heap metadata as long as the heap.
+        (!p.is_null()).then(|| unsafe { &*p })
+    }
+
+    /// The allocator with id `id`, which must be published (it owns a slab).
+    #[inline]
+    pub(crate) fn slot(&self, id: usize) -> &AllocatorSlot {
+        match self.try_slot(id) {
+            Some(s) => s,
+            None => fatal("heap metadata corrupted: slab owner is no allocator", id),
+        }
+    }
+
+    /// Ids handed out so far (some may not be published yet).
+    pub(crate) fn created(&self) -> usize {
+        self.created.load(Ordering::Relaxed).min(self.max)
+    }
+
+    pub(crate) fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Reserves a new id, if the pool may grow.
+    pub(crate) fn new_id(&self) -> Option<usize> {
+        let mut n = self.created.load(Ordering::Relaxed);
+        loop {
+            if n >= self.max {
+                return None;
+            }
+            match self
+                .created
+                .compare_exchange_weak(n, n + 1, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(n),
+                Err(now) => n = now,
+            }
+        }
+    }
+
+    /// Makes a new allocator visible under `id`.
+    pub(crate) fn publish(&self, id: usize, slot: *mut AllocatorSlot) {
+        // Release pairs with the Acquire load in `try_slot`: whoever finds
+        // the pointer sees the allocator initialised.
+        self.entry(id).store(slot, Ordering::Release);
+    }
+
+    /// Whether some allocator is detached (racy).
+    pub(crate) fn has_idle(&self) -> bool {
+        self.idle.load(Ordering::Relaxed) as u32 != 0
+    }
+
+    /// Pops the most recently detached allocator.
+    pub(crate) fn pop_idle(&self) -> Option<usize> {
+        // Acquire pairs with the Release CAS in `push_idle`.
+        let mut head = self.idle.load(Ordering::Acquire);
+        loop {
+            let top = head as u32;
+            if top == 0 {
+                return None;
+            }
+            let id = (top - 1) as usize;
+            // Relaxed: a stale link is caught by the tagged CAS below.
+            let next = self.slot(id).shared.next_idle.load(Ordering::Relaxed);
+            let new = ((head >> 32) + 1) << 32 | u64::from(next);
+            match self
+                .idle
+                .compare_exchange_weak(head, new, Ordering::Acquire, Ordering::Acquire)
+            {
+                Ok(_) => return Some(id),
+                Err(now) => {
+                    head = now;
+                    spin_hint();
+                }
+            }
+        }
+    }
+
+    /// Pushes a detached allocator.
+    pub(crate) fn push_idle(&self, id: usize) {
+        let slot = self.slot(id);
+        let mut head = self.idle.load(Ordering::Relaxed);
+        loop {
+            slot.shared.next_idle.store(head as u32, Ordering::Relaxed);
+            let new = ((head >> 32) + 1) << 32 | (id as u64 + 1);
+            // Release pairs with the Acquire in `pop_idle`: the popper sees
+            // the link and everything the detaching thread wrote.
+            match self
+                .idle
+                .compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(now) => head = now,
+            }
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Size classes: the object sizes slabs are carved into, and the mapping
+//! from a requested size to the smallest class that holds it.
+//!
+//! The classes are 16 B apart up to 128 B, then eight per power of two
+//! (steps of 1/8 of the lower power), up to 64 KiB: 80 classes. The worst
+//! internal waste of a class is the step below it over its size, so:
+//!
+//! | sizes | step | worst waste per object |
+//! |---|---|---|
+//! | 16 - 128 B | 16 B | 50% at 17 B, 11% at 128 B |
+//! | 129 B - 64 KiB | 1/8 of the power of two below | 11.1% (a request 1 B above a class) |
+//!
+//! Every class size is a multiple of 16, so every object is 16-byte aligned
+//! (slab starts are chunk-aligned). Which classes a heap serves from slabs,
+//! and how many chunks each slab takes, is decided per heap by
+//! [`ClassTable::new`] from the [`Config`](crate::Config).
+
+/// Number of size classes.
+pub const NUM_CLASSES: usize = 80;
+/// The largest size class, in bytes.
+pub const MAX_CLASS_BYTES: usize = 64 * 1024;
+
+/// Size in bytes of class `class` (which must be below [`NUM_CLASSES`]).
+#[inline]
+pub const fn class_size(class: usize) -> usize {
+    if class < 8 {
+        (class + 1) * 16
+    } else {
+        let bits = 7 + (class - 8) / 8;
+        let mantissa = (class - 8) % 8;
+        (1 << bits) + (mantissa + 1) * (1 << (bits - 3))
+    }
+}
+
+/// The class for sizes above 1 KiB, computed from the bit length.
+#[inline]
+const fn class_of_computed(size: usize) -> usize {
+    let s = size - 1;
+    let bits = (usize::BITS - 1 - s.leading_zeros()) as usize;
+    let mantissa = (s >> (bits - 3)) & 7;
+    8 + (bits - 7) * 8 + mantissa
+}
+
+const LOOKUP_LIMIT: usize = 1024;
+
+/// `SMALL_LOOKUP[(size + 15) / 16]` is the class of `size` for sizes up to 1 KiB.
+static SMALL_LOOKUP: [u8; LOOKUP_LIMIT / 16 + 1] = {
+    let mut table = [0u8; LOOKUP_LIMIT / 16 + 1];
+    let mut i = 1;
+    while i < table.len() {
+        let size = i * 16;
+        table[i] = if size <= 128 {
+            (i - 1) as u8
+        } else {
+            class_of_computed(size) as u8
+        };
+        i += 1;
+    }
+    table
+};
+
+/// The smallest class holding `size` bytes, for `size <= MAX_CLASS_BYTES`.
+#[inline(always)]
+pub(crate) fn class_of(size: usize) -> usize {
+    debug_assert!(size <= MAX_CLASS_BYTES);
+    if size <= LOOKUP_LIMIT {
+        SMALL_LOOKUP[(size + 15) >> 4] as usize
+    } else {
+        class_of_computed(size)
+    }
+}
+
+/// The size class a heap with the widest configuration would use for
+/// `size` (`None` above 64 KiB). A heap serves classes up to its
+/// `max_slab_object_bytes` from slabs; see [`crate::Heap::size_class_of`].
+pub fn size_class_of(size: usize) -> Option<usize> {
+    (size <= MAX_CLASS_BYTES).then(|| class_of(size))
+}
+
+/// Per-heap facts about one class.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ClassInfo {
+    /// Object size in bytes.
+    pub(crate) object_bytes: u32,
+    /// Chunks per slab.
+    pub(crate) slab_chunks: u32,
+    /// Objects per slab.
+    pub(crate) capacity: u32,
+    /// `capacity * object_bytes`: offsets below this are object slots.
+    pub(crate) span_bytes: u32,
+    /// `u64::MAX / object_bytes + 1`: `n` (below 2^32) is a multiple of
+    /// `object_bytes` iff `n * magic` (wrapping) is below `magic`.
+    pub(crate) divide_magic: u64,
+}
+
+impl ClassInfo {
+    /// Whether `offset` (below 2^32) is a whole number of objects.
+    #[inline(always)]
+    pub(crate) fn is_object_start(&self, offset: usize) -> bool {
+        (offset as u64).wrapping_mul(self.divide_magic) < self.divide_magic
+    }
+}
+
+/// Slab geometry for every class of one heap.
+///
+/// Invariant: for every class `c <= max_small`, `capacity >= 1`,
+/// `slab_chunks * chunk_bytes >= capacity * object_bytes`, and
+/// `slab_chunks * chunk_bytes <= max_slab_bytes`.
+pub(crate) struct ClassTable {
+    pub(crate) info: [ClassInfo; NUM_CLASSES],
+    /// The largest class served from slabs.
+    pub(crate) max_small: usize,
+    /// `class_size(max_small)`: requests up to this size use slabs.
+    pub(crate) small_limit_bytes: usize,
+}
+
+/// Fewest objects a slab should hold when a slab within the limit allows it.
+const MIN_OBJECTS: usize = 4;
+
+/// Chunks per slab for objects of `size`: the smallest slab that wastes at
+/// most 1/16 of itself and holds at least [`MIN_OBJECTS`]; else the
+/// smallest wasting at most 1/16; else the one wasting the least.
+fn slab_chunks_for(size: usize, chunk_bytes: usize, max_chunks: usize) -> usize {
+    let waste = |k: usize| (k * chunk_bytes) % size;
+    let fits = |k: usize| (k * chunk_bytes) / size >= 1;
+    let low_waste = |k: usize| waste(k) * 16 <= k * chunk_bytes;
+    let candidates = || (1..=max_chunks).filter(|&k| fits(k));
+    if let Some(k) = candidates().find(|&k| low_waste(k) && (k * chunk_bytes) / size >= MIN_OBJECTS)
+    {
+        return k;
+    }
+    if let Some(k) = candidates().find(|&k| low_waste(k)) {
+        return k;
+    }
+    // Least wasted fraction: compare waste(a)/a against waste(b)/b.
+    candidates()
+        .min_by(|&a, &b| (waste(a) * b).cmp(&(waste(b) * a)))
+        .unwrap_or(max_chunks)
+}
+
+impl ClassTable {
+    /// Computes the table for a validated configuration.
+    pub(crate) fn new(
+        chunk_bytes: usize,
+        max_slab_bytes: usize,
+        max_slab_object_bytes: usize,
+    ) -> Self {
+        let max_chunks = max_slab_bytes / chunk_bytes;
+        let max_small = class_of(max_slab_object_bytes.min(MAX_CLASS_BYTES));
+        // class_of rounds up; step back if that class is above the limit.
+        let max_small = if class_size(max_small) > max_slab_object_bytes && max_small > 0 {
+            max_small - 1
+        } else {
+            max_small
+        };
+        let mut info = [ClassInfo {
+            object_bytes: 0,
+            slab_chunks: 0,
+            capacity: 0,
+            span_bytes: 0,
+            divide_magic: 0,
+        }; NUM_CLASSES];
+        for (class, row) in info.iter_mut().enumerate() {
+            let size = class_size(class);
+            let chunks = if class <= max_small {
+                slab_chunks_for(size, chunk_bytes, max_chunks)
+            } else {
+                0
+            };
+            let capacity = (chunks * chunk_bytes) / size;
+            *row = ClassInfo {
+                object_bytes: size as u32,
+                slab_chunks: chunks as u32,
+                capacity: capacity as u32,
+                span_bytes: (capacity * size) as u32,
+                divide_magic: u64::MAX / size as u64 + 1,
+            };
+        }
+        ClassTable {
+            info,
+            max_small,
+            small_limit_bytes: class_size(max_small),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_round_trip() {
+        for class in 0..NUM_CLASSES {
+            let size = class_size(class);
+            assert_eq!(class_of(size), class, "class {class} size {size}");
+            assert_eq!(size % 16, 0);
+            if class > 0 {
+                let below = class_size(class - 1);
+                assert!(below < size);
+                assert_eq!(class_of(below + 1), class);
+            }
+        }
+        assert_eq!(class_size(NUM_CLASSES - 1), MAX_CLASS_BYTES);
+        assert_eq!(class_of(0), 0);
+        assert_eq!(class_of(1), 0);
+    }
+
+    #[test]
+    fn every_size_fits_its_class_with_bounded_waste() {
+        for size in 1..=MAX_CLASS_BYTES {
+            let class = class_of(size);
+            let cs = class_size(class);
+            assert!(cs >= size, "size {size} class {class}");
+            if size > 128 {
+                // At most one step (1/8 of the power below) over the request.
+                assert!((cs - size) * 8 < cs, "size {size} wastes too much in {cs}");
+            }
+        }
+    }
+
+    #[test]
+    fn lookup_agrees_with_computation() {
+        for size in 129..=LOOKUP_LIMIT {
+            assert_eq!(class_of(size), class_of_computed(size), "size {size}");
+        }
+    }
+
+    #[test]
+    fn object_start_check_is_exact() {
+        for class in 0..NUM_CLASSES {
+            let size = class_size(class);
+            let info = ClassInfo {
+                object_bytes: size as u32,
+                slab_chunks: 1,
+                capacity: 1,
+                span_bytes: size as u32,
+                divide_magic: u64::MAX / size as u64 + 1,
+            };
+            for offset in [
+                0,
+                1,
+                size - 1,
+                size,
+                size + 16,
+                2 * size,
+                7 * size + 3,
+                1 << 20,
+            ] {
+                assert_eq!(
+                    info.is_object_start(offset),
+                    offset % size == 0,
+                    "size {size} offset {offset}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn slab_geometry_respects_limits() {
+        for (chunk, slab, obj) in [
+            (4096, 16384, 4096),
+            (16384, 65536, 16384),
+            (4096, 4096, 4096),
+            (65536, 1 << 20, 65536),
+        ] {
+            let table = ClassTable::new(chunk, slab, obj);
+            assert!(class_size(table.max_small) <= obj);
+            for class in 0..=table.max_small {
+                let i = table.info[class];
+                assert!(i.capacity >= 1, "class {class}");
+                assert!(i.slab_chunks as usize * chunk <= slab);
+                assert!(
+                    i.capacity as usize * i.object_bytes as usize <= i.slab_chunks as usize * chunk
+                );
+            }
+        }
+        let table = ClassTable::new(4096, 16384, 4096);
+        // 4 KiB objects get four to a 16 KiB slab; tiny ones one chunk.
+        assert_eq!(table.info[class_of(4096)].capacity, 4);
+        assert_eq!(table.info[0].slab_chunks, 1);
+    }
+}

@@ -1,0 +1,51 @@
+//! Region sources: where a heap's memory comes from, and what may be done
+//! with chunks that fall free.
+//!
+//! A heap is laid over one contiguous region. [`FixedRegion`] is memory the
+//! caller owns (an enclave heap, a static array); it never grows and is
+//! never given back. [`OsRegion`] is address space reserved from the OS;
+//! free chunks are given back with `MADV_DONTNEED`.
+
+use crate::platform;
+
+/// What the chunk backend may do with a region's free chunks.
+///
+/// Implementations must never call into an allocator.
+pub(crate) trait Source: Sync {
+    /// Whether free chunks should be given back to the OS.
+    fn decommits(&self) -> bool;
+
+    /// Gives `[base, base + bytes)` back to the OS.
+    ///
+    /// # Safety
+    /// The range must be free chunks of a heap over this source, claimed by
+    /// the caller so that nobody uses them during the call.
+    unsafe fn decommit(&self, base: *mut u8, bytes: usize);
+}
+
+/// A region the caller owns; nothing is ever given back.
+pub(crate) struct FixedRegion;
+
+impl Source for FixedRegion {
+    fn decommits(&self) -> bool {
+        false
+    }
+    unsafe fn decommit(&self, _base: *mut u8, _bytes: usize) {}
+}
+
+/// Address space reserved from the OS.
+pub(crate) struct OsRegion;
+
+impl Source for OsRegion {
+    fn decommits(&self) -> bool {
+        cfg!(feature = "std")
+    }
+    unsafe fn decommit(&self, base: *mut u8, bytes: usize) {
+        // SAFETY: the caller guarantees the range is free chunks of an OS
+        // reservation, claimed for the duration of the call.
+        unsafe { platform::decommit(base, bytes) }
+    }
+}
+
+pub(crate) static FIXED_REGION: FixedRegion = FixedRegion;
+pub(crate) static OS_REGION: OsRegion = OsRegion;

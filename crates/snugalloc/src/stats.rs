@@ -1,0 +1,136 @@
+//! Statistics: always-on counters ([`Stats`]) and an on-demand per-size-class
+//! [`Snapshot`]. Neither allocates; `docs/stats.md` defines every figure.
+
+use core::fmt;
+
+use crate::size_class::NUM_CLASSES;
+
+/// Always-on counters of a heap. All sizes are bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// The region's size (fixed heaps) or the reserved address space (OS heaps).
+    pub heap_bytes: usize,
+    /// The heap's chunk size.
+    pub chunk_bytes: usize,
+    /// Bytes of the region in use: metadata plus every chunk handed out
+    /// (slabs, large objects, allocators).
+    pub reserved_bytes: usize,
+    /// The highest `reserved_bytes` so far.
+    pub peak_reserved_bytes: usize,
+    /// Bytes the program holds: requested sizes (sizes passed to
+    /// `alloc`/`dealloc`), or usable sizes for C-style `malloc`/`free`.
+    pub live_bytes: usize,
+    /// The highest `live_bytes` seen by the allocators' slow paths and at
+    /// detach (it can miss a short peak of less than a slab per allocator).
+    pub peak_live_bytes: usize,
+    /// Heap metadata: header, allocator table, bitmaps, pagemap, allocators.
+    pub metadata_bytes: usize,
+    /// Bytes of free chunks.
+    pub free_bytes: usize,
+    /// Allocators created so far.
+    pub allocators: usize,
+}
+
+/// One size class in a [`Snapshot`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassRow {
+    /// Class index (see [`crate::size_class_of`]).
+    pub class: usize,
+    /// Object size of the class.
+    pub object_bytes: usize,
+    /// Objects handed out (not on a free list; includes remote frees in flight).
+    pub live_objects: usize,
+    /// `live_objects * object_bytes`.
+    pub live_bytes: usize,
+    /// Bytes of all slabs of this class.
+    pub slab_bytes: usize,
+    /// Number of slabs of this class.
+    pub slab_count: usize,
+}
+
+/// A per-size-class picture of a heap, taken by walking the pagemap.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub(crate) rows: [ClassRow; NUM_CLASSES],
+    /// Large objects (runs of whole chunks) live.
+    pub large_objects: usize,
+    /// Bytes of their chunk runs.
+    pub large_bytes: usize,
+    /// Bytes in slabs of allocators nobody is attached to that hold no live
+    /// object (free slots and empty slabs kept for the next attach).
+    pub idle_bytes: usize,
+    /// Objects freed by one allocator and not yet handled by their owner.
+    pub remote_in_flight: usize,
+    /// Longest run of free chunks, in bytes: the largest block that can
+    /// be allocated now.
+    pub largest_free_bytes: usize,
+    /// The counters at the time of the snapshot.
+    pub stats: Stats,
+}
+
+impl Snapshot {
+    /// One row per size class (all classes, including unused ones).
+    pub fn classes(&self) -> &[ClassRow] {
+        &self.rows
+    }
+}
+
+fn kib(bytes: usize) -> f64 {
+    bytes as f64 / 1024.0
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "heap {:.0} KiB, chunk {} B, reserved {:.1} KiB (peak {:.1} KiB), live {:.1} KiB (peak {:.1} KiB)",
+            kib(self.heap_bytes),
+            self.chunk_bytes,
+            kib(self.reserved_bytes),
+            kib(self.peak_reserved_bytes),
+            kib(self.live_bytes),
+            kib(self.peak_live_bytes)
+        )?;
+        write!(
+            f,
+            "metadata {:.1} KiB, free {:.1} KiB, allocators {}",
+            kib(self.metadata_bytes),
+            kib(self.free_bytes),
+            self.allocators
+        )
+    }
+}
+
+impl fmt::Display for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:>5} {:>9} {:>11} {:>12} {:>12} {:>7} {:>6}",
+            "class", "object B", "live objs", "live KiB", "slab KiB", "slabs", "use %"
+        )?;
+        for r in self.rows.iter().filter(|r| r.slab_count > 0) {
+            let use_pct = 100.0 * r.live_bytes as f64 / r.slab_bytes.max(1) as f64;
+            writeln!(
+                f,
+                "{:>5} {:>9} {:>11} {:>12.1} {:>12.1} {:>7} {:>6.1}",
+                r.class,
+                r.object_bytes,
+                r.live_objects,
+                kib(r.live_bytes),
+                kib(r.slab_bytes),
+                r.slab_count,
+                use_pct
+            )?;
+        }
+        writeln!(
+            f,
+            "large objects {}, {:.1} KiB; idle allocators hold {:.1} KiB free in slabs; remote frees in flight {}; largest free run {:.1} KiB",
+            self.large_objects,
+            kib(self.large_bytes),
+            kib(self.idle_bytes),
+            self.remote_in_flight,
+            kib(self.largest_free_bytes)
+        )?;
+        write!(f, "{}", self.stats)
+    }
+}

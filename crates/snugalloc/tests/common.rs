@@ -1,0 +1,38 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use snugalloc::{Config, Heap};
+
+/// A heap over a leaked, 64-byte-aligned buffer of `bytes` bytes.
+pub fn fixed_heap(bytes: usize) -> Heap {
+    fixed_heap_with(bytes, Config::for_region(bytes))
+}
+
+pub fn fixed_heap_with(bytes: usize, config: Config) -> Heap {
+    let region: &'static mut [u64] = vec![0u64; bytes / 8].leak();
+    // SAFETY: the leaked buffer lives forever and nothing else uses it.
+    unsafe { Heap::from_region(region.as_mut_ptr().cast(), bytes, config) }.expect("valid heap")
+}
+
+/// Bytes of chunks handed out for objects (slabs and large runs), i.e.
+/// reserved bytes less metadata.
+pub fn object_chunk_bytes(heap: &Heap) -> usize {
+    let s = heap.stats();
+    s.reserved_bytes - s.metadata_bytes
+}
+
+/// Fills `len` bytes at `p` with a pattern derived from `seed`.
+pub fn fill(p: *mut u8, len: usize, seed: u8) {
+    for i in 0..len {
+        // SAFETY: callers pass blocks of at least `len` bytes.
+        unsafe { *p.add(i) = seed.wrapping_add(i as u8) };
+    }
+}
+
+/// Checks the pattern written by [`fill`].
+pub fn check(p: *const u8, len: usize, seed: u8) -> bool {
+    (0..len).all(|i| {
+        // SAFETY: callers pass blocks of at least `len` bytes.
+        unsafe { *p.add(i) == seed.wrapping_add(i as u8) }
+    })
+}

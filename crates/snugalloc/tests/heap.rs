@@ -1,0 +1,325 @@
+//! Behaviour of a heap through its public API.
+
+mod common;
+
+use common::*;
+use core::alloc::Layout;
+use snugalloc::{parse_bytes, Config, Error, Heap};
+use std::process::Command;
+
+const MIB: usize = 1 << 20;
+
+#[test]
+fn sizes_and_alignments_are_honoured_without_overlap() {
+    let heap = fixed_heap(64 * MIB);
+    let mut a = heap.attach().expect("attach");
+    let mut blocks = Vec::new();
+    let sizes = [0, 1, 8, 15, 16, 17, 100, 128, 129, 1000, 4096, 4097, 8192, 20_000, 70_000, 300_000];
+    for (i, &size) in sizes.iter().enumerate() {
+        for shift in 0..=20 {
+            let align = 1usize << shift;
+            let layout = Layout::from_size_align(size, align).expect("layout");
+            let p = a.alloc(layout);
+            assert!(!p.is_null(), "size {size} align {align}");
+            assert_eq!(p as usize % align, 0, "size {size} align {align}");
+            assert!(heap.contains(p));
+            fill(p, size, (i + shift) as u8);
+            blocks.push((p, layout, (i + shift) as u8));
+        }
+    }
+    let mut ranges: Vec<(usize, usize)> = blocks.iter().map(|(p, l, _)| (*p as usize, *p as usize + l.size().max(1))).collect();
+    ranges.sort();
+    for w in ranges.windows(2) {
+        assert!(w[0].1 <= w[1].0, "blocks overlap: {:x?}", w);
+    }
+    for (p, layout, seed) in blocks {
+        assert!(check(p, layout.size(), seed));
+        // SAFETY: allocated above with this layout.
+        unsafe { a.dealloc(p, layout) };
+    }
+    drop(a);
+    heap.reclaim();
+    assert_eq!(object_chunk_bytes(&heap), 0, "everything freed comes back");
+    assert_eq!(heap.stats().live_bytes, 0);
+}
+
+#[test]
+fn exhausting_a_4mib_region_returns_null_then_recovers() {
+    let heap = fixed_heap(4 * MIB);
+    let mut a = heap.attach().expect("attach");
+    let sizes = [24, 200, 1500, 5000, 40_000, 64, 3000, 130_000];
+    let mut blocks = Vec::new();
+    let mut nulls = 0;
+    let mut i = 0;
+    while nulls < 50 {
+        let layout = Layout::from_size_align(sizes[i % sizes.len()], 16).expect("layout");
+        let p = a.alloc(layout);
+        if p.is_null() {
+            nulls += 1;
+        } else {
+            fill(p, layout.size().min(64), i as u8);
+            blocks.push((p, layout, i as u8));
+        }
+        i += 1;
+    }
+    assert!(blocks.len() > 100, "only {} blocks fit", blocks.len());
+    let s = heap.stats();
+    assert!(s.reserved_bytes > 3 * MIB, "heap was not exhausted: {s}");
+    for (p, layout, seed) in blocks {
+        assert!(check(p, layout.size().min(64), seed));
+        // SAFETY: allocated above with this layout.
+        unsafe { a.dealloc(p, layout) };
+    }
+    drop(a);
+    heap.reclaim();
+    assert_eq!(object_chunk_bytes(&heap), 0);
+    let free = heap.stats().free_bytes;
+    let mut a = heap.attach().expect("attach");
+    let big = Layout::from_size_align(free * 99 / 100, 16).expect("layout");
+    let p = a.alloc(big);
+    assert!(!p.is_null(), "one allocation of 99% of {free} free bytes");
+    // SAFETY: allocated above.
+    unsafe { a.dealloc(p, big) };
+}
+
+#[test]
+fn one_allocation_of_99_percent_of_a_fresh_64mib_heap() {
+    let heap = fixed_heap(64 * MIB);
+    let free = heap.stats().free_bytes;
+    assert!(free > 63 * MIB, "metadata takes {} bytes", 64 * MIB - free);
+    let mut a = heap.attach().expect("attach");
+    // Attaching created an allocator; ask again.
+    let free = heap.stats().free_bytes;
+    let layout = Layout::from_size_align(free * 99 / 100, 16).expect("layout");
+    let p = a.alloc(layout);
+    assert!(!p.is_null());
+    assert!(a.alloc(Layout::from_size_align(free / 50, 16).expect("layout")).is_null());
+    // SAFETY: allocated above.
+    unsafe { a.dealloc(p, layout) };
+}
+
+#[test]
+fn realloc_keeps_contents_and_works_in_place_when_it_can() {
+    let heap = fixed_heap(16 * MIB);
+    let mut a = heap.attach().expect("attach");
+    let l = Layout::from_size_align(100, 8).expect("layout");
+    let p = a.alloc(l);
+    fill(p, 100, 7);
+    // Same class (100 and 112 both round to 112): same pointer.
+    // SAFETY: `p` is live with layout `l`.
+    let q = unsafe { a.realloc(p, l, 112) };
+    assert_eq!(p, q);
+    let mut cur = q;
+    let mut size = 112;
+    for new_size in [300, 5000, 50_000, 200_000, 90_000, 40, 1] {
+        let layout = Layout::from_size_align(size, 8).expect("layout");
+        // SAFETY: `cur` is live with `layout`.
+        let next = unsafe { a.realloc(cur, layout, new_size) };
+        assert!(!next.is_null());
+        assert!(check(next, size.min(new_size).min(100), 7), "contents lost growing to {new_size}");
+        cur = next;
+        size = new_size;
+    }
+    // Large runs grow in place when the next chunks are free.
+    let l = Layout::from_size_align(100_000, 16).expect("layout");
+    let big = a.alloc(l);
+    // SAFETY: `big` is live with `l`.
+    let grown = unsafe { a.realloc(big, l, 150_000) };
+    assert_eq!(big, grown, "grown in place");
+    // SAFETY: as above, now 150_000 bytes.
+    let shrunk = unsafe { a.realloc(grown, Layout::from_size_align(150_000, 16).expect("layout"), 20_000) };
+    assert_eq!(big, shrunk, "shrunk in place");
+    // SAFETY: live blocks with these layouts.
+    unsafe {
+        a.dealloc(shrunk, Layout::from_size_align(20_000, 16).expect("layout"));
+        a.dealloc(cur, Layout::from_size_align(size, 8).expect("layout"));
+    }
+    drop(a);
+    heap.reclaim();
+    assert_eq!(object_chunk_bytes(&heap), 0);
+    assert_eq!(heap.stats().live_bytes, 0);
+}
+
+#[test]
+fn pool_reuses_the_most_recently_detached_allocator() {
+    let heap = fixed_heap(8 * MIB);
+    let a = heap.attach().expect("attach");
+    let b = heap.attach().expect("attach");
+    assert_eq!(heap.stats().allocators, 2);
+    drop(a);
+    drop(b);
+    for _ in 0..100 {
+        let c = heap.attach().expect("attach");
+        drop(c);
+    }
+    assert_eq!(heap.stats().allocators, 2, "no allocator created while one was idle");
+    let limited = fixed_heap_with(8 * MIB, Config { max_allocators: 1, ..Config::for_region(8 * MIB) });
+    let one = limited.attach().expect("attach");
+    assert_eq!(limited.attach().err(), Some(Error::PoolExhausted { max_allocators: 1 }));
+    drop(one);
+    assert!(limited.attach().is_ok());
+}
+
+#[test]
+fn live_and_peak_counters_follow_requests() {
+    let heap = fixed_heap(8 * MIB);
+    let mut a = heap.attach().expect("attach");
+    let l = Layout::from_size_align(1000, 8).expect("layout");
+    let ps: Vec<_> = (0..100).map(|_| a.alloc(l)).collect();
+    assert_eq!(heap.stats().live_bytes, 100_000);
+    for p in ps {
+        // SAFETY: allocated above with `l`.
+        unsafe { a.dealloc(p, l) };
+    }
+    drop(a);
+    let s = heap.stats();
+    assert_eq!(s.live_bytes, 0);
+    assert!(s.peak_live_bytes >= 90_000, "peak {}", s.peak_live_bytes);
+    assert!(s.peak_reserved_bytes >= s.reserved_bytes);
+    // C-style calls count usable sizes, so free without a size balances.
+    let mut a = heap.attach().expect("attach");
+    let p = a.malloc(100);
+    // SAFETY: `p` is live.
+    assert_eq!(unsafe { a.usable_size(p) }, 112);
+    assert_eq!(heap.stats().live_bytes, 112);
+    // SAFETY: `p` came from `malloc`.
+    unsafe { a.free(p) };
+    assert_eq!(heap.stats().live_bytes, 0);
+}
+
+#[test]
+fn snapshot_reports_classes_without_allocating() {
+    let heap = fixed_heap(8 * MIB);
+    let mut a = heap.attach().expect("attach");
+    let l = Layout::from_size_align(48, 8).expect("layout");
+    let ps: Vec<_> = (0..10).map(|_| a.alloc(l)).collect();
+    let big = Layout::from_size_align(100_000, 8).expect("layout");
+    let q = a.alloc(big);
+    let snap = heap.snapshot();
+    let class = heap.size_class_of(48).expect("small");
+    let row = snap.classes()[class];
+    assert_eq!((row.object_bytes, row.live_objects, row.live_bytes, row.slab_count), (48, 10, 480, 1));
+    assert_eq!(row.slab_bytes, 4096);
+    assert_eq!(snap.large_objects, 1);
+    assert_eq!(snap.large_bytes, 25 * 4096);
+    assert!(heap.size_class_of(100_000).is_none());
+    let table = snap.to_string();
+    assert!(table.contains("class") && table.contains("48"), "{table}");
+    for p in ps {
+        // SAFETY: allocated above.
+        unsafe { a.dealloc(p, l) };
+    }
+    // SAFETY: allocated above.
+    unsafe { a.dealloc(q, big) };
+}
+
+#[test]
+fn bad_config_and_regions_are_errors_not_panics() {
+    let mut buf = vec![0u64; (8 * MIB) / 8];
+    let base = buf.as_mut_ptr().cast::<u8>();
+    let bad = Config { chunk_bytes: 5000, ..Config::for_region(8 * MIB) };
+    // SAFETY: `buf` outlives the call; the heap is never built.
+    let err = unsafe { Heap::from_region(base, 8 * MIB, bad) }.err().expect("rejected");
+    assert!(err.to_string().contains("chunk_bytes = 5000"), "{err}");
+    assert!(err.to_string().contains("power of two from 4 KiB to 64 KiB"));
+    // SAFETY: as above.
+    let err = unsafe { Heap::from_region(base, 20_000, Config::for_region(20_000)) }.err().expect("too small");
+    assert!(matches!(err, Error::RegionTooSmall { .. }), "{err}");
+    // SAFETY: a null region is rejected before use.
+    let err = unsafe { Heap::from_region(core::ptr::null_mut(), MIB, Config::for_region(MIB)) }.err();
+    assert_eq!(err, Some(Error::RegionInvalid));
+    // 1 MiB regions work.
+    // SAFETY: `buf` outlives the heap.
+    let small = unsafe { Heap::from_region(base, MIB, Config::for_region(MIB)) }.expect("1 MiB heap");
+    let mut a = small.attach().expect("attach");
+    assert!(!a.alloc(Layout::from_size_align(500_000, 8).expect("layout")).is_null());
+    assert_eq!(parse_bytes("64Q").map_err(|e| e.to_string()).err().map(|s| s.contains("64M")), Some(true));
+}
+
+/// Misuse cases run in a child process, since they abort it.
+const CASES: [(&str, &str); 4] = [
+    ("foreign", "free of a pointer this heap does not own"),
+    ("interior", "not the start of an object"),
+    ("large-interior", "inside a large object"),
+    ("unallocated", "not allocated"),
+];
+
+fn misuse(case: &str) {
+    let heap = fixed_heap(4 * MIB);
+    let mut a = heap.attach().expect("attach");
+    let l = Layout::from_size_align(64, 8).expect("layout");
+    let p = a.alloc(l);
+    let big = Layout::from_size_align(50_000, 8).expect("layout");
+    let q = a.alloc(big);
+    let mut outside = 0u64;
+    // SAFETY: none: each case hands the heap a pointer it must reject.
+    unsafe {
+        match case {
+            "foreign" => a.dealloc((&mut outside as *mut u64).cast(), l),
+            "interior" => a.dealloc(p.add(8), l),
+            "large-interior" => a.dealloc(q.add(4096), big),
+            "unallocated" => {
+                a.dealloc(q, big);
+                a.dealloc(q, big)
+            }
+            _ => unreachable!(),
+        }
+    }
+}
+
+#[test]
+fn misuse_is_a_fatal_error_naming_the_pointer() {
+    if let Ok(case) = std::env::var("SNUGALLOC_MISUSE_CASE") {
+        misuse(&case);
+        return;
+    }
+    for (case, message) in CASES {
+        let out = Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--exact", "misuse_is_a_fatal_error_naming_the_pointer", "--nocapture", "--test-threads=1"])
+            .env("SNUGALLOC_MISUSE_CASE", case)
+            .output()
+            .expect("run child");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{case}: the child survived");
+        assert!(stderr.contains("snugalloc: fatal: ") && stderr.contains(message) && stderr.contains("(pointer 0x"), "{case}: {stderr}");
+    }
+}
+
+#[test]
+fn os_heap_gives_freed_memory_back() {
+    fn rss_bytes() -> usize {
+        let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
+        let pages: usize = statm.split_whitespace().nth(1).expect("rss field").parse().expect("number");
+        pages * 4096
+    }
+    let heap = Heap::from_os(Config::for_os()).expect("os heap");
+    let mut a = heap.attach().expect("attach");
+    let l = Layout::from_size_align(512, 16).expect("layout");
+    let n = (1usize << 30) / 512;
+    let mut ps = Vec::with_capacity(n);
+    let before = rss_bytes();
+    for _ in 0..n {
+        let p = a.alloc(l);
+        assert!(!p.is_null());
+        // SAFETY: a fresh 512-byte block.
+        unsafe { p.write_bytes(1, 512) };
+        ps.push(p);
+    }
+    let full = rss_bytes();
+    assert!(full - before >= 1 << 30, "1 GiB became resident");
+    for p in ps.drain(..) {
+        // SAFETY: allocated above with `l`.
+        unsafe { a.dealloc(p, l) };
+    }
+    // The program keeps allocating small objects.
+    let keep: Vec<_> = (0..10_000).map(|_| a.alloc(l)).collect();
+    let after = rss_bytes();
+    let returned = full.saturating_sub(after) as f64 / (1u64 << 30) as f64;
+    eprintln!("resident before {before}, full {full}, after free {after}: {:.1}% of 1 GiB returned", returned * 100.0);
+    assert!(returned >= 0.9, "only {:.1}% returned", returned * 100.0);
+    for p in keep {
+        // SAFETY: allocated above with `l`.
+        unsafe { a.dealloc(p, l) };
+    }
+}
+
