@@ -23,9 +23,9 @@
 //!   head may also be full: the fast path emptied it, and the next slow
 //!   path unlinks it. `current` is `head`'s entry, or the heap's empty
 //!   sentinel when the list is empty.
-//! - A listed slab with no object in use is listed alone in its bin (an
-//!   empty slab is kept only while nothing else can serve its class), and
-//!   its class's bit in `empty_mask` is set.
+//! - A listed slab with no object in use is its bin's head or alone in its
+//!   bin (an empty slab is kept only while it is the next to serve its
+//!   class), and its class's bit in `empty_mask` is set.
 //! - `shared.counters.live` is the bytes allocated minus bytes freed
 //!   through this allocator (it can be negative); `published_live` is the
 //!   part of it already added to the heap's published total.
@@ -391,7 +391,11 @@ impl Allocator {
         meta.free.store(obj, Ordering::Relaxed);
         let used = meta.used.load(Ordering::Relaxed).wrapping_sub(1);
         meta.used.store(used, Ordering::Relaxed);
-        if head.is_null() || used == 0 {
+        if used == 0 && self.bins[class].head as usize == index {
+            // The head slab emptied: keep it for the next allocation (an
+            // alloc/free pair must not go to the backend every time).
+            self.empty_mask[class / 64] |= 1 << (class % 64);
+        } else if head.is_null() || used == 0 {
             self.slab_changed(index, class);
         }
     }
@@ -786,6 +790,8 @@ impl Allocator {
     /// Called when a thread detaches: nothing is left in flight, and at most
     /// `idle_retain_bytes` of empty slabs stay.
     pub(crate) fn on_detach(&mut self) {
+        #[cfg(debug_assertions)]
+        self.check_invariants();
         self.drain_inbox();
         self.flush_outgoing();
         self.release_empty_slabs(self.heap().config.idle_retain_bytes);
@@ -807,8 +813,9 @@ impl Allocator {
         self.drain_inbox();
     }
 
-    /// Checks the bins against the slab invariants (tests and debug use).
-    #[cfg(test)]
+    /// Checks the bins against the slab invariants; run at detach in debug
+    /// builds.
+    #[cfg(debug_assertions)]
     pub(crate) fn check_invariants(&self) {
         for class in 0..NUM_CLASSES {
             let info = self.info(class);

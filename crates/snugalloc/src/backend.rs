@@ -398,6 +398,19 @@ impl Backend {
         self.dirty(chunk / WORD_BITS).load(Ordering::Relaxed) >> (chunk % WORD_BITS) & 1 == 1
     }
 
+    /// Holds the backend's lock until [`Backend::unlock_after_fork`].
+    pub(crate) fn lock_for_fork(&self) {
+        self.state.lock_raw();
+    }
+
+    /// # Safety
+    /// Must follow [`Backend::lock_for_fork`] by this thread, or by the
+    /// thread that forked this process.
+    pub(crate) unsafe fn unlock_after_fork(&self) {
+        // SAFETY: the caller's contract is `unlock_raw`'s.
+        unsafe { self.state.unlock_raw() }
+    }
+
     /// Free chunks, and the longest run of free chunks (a racy snapshot).
     /// Chunks above the high-water mark were never used: one free run.
     pub(crate) fn free_summary(&self) -> (usize, usize) {

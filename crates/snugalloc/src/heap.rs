@@ -543,6 +543,25 @@ impl Heap {
         (size <= self.inner().classes.small_limit_bytes).then(|| class_of(size))
     }
 
+    /// Takes the heap's internal lock so that a `fork()` does not copy it
+    /// held; call from a `pthread_atfork` prepare handler, and call
+    /// [`Heap::after_fork`] in both the parent and the child handlers. In
+    /// the child, allocators that other threads had attached stay attached
+    /// (their free memory is lost to the child, never corrupted).
+    pub fn before_fork(&self) {
+        self.inner().backend.lock_for_fork();
+    }
+
+    /// Releases the lock taken by [`Heap::before_fork`].
+    ///
+    /// # Safety
+    /// Must follow `before_fork` on this thread (or, in the child, on the
+    /// thread that forked).
+    pub unsafe fn after_fork(&self) {
+        // SAFETY: the caller's contract.
+        unsafe { self.inner().backend.unlock_after_fork() }
+    }
+
     /// Whether `ptr` lies in this heap's chunks.
     pub fn contains(&self, ptr: *const u8) -> bool {
         self.inner().pagemap.index_of(ptr as usize).is_some()
@@ -663,6 +682,32 @@ impl Attached<'_> {
     /// `ptr` must be a live block of this heap.
     pub unsafe fn usable_size(&mut self, ptr: *const u8) -> usize {
         self.local().usable_size(ptr)
+    }
+}
+
+impl<'h> Attached<'h> {
+    /// Turns the handle into a raw pointer without detaching, for front
+    /// ends that keep the thread's allocator in thread-local storage. Get
+    /// the handle back with [`Attached::from_raw`] (and drop it to detach).
+    pub fn into_raw(self) -> NonNull<u8> {
+        let slot = NonNull::from(self.slot).cast();
+        core::mem::forget(self);
+        slot
+    }
+
+    /// Rebuilds a handle from [`Attached::into_raw`].
+    ///
+    /// # Safety
+    /// `raw` must come from `into_raw` on a handle of `heap`, and at most one
+    /// handle may exist for it at a time (wrap it in `ManuallyDrop` to use it
+    /// without detaching).
+    pub unsafe fn from_raw(heap: &'h Heap, raw: NonNull<u8>) -> Attached<'h> {
+        Attached {
+            heap: heap.inner(),
+            // SAFETY: the caller guarantees `raw` is a slot of `heap`, which
+            // lives in its metadata for `'h`.
+            slot: unsafe { raw.cast::<AllocatorSlot>().as_ref() },
+        }
     }
 }
 

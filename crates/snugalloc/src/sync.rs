@@ -55,6 +55,24 @@ impl<T> SpinLock<T> {
     }
 }
 
+impl<T> SpinLock<T> {
+    /// Takes the lock without a guard (for `fork`, where the unlock happens
+    /// in another call, or in the child process).
+    pub(crate) fn lock_raw(&self) {
+        core::mem::forget(self.lock());
+    }
+
+    /// Releases a lock taken with [`SpinLock::lock_raw`].
+    ///
+    /// # Safety
+    /// The lock must have been taken with `lock_raw` by this thread (or, in
+    /// a forked child, by the thread that forked), and no guard may exist.
+    pub(crate) unsafe fn unlock_raw(&self) {
+        // Release pairs with the Acquire swap in `lock`.
+        self.locked.store(false, Ordering::Release);
+    }
+}
+
 /// Exclusive access to a [`SpinLock`]'s value; unlocks on drop.
 pub(crate) struct SpinGuard<'a, T> {
     lock: &'a SpinLock<T>,

@@ -1,0 +1,1 @@
+//! placeholder: the C front end is being written.

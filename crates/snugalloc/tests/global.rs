@@ -1,0 +1,93 @@
+//! A test binary whose every allocation goes through `SnugAlloc`: real
+//! collections, many threads, and objects freed on other threads.
+
+use snugalloc::SnugAlloc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc;
+
+#[global_allocator]
+static GLOBAL: SnugAlloc = SnugAlloc;
+
+fn word(i: u64) -> String {
+    format!("w{:x}-{}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40, "x".repeat((i % 40) as usize))
+}
+
+#[test]
+fn many_threads_do_real_work() {
+    const THREADS: u64 = 12;
+    const ITEMS: u64 = 20_000;
+    let (tx, rx) = mpsc::channel::<Vec<String>>();
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut counts: HashMap<String, u64> = HashMap::new();
+                let mut batch = Vec::new();
+                for i in 0..ITEMS {
+                    let w = word(i % 5000 + t);
+                    *counts.entry(w.clone()).or_default() += 1;
+                    batch.push(w);
+                    if batch.len() == 100 {
+                        // Freed by the receiving thread: remote frees.
+                        tx.send(std::mem::take(&mut batch)).expect("send");
+                    }
+                }
+                let mut sorted: Vec<(String, u64)> = counts.into_iter().collect();
+                sorted.sort();
+                sorted.iter().map(|(_, c)| c).sum::<u64>()
+            })
+        })
+        .collect();
+    drop(tx);
+    let mut received = 0u64;
+    let mut seen: BTreeMap<usize, u64> = BTreeMap::new();
+    for batch in rx {
+        for w in &batch {
+            *seen.entry(w.len()).or_default() += 1;
+        }
+        received += batch.len() as u64;
+    }
+    let totals: Vec<u64> = workers.into_iter().map(|w| w.join().expect("worker")).collect();
+    assert!(totals.iter().all(|&t| t == ITEMS));
+    assert_eq!(received, THREADS * ITEMS);
+    let stats = SnugAlloc::stats().expect("the heap exists once something was allocated");
+    assert!(stats.allocators >= 2, "{stats}");
+    assert!(stats.reserved_bytes > 0);
+}
+
+#[test]
+fn threads_come_and_go_and_allocators_are_reused() {
+    for round in 0..50 {
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let v: Vec<Box<[u8]>> = (0..200).map(|i| vec![(i + t + round) as u8; 1 + i * 37].into_boxed_slice()).collect();
+                    v.iter().map(|b| b.len()).sum::<usize>()
+                })
+            })
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().expect("thread"), (0..200).map(|i| 1 + i * 37).sum::<usize>());
+        }
+    }
+    let stats = SnugAlloc::stats().expect("heap");
+    // 200 threads ran, at most a handful at once: detached allocators were
+    // handed to later threads instead of new ones being created.
+    assert!(stats.allocators < 40, "{} allocators for 200 short threads", stats.allocators);
+}
+
+#[test]
+fn large_and_aligned_allocations() {
+    let big: Vec<u64> = (0..4_000_000).collect();
+    assert_eq!(big.iter().sum::<u64>(), 4_000_000 * 3_999_999 / 2);
+    let layout = std::alloc::Layout::from_size_align(3000, 1 << 20).expect("layout");
+    // SAFETY: non-zero size; freed below with the same layout.
+    unsafe {
+        let p = std::alloc::alloc(layout);
+        assert!(!p.is_null());
+        assert_eq!(p as usize % (1 << 20), 0);
+        std::alloc::dealloc(p, layout);
+    }
+    let snap = SnugAlloc::snapshot().expect("heap");
+    assert!(snap.to_string().contains("class"));
+}
