@@ -28,9 +28,18 @@ struct Named {
 }
 
 static ALLOCATORS: [Named; 3] = [
-    Named { name: "snugalloc", alloc: &SnugAlloc },
-    Named { name: "system", alloc: &System },
-    Named { name: "mimalloc", alloc: &MiMalloc },
+    Named {
+        name: "snugalloc",
+        alloc: &SnugAlloc,
+    },
+    Named {
+        name: "system",
+        alloc: &System,
+    },
+    Named {
+        name: "mimalloc",
+        alloc: &MiMalloc,
+    },
 ];
 
 fn pair(a: &dyn GlobalAlloc, layout: Layout, ops: u64) -> f64 {
@@ -88,7 +97,8 @@ fn producer_consumer(a: &'static (dyn GlobalAlloc + Sync), total: u64) -> f64 {
         unsafe { p.write(1) };
         batch.push(SendPtr(p));
         if batch.len() == 256 {
-            tx.send(std::mem::replace(&mut batch, Vec::with_capacity(256))).expect("send");
+            tx.send(std::mem::replace(&mut batch, Vec::with_capacity(256)))
+                .expect("send");
         }
     }
     tx.send(batch).expect("send");
@@ -107,23 +117,41 @@ fn main() {
     let (ops, reps) = if quick { (200_000, 3) } else { (2_000_000, 7) };
     let mut rows: Vec<(String, [f64; 3])> = Vec::new();
     println!("workload,allocator,ns_per_op");
-    let mut record = |workload: String, f: &mut dyn FnMut(&'static (dyn GlobalAlloc + Sync)) -> f64| {
-        let mut t = [0.0; 3];
-        for (i, named) in ALLOCATORS.iter().enumerate() {
-            t[i] = f(named.alloc);
-            println!("{workload},{},{:.2}", named.name, t[i]);
-        }
-        rows.push((workload, t));
-    };
+    let mut record =
+        |workload: String, f: &mut dyn FnMut(&'static (dyn GlobalAlloc + Sync)) -> f64| {
+            let mut t = [0.0; 3];
+            for (i, named) in ALLOCATORS.iter().enumerate() {
+                t[i] = f(named.alloc);
+                println!("{workload},{},{:.2}", named.name, t[i]);
+            }
+            rows.push((workload, t));
+        };
     for size in [16usize, 32, 64, 128, 256, 512, 1024, 2048, 4096] {
         let layout = Layout::from_size_align(size, 8).expect("layout");
-        record(format!("pair/{size}"), &mut |a| best(reps, || pair(a, layout, ops)));
-        record(format!("pair-batch/{size}"), &mut |a| best(reps, || pair_batch(a, layout, ops / 1000)));
+        record(format!("pair/{size}"), &mut |a| {
+            best(reps, || pair(a, layout, ops))
+        });
+        record(format!("pair-batch/{size}"), &mut |a| {
+            best(reps, || pair_batch(a, layout, ops / 1000))
+        });
     }
-    record("producer-consumer".into(), &mut |a| best(reps, || producer_consumer(a, ops)));
+    record("producer-consumer".into(), &mut |a| {
+        best(reps, || producer_consumer(a, ops))
+    });
     println!();
-    println!("{:<22} {:>10} {:>10} {:>10} {:>14} {:>14}", "workload", "snug ns", "system ns", "mimalloc ns", "system/snug", "mimalloc/snug");
+    println!(
+        "{:<22} {:>10} {:>10} {:>10} {:>14} {:>14}",
+        "workload", "snug ns", "system ns", "mimalloc ns", "system/snug", "mimalloc/snug"
+    );
     for (w, t) in &rows {
-        println!("{:<22} {:>10.2} {:>10.2} {:>10.2} {:>14.2} {:>14.2}", w, t[0], t[1], t[2], t[1] / t[0], t[2] / t[0]);
+        println!(
+            "{:<22} {:>10.2} {:>10.2} {:>10.2} {:>14.2} {:>14.2}",
+            w,
+            t[0],
+            t[1],
+            t[2],
+            t[1] / t[0],
+            t[2] / t[0]
+        );
     }
 }

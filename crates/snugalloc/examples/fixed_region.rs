@@ -45,12 +45,21 @@ impl Rng {
 }
 
 fn main() {
-    let seconds: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5);
+    let seconds: u64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
     let mut region = vec![0u64; HEAP_BYTES / 8];
     // SAFETY: `region` outlives the heap (both live until the end of main)
     // and nothing else uses it.
-    let heap = unsafe { Heap::from_region(region.as_mut_ptr().cast(), HEAP_BYTES, Config::for_region(HEAP_BYTES)) }
-        .expect("a 64 MiB region is valid");
+    let heap = unsafe {
+        Heap::from_region(
+            region.as_mut_ptr().cast(),
+            HEAP_BYTES,
+            Config::for_region(HEAP_BYTES),
+        )
+    }
+    .expect("a 64 MiB region is valid");
     let store: Mutex<(Vec<Block>, usize)> = Mutex::new((Vec::new(), 0));
     let stop = AtomicBool::new(false);
     let (calls, ooms) = (AtomicU64::new(0), AtomicU64::new(0));
@@ -59,7 +68,7 @@ fn main() {
         for t in 0..THREADS {
             let (heap, store, stop, calls, ooms) = (&heap, &store, &stop, &calls, &ooms);
             s.spawn(move || {
-                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (t as u64 + 1) * 0x1000_0001);
+                let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((t as u64 + 1) * 0x1000_0001));
                 while !stop.load(Ordering::Relaxed) {
                     let mut a = heap.attach().expect("an allocator");
                     let mut mine = Vec::new();
@@ -107,7 +116,12 @@ fn main() {
         stop.store(true, Ordering::Relaxed);
     });
     let elapsed = start.elapsed().as_secs_f64();
-    println!("{} calls in {elapsed:.1} s ({:.0} calls/s), {} out-of-memory", calls.load(Ordering::Relaxed), calls.load(Ordering::Relaxed) as f64 / elapsed, ooms.load(Ordering::Relaxed));
+    println!(
+        "{} calls in {elapsed:.1} s ({:.0} calls/s), {} out-of-memory",
+        calls.load(Ordering::Relaxed),
+        calls.load(Ordering::Relaxed) as f64 / elapsed,
+        ooms.load(Ordering::Relaxed)
+    );
     println!("{}", heap.snapshot());
     let mut a = heap.attach().expect("an allocator");
     for b in store.into_inner().expect("store").0 {

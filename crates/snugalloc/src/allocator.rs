@@ -838,7 +838,10 @@ impl Allocator {
                 let carved = meta.carved.load(Ordering::Relaxed);
                 assert_eq!(used + free, carved, "class {class}");
                 assert!(carved <= info.capacity);
-                assert!(free > 0 || carved < info.capacity || prev == NIL, "full slab listed behind the head");
+                assert!(
+                    free > 0 || carved < info.capacity || prev == NIL,
+                    "full slab listed behind the head"
+                );
                 prev = index;
                 index = meta.next.load(Ordering::Relaxed);
                 listed += 1;

@@ -19,6 +19,7 @@
 //! - `dirty_chunks` is the number of dirty bits;
 //! - every word below `hint_word` is full.
 
+use crate::config::Config;
 use crate::platform;
 use crate::source::Source;
 use crate::sync::{AtomicU64, AtomicUsize, Ordering, SpinLock};
@@ -78,8 +79,7 @@ impl Backend {
         base: usize,
         chunk_shift: u32,
         source: &'static dyn Source,
-        dirty_limit_bytes: usize,
-        decommit_delay_ms: u64,
+        config: &Config,
     ) -> Backend {
         let words = bitmap_words(chunks);
         for i in 0..words {
@@ -102,8 +102,8 @@ impl Backend {
             base,
             chunk_shift,
             source,
-            dirty_limit_chunks: (dirty_limit_bytes >> chunk_shift).max(1),
-            decommit_delay_ms,
+            dirty_limit_chunks: (config.dirty_limit_bytes >> chunk_shift).max(1),
+            decommit_delay_ms: config.decommit_delay_ms,
             state: SpinLock::new(State {
                 hint_word: 0,
                 dirty_chunks: 0,
@@ -456,8 +456,7 @@ mod tests {
                 0x1000_0000,
                 12,
                 &FIXED_REGION,
-                1 << 20,
-                1000,
+                &Config::for_region(1 << 20),
             )
         };
         (b, used, dirty)
@@ -520,8 +519,11 @@ mod tests {
                 region.as_ptr() as usize,
                 12,
                 &OS_REGION,
-                8 << 12,
-                1_000_000,
+                &Config {
+                    dirty_limit_bytes: 8 << 12,
+                    decommit_delay_ms: 1_000_000,
+                    ..Config::for_os()
+                },
             )
         };
         let start = b.alloc_run(20, 0).expect("room");

@@ -13,7 +13,7 @@ use core::ptr::null_mut;
 
 use crate::config::{Config, Error};
 use crate::heap::{Heap, HeapInner};
-use crate::sync::{spin_hint, AtomicPtr, AtomicUsize, Ordering};
+use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
 
 /// A fixed-region global allocator, initialised once with a region;
 /// allocation before that returns null. Each call attaches an allocator
@@ -143,8 +143,9 @@ unsafe impl GlobalAlloc for FixedGlobal {
         let Some(heap) = self.get() else {
             crate::platform::fatal("free before the fixed heap was initialised", ptr as usize)
         };
-        // SAFETY: GlobalAlloc's contract: `ptr` came from `alloc` with `layout`.
         let freed = with_attached(heap, false, |a| {
+            // SAFETY: GlobalAlloc's contract: `ptr` came from `alloc` with
+            // `layout`.
             unsafe { a.dealloc::<false>(ptr, layout.size()) };
             true
         });
@@ -175,6 +176,7 @@ mod os_global {
     use super::*;
     use crate::allocator::AllocatorSlot;
     use crate::heap::raw;
+    use crate::sync::spin_hint;
     use core::cell::Cell;
 
     /// The global allocator over an OS heap, one allocator per thread.

@@ -22,7 +22,9 @@ use crate::platform::fatal;
 use crate::pool::Pool;
 use crate::remote::Inbox;
 use crate::size_class::{class_of, ClassTable, NUM_CLASSES};
-use crate::source::{Source, FIXED_REGION, OS_REGION};
+#[cfg(feature = "std")]
+use crate::source::OS_REGION;
+use crate::source::{Source, FIXED_REGION};
 use crate::stats::{ClassRow, Snapshot, Stats};
 use crate::sync::{
     spin_hint, AtomicBool, AtomicIsize, AtomicPtr, AtomicU32, AtomicUsize, CachePadded, Ordering,
@@ -50,6 +52,7 @@ pub(crate) struct HeapInner {
     pub(crate) pool: Pool,
     live_published: AtomicIsize,
     peak_live: AtomicUsize,
+    #[cfg_attr(not(feature = "std"), allow(dead_code))]
     region_base: usize,
     region_bytes: usize,
     fixed_meta_bytes: usize,
@@ -151,8 +154,7 @@ impl HeapInner {
                 p.chunk_base,
                 pagemap.chunk_shift,
                 source,
-                config.dirty_limit_bytes,
-                config.decommit_delay_ms,
+                &config,
             )
         };
         // SAFETY: the allocator table lies inside the region and is zeroed
@@ -570,12 +572,16 @@ impl Heap {
 
 impl Drop for Heap {
     fn drop(&mut self) {
-        let inner = self.inner();
-        if inner.os_owned {
-            let (base, len) = (inner.region_base, inner.region_bytes);
-            // SAFETY: an OS heap's region is the mapping made in `from_os`;
-            // the borrow checker ensures no handle outlives the heap.
-            unsafe { crate::platform::release(base as *mut u8, len) };
+        #[cfg(feature = "std")]
+        {
+            let inner = self.inner();
+            if inner.os_owned {
+                let (base, len) = (inner.region_base, inner.region_bytes);
+                // SAFETY: an OS heap's region is the mapping made in
+                // `from_os`; the borrow checker ensures no handle outlives
+                // the heap.
+                unsafe { crate::platform::release(base as *mut u8, len) };
+            }
         }
     }
 }

@@ -3,10 +3,11 @@
 //! It reserves and releases address space, gives pages back
 //! (`MADV_DONTNEED`, so resident memory drops at once), reads a coarse
 //! monotonic clock, and reports fatal errors without allocating. Without the
-//! `std` feature there is no OS: reservation fails, decommit does nothing,
-//! and a fatal error panics with a message formatted on the stack.
+//! `std` feature there is no OS: only fixed regions exist, the clock reads
+//! zero, and a fatal error panics with a message formatted on the stack.
 
 use core::fmt::{self, Write};
+#[cfg(feature = "std")]
 use core::ptr::NonNull;
 
 /// Formats into a fixed stack buffer, truncating; never allocates.
@@ -80,11 +81,6 @@ pub(crate) fn reserve(bytes: usize) -> Option<NonNull<u8>> {
     }
 }
 
-#[cfg(not(feature = "std"))]
-pub(crate) fn reserve(_bytes: usize) -> Option<NonNull<u8>> {
-    None
-}
-
 /// Returns a reservation made by [`reserve`] to the OS.
 ///
 /// # Safety
@@ -98,11 +94,6 @@ pub(crate) unsafe fn release(base: *mut u8, bytes: usize) {
         libc::munmap(base.cast(), bytes);
     }
 }
-
-/// # Safety
-/// Without an OS there is nothing to release; any arguments are accepted.
-#[cfg(not(feature = "std"))]
-pub(crate) unsafe fn release(_base: *mut u8, _bytes: usize) {}
 
 /// Gives the pages of `[base, base + bytes)` back to the OS; they read as
 /// zero when next touched.
@@ -118,11 +109,6 @@ pub(crate) unsafe fn decommit(base: *mut u8, bytes: usize) {
         libc::madvise(base.cast(), bytes, libc::MADV_DONTNEED);
     }
 }
-
-/// # Safety
-/// Without an OS there is nothing to give back; any arguments are accepted.
-#[cfg(not(feature = "std"))]
-pub(crate) unsafe fn decommit(_base: *mut u8, _bytes: usize) {}
 
 /// Milliseconds on a coarse monotonic clock (0 without an OS).
 #[cfg(feature = "std")]

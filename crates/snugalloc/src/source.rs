@@ -6,6 +6,7 @@
 //! never given back. [`OsRegion`] is address space reserved from the OS;
 //! free chunks are given back with `MADV_DONTNEED`.
 
+#[cfg(feature = "std")]
 use crate::platform;
 
 /// What the chunk backend may do with a region's free chunks.
@@ -34,11 +35,13 @@ impl Source for FixedRegion {
 }
 
 /// Address space reserved from the OS.
+#[cfg(feature = "std")]
 pub(crate) struct OsRegion;
 
+#[cfg(feature = "std")]
 impl Source for OsRegion {
     fn decommits(&self) -> bool {
-        cfg!(feature = "std")
+        true
     }
     unsafe fn decommit(&self, base: *mut u8, bytes: usize) {
         // SAFETY: the caller guarantees the range is free chunks of an OS
@@ -48,4 +51,5 @@ impl Source for OsRegion {
 }
 
 pub(crate) static FIXED_REGION: FixedRegion = FixedRegion;
+#[cfg(feature = "std")]
 pub(crate) static OS_REGION: OsRegion = OsRegion;

@@ -9,7 +9,11 @@ use std::sync::mpsc;
 static GLOBAL: SnugAlloc = SnugAlloc;
 
 fn word(i: u64) -> String {
-    format!("w{:x}-{}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40, "x".repeat((i % 40) as usize))
+    format!(
+        "w{:x}-{}",
+        i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40,
+        "x".repeat((i % 40) as usize)
+    )
 }
 
 #[test]
@@ -47,7 +51,10 @@ fn many_threads_do_real_work() {
         }
         received += batch.len() as u64;
     }
-    let totals: Vec<u64> = workers.into_iter().map(|w| w.join().expect("worker")).collect();
+    let totals: Vec<u64> = workers
+        .into_iter()
+        .map(|w| w.join().expect("worker"))
+        .collect();
     assert!(totals.iter().all(|&t| t == ITEMS));
     assert_eq!(received, THREADS * ITEMS);
     let stats = SnugAlloc::stats().expect("the heap exists once something was allocated");
@@ -61,19 +68,28 @@ fn threads_come_and_go_and_allocators_are_reused() {
         let handles: Vec<_> = (0..4)
             .map(|t| {
                 std::thread::spawn(move || {
-                    let v: Vec<Box<[u8]>> = (0..200).map(|i| vec![(i + t + round) as u8; 1 + i * 37].into_boxed_slice()).collect();
+                    let v: Vec<Box<[u8]>> = (0..200)
+                        .map(|i| vec![(i + t + round) as u8; 1 + i * 37].into_boxed_slice())
+                        .collect();
                     v.iter().map(|b| b.len()).sum::<usize>()
                 })
             })
             .collect();
         for h in handles {
-            assert_eq!(h.join().expect("thread"), (0..200).map(|i| 1 + i * 37).sum::<usize>());
+            assert_eq!(
+                h.join().expect("thread"),
+                (0..200).map(|i| 1 + i * 37).sum::<usize>()
+            );
         }
     }
     let stats = SnugAlloc::stats().expect("heap");
     // 200 threads ran, at most a handful at once: detached allocators were
     // handed to later threads instead of new ones being created.
-    assert!(stats.allocators < 40, "{} allocators for 200 short threads", stats.allocators);
+    assert!(
+        stats.allocators < 40,
+        "{} allocators for 200 short threads",
+        stats.allocators
+    );
 }
 
 #[test]

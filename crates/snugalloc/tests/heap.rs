@@ -14,7 +14,9 @@ fn sizes_and_alignments_are_honoured_without_overlap() {
     let heap = fixed_heap(64 * MIB);
     let mut a = heap.attach().expect("attach");
     let mut blocks = Vec::new();
-    let sizes = [0, 1, 8, 15, 16, 17, 100, 128, 129, 1000, 4096, 4097, 8192, 20_000, 70_000, 300_000];
+    let sizes = [
+        0, 1, 8, 15, 16, 17, 100, 128, 129, 1000, 4096, 4097, 8192, 20_000, 70_000, 300_000,
+    ];
     for (i, &size) in sizes.iter().enumerate() {
         for shift in 0..=20 {
             let align = 1usize << shift;
@@ -23,17 +25,22 @@ fn sizes_and_alignments_are_honoured_without_overlap() {
             assert!(!p.is_null(), "size {size} align {align}");
             assert_eq!(p as usize % align, 0, "size {size} align {align}");
             assert!(heap.contains(p));
-            fill(p, size, (i + shift) as u8);
+            // SAFETY: the block is live and at least this many bytes long.
+            unsafe { fill(p, size, (i + shift) as u8) };
             blocks.push((p, layout, (i + shift) as u8));
         }
     }
-    let mut ranges: Vec<(usize, usize)> = blocks.iter().map(|(p, l, _)| (*p as usize, *p as usize + l.size().max(1))).collect();
+    let mut ranges: Vec<(usize, usize)> = blocks
+        .iter()
+        .map(|(p, l, _)| (*p as usize, *p as usize + l.size().max(1)))
+        .collect();
     ranges.sort();
     for w in ranges.windows(2) {
         assert!(w[0].1 <= w[1].0, "blocks overlap: {:x?}", w);
     }
     for (p, layout, seed) in blocks {
-        assert!(check(p, layout.size(), seed));
+        // SAFETY: the block is live and at least this many bytes long.
+        assert!(unsafe { check(p, layout.size(), seed) });
         // SAFETY: allocated above with this layout.
         unsafe { a.dealloc(p, layout) };
     }
@@ -57,7 +64,8 @@ fn exhausting_a_4mib_region_returns_null_then_recovers() {
         if p.is_null() {
             nulls += 1;
         } else {
-            fill(p, layout.size().min(64), i as u8);
+            // SAFETY: the block is live and at least this many bytes long.
+            unsafe { fill(p, layout.size().min(64), i as u8) };
             blocks.push((p, layout, i as u8));
         }
         i += 1;
@@ -66,7 +74,8 @@ fn exhausting_a_4mib_region_returns_null_then_recovers() {
     let s = heap.stats();
     assert!(s.reserved_bytes > 3 * MIB, "heap was not exhausted: {s}");
     for (p, layout, seed) in blocks {
-        assert!(check(p, layout.size().min(64), seed));
+        // SAFETY: the block is live and at least this many bytes long.
+        assert!(unsafe { check(p, layout.size().min(64), seed) });
         // SAFETY: allocated above with this layout.
         unsafe { a.dealloc(p, layout) };
     }
@@ -93,7 +102,9 @@ fn one_allocation_of_99_percent_of_a_fresh_64mib_heap() {
     let layout = Layout::from_size_align(free * 99 / 100, 16).expect("layout");
     let p = a.alloc(layout);
     assert!(!p.is_null());
-    assert!(a.alloc(Layout::from_size_align(free / 50, 16).expect("layout")).is_null());
+    assert!(a
+        .alloc(Layout::from_size_align(free / 50, 16).expect("layout"))
+        .is_null());
     // SAFETY: allocated above.
     unsafe { a.dealloc(p, layout) };
 }
@@ -104,7 +115,8 @@ fn realloc_keeps_contents_and_works_in_place_when_it_can() {
     let mut a = heap.attach().expect("attach");
     let l = Layout::from_size_align(100, 8).expect("layout");
     let p = a.alloc(l);
-    fill(p, 100, 7);
+    // SAFETY: the block is live and at least this many bytes long.
+    unsafe { fill(p, 100, 7) };
     // Same class (100 and 112 both round to 112): same pointer.
     // SAFETY: `p` is live with layout `l`.
     let q = unsafe { a.realloc(p, l, 112) };
@@ -116,7 +128,11 @@ fn realloc_keeps_contents_and_works_in_place_when_it_can() {
         // SAFETY: `cur` is live with `layout`.
         let next = unsafe { a.realloc(cur, layout, new_size) };
         assert!(!next.is_null());
-        assert!(check(next, size.min(new_size).min(100), 7), "contents lost growing to {new_size}");
+        assert!(
+            // SAFETY: the block is live and at least this many bytes long.
+            unsafe { check(next, size.min(new_size).min(100), 7) },
+            "contents lost growing to {new_size}"
+        );
         cur = next;
         size = new_size;
     }
@@ -127,7 +143,13 @@ fn realloc_keeps_contents_and_works_in_place_when_it_can() {
     let grown = unsafe { a.realloc(big, l, 150_000) };
     assert_eq!(big, grown, "grown in place");
     // SAFETY: as above, now 150_000 bytes.
-    let shrunk = unsafe { a.realloc(grown, Layout::from_size_align(150_000, 16).expect("layout"), 20_000) };
+    let shrunk = unsafe {
+        a.realloc(
+            grown,
+            Layout::from_size_align(150_000, 16).expect("layout"),
+            20_000,
+        )
+    };
     assert_eq!(big, shrunk, "shrunk in place");
     // SAFETY: live blocks with these layouts.
     unsafe {
@@ -152,10 +174,23 @@ fn pool_reuses_the_most_recently_detached_allocator() {
         let c = heap.attach().expect("attach");
         drop(c);
     }
-    assert_eq!(heap.stats().allocators, 2, "no allocator created while one was idle");
-    let limited = fixed_heap_with(8 * MIB, Config { max_allocators: 1, ..Config::for_region(8 * MIB) });
+    assert_eq!(
+        heap.stats().allocators,
+        2,
+        "no allocator created while one was idle"
+    );
+    let limited = fixed_heap_with(
+        8 * MIB,
+        Config {
+            max_allocators: 1,
+            ..Config::for_region(8 * MIB)
+        },
+    );
     let one = limited.attach().expect("attach");
-    assert_eq!(limited.attach().err(), Some(Error::PoolExhausted { max_allocators: 1 }));
+    assert_eq!(
+        limited.attach().err(),
+        Some(Error::PoolExhausted { max_allocators: 1 })
+    );
     drop(one);
     assert!(limited.attach().is_ok());
 }
@@ -198,7 +233,15 @@ fn snapshot_reports_classes_without_allocating() {
     let snap = heap.snapshot();
     let class = heap.size_class_of(48).expect("small");
     let row = snap.classes()[class];
-    assert_eq!((row.object_bytes, row.live_objects, row.live_bytes, row.slab_count), (48, 10, 480, 1));
+    assert_eq!(
+        (
+            row.object_bytes,
+            row.live_objects,
+            row.live_bytes,
+            row.slab_count
+        ),
+        (48, 10, 480, 1)
+    );
     assert_eq!(row.slab_bytes, 4096);
     assert_eq!(snap.large_objects, 1);
     assert_eq!(snap.large_bytes, 25 * 4096);
@@ -217,23 +260,42 @@ fn snapshot_reports_classes_without_allocating() {
 fn bad_config_and_regions_are_errors_not_panics() {
     let mut buf = vec![0u64; (8 * MIB) / 8];
     let base = buf.as_mut_ptr().cast::<u8>();
-    let bad = Config { chunk_bytes: 5000, ..Config::for_region(8 * MIB) };
+    let bad = Config {
+        chunk_bytes: 5000,
+        ..Config::for_region(8 * MIB)
+    };
     // SAFETY: `buf` outlives the call; the heap is never built.
-    let err = unsafe { Heap::from_region(base, 8 * MIB, bad) }.err().expect("rejected");
+    let err = unsafe { Heap::from_region(base, 8 * MIB, bad) }
+        .err()
+        .expect("rejected");
     assert!(err.to_string().contains("chunk_bytes = 5000"), "{err}");
-    assert!(err.to_string().contains("power of two from 4 KiB to 64 KiB"));
+    assert!(err
+        .to_string()
+        .contains("power of two from 4 KiB to 64 KiB"));
     // SAFETY: as above.
-    let err = unsafe { Heap::from_region(base, 20_000, Config::for_region(20_000)) }.err().expect("too small");
+    let err = unsafe { Heap::from_region(base, 20_000, Config::for_region(20_000)) }
+        .err()
+        .expect("too small");
     assert!(matches!(err, Error::RegionTooSmall { .. }), "{err}");
     // SAFETY: a null region is rejected before use.
-    let err = unsafe { Heap::from_region(core::ptr::null_mut(), MIB, Config::for_region(MIB)) }.err();
+    let err =
+        unsafe { Heap::from_region(core::ptr::null_mut(), MIB, Config::for_region(MIB)) }.err();
     assert_eq!(err, Some(Error::RegionInvalid));
     // 1 MiB regions work.
     // SAFETY: `buf` outlives the heap.
-    let small = unsafe { Heap::from_region(base, MIB, Config::for_region(MIB)) }.expect("1 MiB heap");
+    let small =
+        unsafe { Heap::from_region(base, MIB, Config::for_region(MIB)) }.expect("1 MiB heap");
     let mut a = small.attach().expect("attach");
-    assert!(!a.alloc(Layout::from_size_align(500_000, 8).expect("layout")).is_null());
-    assert_eq!(parse_bytes("64Q").map_err(|e| e.to_string()).err().map(|s| s.contains("64M")), Some(true));
+    assert!(!a
+        .alloc(Layout::from_size_align(500_000, 8).expect("layout"))
+        .is_null());
+    assert_eq!(
+        parse_bytes("64Q")
+            .map_err(|e| e.to_string())
+            .err()
+            .map(|s| s.contains("64M")),
+        Some(true)
+    );
 }
 
 /// Misuse cases run in a child process, since they abort it.
@@ -275,13 +337,23 @@ fn misuse_is_a_fatal_error_naming_the_pointer() {
     }
     for (case, message) in CASES {
         let out = Command::new(std::env::current_exe().expect("test binary"))
-            .args(["--exact", "misuse_is_a_fatal_error_naming_the_pointer", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "misuse_is_a_fatal_error_naming_the_pointer",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("SNUGALLOC_MISUSE_CASE", case)
             .output()
             .expect("run child");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{case}: the child survived");
-        assert!(stderr.contains("snugalloc: fatal: ") && stderr.contains(message) && stderr.contains("(pointer 0x"), "{case}: {stderr}");
+        assert!(
+            stderr.contains("snugalloc: fatal: ")
+                && stderr.contains(message)
+                && stderr.contains("(pointer 0x"),
+            "{case}: {stderr}"
+        );
     }
 }
 
@@ -289,7 +361,12 @@ fn misuse_is_a_fatal_error_naming_the_pointer() {
 fn os_heap_gives_freed_memory_back() {
     fn rss_bytes() -> usize {
         let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
-        let pages: usize = statm.split_whitespace().nth(1).expect("rss field").parse().expect("number");
+        let pages: usize = statm
+            .split_whitespace()
+            .nth(1)
+            .expect("rss field")
+            .parse()
+            .expect("number");
         pages * 4096
     }
     let heap = Heap::from_os(Config::for_os()).expect("os heap");
@@ -315,7 +392,10 @@ fn os_heap_gives_freed_memory_back() {
     let keep: Vec<_> = (0..10_000).map(|_| a.alloc(l)).collect();
     let after = rss_bytes();
     let returned = full.saturating_sub(after) as f64 / (1u64 << 30) as f64;
-    eprintln!("resident before {before}, full {full}, after free {after}: {:.1}% of 1 GiB returned", returned * 100.0);
+    eprintln!(
+        "resident before {before}, full {full}, after free {after}: {:.1}% of 1 GiB returned",
+        returned * 100.0
+    );
     assert!(returned >= 0.9, "only {:.1}% returned", returned * 100.0);
     for p in keep {
         // SAFETY: allocated above with `l`.
@@ -323,3 +403,14 @@ fn os_heap_gives_freed_memory_back() {
     }
 }
 
+#[test]
+fn metadata_of_a_64mib_heap_is_small() {
+    let heap = fixed_heap(64 * MIB);
+    let before = heap.stats().metadata_bytes;
+    let a = heap.attach().expect("attach");
+    let per_allocator = heap.stats().metadata_bytes - before;
+    drop(a);
+    eprintln!("fixed metadata {before} B, per allocator {per_allocator} B");
+    assert!(before < 600 << 10, "fixed metadata {before}");
+    assert!(per_allocator <= 8192, "allocator takes {per_allocator}");
+}

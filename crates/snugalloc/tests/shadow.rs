@@ -60,7 +60,10 @@ impl Shadow {
         let (start, end) = (b.addr, b.addr + b.layout.size().max(1));
         let mut map = self.0.lock().expect("shadow lock");
         if let Some((&s, &e)) = map.range(..end).next_back() {
-            assert!(e <= start || s >= end, "block {start:#x}..{end:#x} overlaps {s:#x}..{e:#x}");
+            assert!(
+                e <= start || s >= end,
+                "block {start:#x}..{end:#x} overlaps {s:#x}..{e:#x}"
+            );
         }
         map.insert(start, end);
     }
@@ -73,7 +76,14 @@ impl Shadow {
 fn run_thread(heap: &Heap, shadow: &Shadow, exchange: &Mutex<Vec<Block>>, ops: &[Op], tid: u8) {
     let mut a = heap.attach().expect("attach");
     let mut mine: Vec<Block> = Vec::new();
-    let check_block = |b: &Block| assert!(check(b.addr as *const u8, b.layout.size().min(256), b.seed), "contents of {:#x} changed", b.addr);
+    let check_block = |b: &Block| {
+        assert!(
+            // SAFETY: the block is live and at least this many bytes long.
+            unsafe { check(b.addr as *const u8, b.layout.size().min(256), b.seed) },
+            "contents of {:#x} changed",
+            b.addr
+        )
+    };
     for (i, op) in ops.iter().enumerate() {
         match *op {
             Op::Alloc { size, align_shift } => {
@@ -84,8 +94,13 @@ fn run_thread(heap: &Heap, shadow: &Shadow, exchange: &Mutex<Vec<Block>>, ops: &
                 }
                 assert!(heap.contains(p));
                 assert_eq!(p as usize % layout.align(), 0, "alignment of {layout:?}");
-                let b = Block { addr: p as usize, layout, seed: tid.wrapping_mul(31).wrapping_add(i as u8) };
-                fill(p, size.min(256), b.seed);
+                let b = Block {
+                    addr: p as usize,
+                    layout,
+                    seed: tid.wrapping_mul(31).wrapping_add(i as u8),
+                };
+                // SAFETY: the block is live and at least this many bytes long.
+                unsafe { fill(p, size.min(256), b.seed) };
                 shadow.insert(&b);
                 mine.push(b);
             }
@@ -99,10 +114,19 @@ fn run_thread(heap: &Heap, shadow: &Shadow, exchange: &Mutex<Vec<Block>>, ops: &
                     continue; // the old block stays valid
                 }
                 shadow.remove(&b);
-                let nb = Block { addr: p as usize, layout: Layout::from_size_align(size, b.layout.align()).expect("layout"), seed: b.seed };
+                let nb = Block {
+                    addr: p as usize,
+                    layout: Layout::from_size_align(size, b.layout.align()).expect("layout"),
+                    seed: b.seed,
+                };
                 assert_eq!(p as usize % b.layout.align(), 0);
-                assert!(check(p, b.layout.size().min(size).min(256), b.seed), "realloc lost contents");
-                fill(p, size.min(256), b.seed);
+                assert!(
+                    // SAFETY: the block is live and at least this many bytes long.
+                    unsafe { check(p, b.layout.size().min(size).min(256), b.seed) },
+                    "realloc lost contents"
+                );
+                // SAFETY: the block is live and at least this many bytes long.
+                unsafe { fill(p, size.min(256), b.seed) };
                 shadow.insert(&nb);
                 mine[idx] = nb;
             }
@@ -143,7 +167,14 @@ fn run_case(threads: &[Vec<Op>]) {
     let mut region = vec![0u64; HEAP_BYTES / 8];
     // SAFETY: `region` outlives `heap`, which is dropped at the end of this
     // function, and nothing else uses it.
-    let heap = unsafe { Heap::from_region(region.as_mut_ptr().cast(), HEAP_BYTES, Config::for_region(HEAP_BYTES)) }.expect("heap");
+    let heap = unsafe {
+        Heap::from_region(
+            region.as_mut_ptr().cast(),
+            HEAP_BYTES,
+            Config::for_region(HEAP_BYTES),
+        )
+    }
+    .expect("heap");
     let shadow = Shadow(Mutex::new(BTreeMap::new()));
     let exchange = Mutex::new(Vec::new());
     std::thread::scope(|s| {
@@ -154,7 +185,8 @@ fn run_case(threads: &[Vec<Op>]) {
     });
     let mut a = heap.attach().expect("attach");
     for b in exchange.into_inner().expect("exchange") {
-        assert!(check(b.addr as *const u8, b.layout.size().min(256), b.seed));
+        // SAFETY: the block is live and at least this many bytes long.
+        assert!(unsafe { check(b.addr as *const u8, b.layout.size().min(256), b.seed) });
         shadow.remove(&b);
         // SAFETY: every remaining block is live and freed once, here.
         unsafe { a.dealloc(b.addr as *mut u8, b.layout) };
@@ -163,7 +195,12 @@ fn run_case(threads: &[Vec<Op>]) {
     assert!(shadow.0.lock().expect("shadow").is_empty());
     heap.reclaim();
     let stats = heap.stats();
-    assert_eq!(object_chunk_bytes(&heap), 0, "chunks still reserved after everything was freed: {}", heap.snapshot());
+    assert_eq!(
+        object_chunk_bytes(&heap),
+        0,
+        "chunks still reserved after everything was freed: {}",
+        heap.snapshot()
+    );
     assert_eq!(stats.live_bytes, 0);
     drop(heap);
     drop(region);

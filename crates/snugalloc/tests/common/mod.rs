@@ -22,17 +22,23 @@ pub fn object_chunk_bytes(heap: &Heap) -> usize {
 }
 
 /// Fills `len` bytes at `p` with a pattern derived from `seed`.
-pub fn fill(p: *mut u8, len: usize, seed: u8) {
+///
+/// # Safety
+/// `p` must be valid for writes of `len` bytes.
+pub unsafe fn fill(p: *mut u8, len: usize, seed: u8) {
     for i in 0..len {
-        // SAFETY: callers pass blocks of at least `len` bytes.
+        // SAFETY: the caller guarantees `len` valid bytes at `p`.
         unsafe { *p.add(i) = seed.wrapping_add(i as u8) };
     }
 }
 
 /// Checks the pattern written by [`fill`].
-pub fn check(p: *const u8, len: usize, seed: u8) -> bool {
+///
+/// # Safety
+/// `p` must be valid for reads of `len` bytes.
+pub unsafe fn check(p: *const u8, len: usize, seed: u8) -> bool {
     (0..len).all(|i| {
-        // SAFETY: callers pass blocks of at least `len` bytes.
+        // SAFETY: the caller guarantees `len` valid bytes at `p`.
         unsafe { *p.add(i) == seed.wrapping_add(i as u8) }
     })
 }
