@@ -156,7 +156,10 @@ impl Allocator {
 
     #[inline(always)]
     fn info(&self, class: usize) -> &ClassInfo {
-        &self.heap().classes.info[class]
+        debug_assert!(class < NUM_CLASSES);
+        // SAFETY: classes come from `class_of` or from slab descriptors,
+        // which are written only with classes below NUM_CLASSES.
+        unsafe { self.heap().classes.info.get_unchecked(class) }
     }
 
     #[inline(always)]

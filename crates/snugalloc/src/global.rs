@@ -274,26 +274,23 @@ mod os_global {
         slot
     }
 
-    /// Runs `f` on this thread's allocator, or, when the thread has none and
-    /// can keep none, on one attached for this call.
+    /// This thread's attached allocator, or null when it has none yet, or
+    /// `DETACHED` after thread exit.
     #[inline(always)]
-    fn with_local<R>(fail: R, f: impl FnOnce(&mut crate::allocator::Allocator) -> R) -> R {
+    fn attached() -> Option<&'static mut crate::allocator::Allocator> {
         let slot = local_slot();
-        if slot as usize > DETACHED as usize {
-            // SAFETY: LOCAL holds this thread's attached allocator.
-            return f(unsafe { raw::local(slot) });
-        }
-        with_local_slow(slot, fail, f)
+        // SAFETY: LOCAL holds this thread's attached allocator when it is
+        // neither null nor DETACHED; only this thread uses it.
+        (slot as usize > DETACHED as usize).then(|| unsafe { raw::local(slot) })
     }
 
+    /// Runs `f` when the thread has no allocator in LOCAL: attaches one
+    /// (and keeps it) if the thread can still keep one, else attaches one
+    /// for this call only.
     #[cold]
     #[inline(never)]
-    fn with_local_slow<R>(
-        slot: *mut AllocatorSlot,
-        fail: R,
-        f: impl FnOnce(&mut crate::allocator::Allocator) -> R,
-    ) -> R {
-        if slot.is_null() {
+    fn without_local<R>(fail: R, f: impl FnOnce(&mut crate::allocator::Allocator) -> R) -> R {
+        if local_slot().is_null() {
             let slot = attach_thread();
             if !slot.is_null() {
                 // SAFETY: just attached and stored in LOCAL for this thread.
@@ -306,29 +303,52 @@ mod os_global {
         }
     }
 
+    #[cold]
+    #[inline(never)]
+    fn alloc_cold(size: usize, align: usize) -> *mut u8 {
+        without_local(null_mut(), |a| a.alloc::<false>(size, align))
+    }
+
+    #[cold]
+    #[inline(never)]
+    unsafe fn dealloc_cold(ptr: *mut u8, size: usize) {
+        // SAFETY: the caller's GlobalAlloc contract for `ptr`.
+        without_local((), |a| unsafe { a.dealloc::<false>(ptr, size) })
+    }
+
     // SAFETY: blocks come from the heap's allocators, which honour size and
     // alignment and never hand out a block twice; the heap is never freed.
     unsafe impl GlobalAlloc for SnugAlloc {
         #[inline]
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            with_local(null_mut(), |a| {
-                a.alloc::<false>(layout.size(), layout.align())
-            })
+            match attached() {
+                Some(a) => a.alloc::<false>(layout.size(), layout.align()),
+                None => alloc_cold(layout.size(), layout.align()),
+            }
         }
 
         #[inline]
         unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            // SAFETY: GlobalAlloc's contract: `ptr` came from `alloc` with
-            // `layout`.
-            with_local((), |a| unsafe { a.dealloc::<false>(ptr, layout.size()) })
+            match attached() {
+                // SAFETY: GlobalAlloc's contract: `ptr` came from `alloc`
+                // with `layout`.
+                Some(a) => unsafe { a.dealloc::<false>(ptr, layout.size()) },
+                // SAFETY: as above.
+                None => unsafe { dealloc_cold(ptr, layout.size()) },
+            }
         }
 
         #[inline]
         unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            // SAFETY: GlobalAlloc's contract for `ptr` and `layout`.
-            with_local(null_mut(), |a| unsafe {
-                a.realloc::<false>(ptr, layout.size(), layout.align(), new_size)
-            })
+            let (size, align) = (layout.size(), layout.align());
+            match attached() {
+                // SAFETY: GlobalAlloc's contract for `ptr` and `layout`.
+                Some(a) => unsafe { a.realloc::<false>(ptr, size, align, new_size) },
+                // SAFETY: as above.
+                None => without_local(null_mut(), |a| unsafe {
+                    a.realloc::<false>(ptr, size, align, new_size)
+                }),
+            }
         }
     }
 
