@@ -297,6 +297,7 @@ impl Allocator {
         let Some(index) = self.heap().backend.alloc_run(chunks, 0) else {
             return false;
         };
+        self.pagemap.debug_assert_free(index, chunks);
         let meta = self.pagemap.entry(index);
         meta.free.store(null_mut(), Ordering::Relaxed);
         meta.used.store(0, Ordering::Relaxed);
@@ -327,6 +328,7 @@ impl Allocator {
         let Some(index) = found else {
             return (null_mut(), 0);
         };
+        self.pagemap.debug_assert_free(index, chunks);
         self.pagemap.set_run(
             index,
             chunks,
@@ -646,8 +648,12 @@ impl Allocator {
         if new_chunks == chunks {
             return true;
         }
-        if new_chunks > chunks && !backend.try_grow(index, chunks, new_chunks) {
-            return false;
+        if new_chunks > chunks {
+            if !backend.try_grow(index, chunks, new_chunks) {
+                return false;
+            }
+            self.pagemap
+                .debug_assert_free(index + chunks, new_chunks - chunks);
         }
         let owner = self.pagemap.entry(index).desc().owner();
         self.pagemap.set_run(

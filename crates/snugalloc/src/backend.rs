@@ -1,37 +1,48 @@
 //! Chunk backend: hands out runs of whole chunks of the region, of any
-//! length and alignment, and takes them back.
+//! length and alignment, and takes them back, with no lock.
 //!
 //! The state is a bitmap with one bit per chunk (set = in use), searched
 //! first-fit from the lowest address, so freed neighbours merge by
-//! themselves and long runs stay available at the top of the region. This
-//! issue's version serialises changes with one spin lock; the interface
-//! (`alloc_run`, `free_run`, `try_grow`) does not expose it.
+//! themselves and long runs stay available at the top of the region.
+//!
+//! - **Claim** (`alloc_run`): scan for a free run (a racy read), then set its
+//!   bits word by word, lowest word first, each with a compare-and-swap that
+//!   requires the bits to be clear. If a word's bits were taken meanwhile,
+//!   the words already set are cleared again (roll back) and the scan goes
+//!   on. A run within one word is claimed by one CAS.
+//! - **Free** (`free_run`): one atomic AND per word. Merging is implicit.
+//! - **Search start**: `hint_word` is a lower bound of the first word with a
+//!   free bit, lowered by every free. It can go stale upwards under races,
+//!   so a search that fails from the hint is repeated from word 0, and one
+//!   that fails while another thread rolled back a claim is repeated, so a
+//!   transient claim never causes a false out-of-memory.
+//! - **Under contention** first fit is a preference: a multi-word claim in
+//!   progress holds its low words for a moment, so a concurrent claim may
+//!   land above them (the loom model `claims_never_overlap` shows such an
+//!   interleaving). A claim fails only if no long enough run is free.
 //!
 //! For sources that decommit, a second bitmap marks free chunks that are
-//! still resident ("dirty"). They are given back to the OS when their total
+//! still resident ("dirty"): set before a free clears the used bits, cleared
+//! after a claim sets them. They are given back to the OS when their total
 //! passes `dirty_limit_bytes`, or at the first backend operation
-//! `decommit_delay_ms` after the oldest was freed. The chunks being given
-//! back are marked in use while the lock is dropped for the system call.
+//! `decommit_delay_ms` after the oldest was freed, by one thread at a time
+//! (a flag, never waited on): it claims a dirty run like an allocation,
+//! calls `madvise`, and frees it.
 //!
-//! Invariants (under the lock):
+//! Invariants:
 //! - bits past `chunks` in the last word are set, so they are never handed out;
-//! - a dirty bit is set only for a free chunk;
-//! - `dirty_chunks` is the number of dirty bits;
-//! - every word below `hint_word` is full.
+//! - a chunk's used bit is set exactly while someone holds it (an
+//!   allocation, a claim in progress, or a purge);
+//! - `reserved_chunks` counts chunks handed out by `alloc_run`/`try_grow`
+//!   and not yet freed.
 
 use crate::config::Config;
 use crate::platform;
 use crate::source::Source;
-use crate::sync::{AtomicU64, AtomicUsize, Ordering, SpinLock};
+use crate::sync::model::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::spin_hint;
 
 const WORD_BITS: usize = 64;
-
-/// The backend's mutable state beyond the bitmaps.
-struct State {
-    hint_word: usize,
-    dirty_chunks: usize,
-    oldest_dirty_ms: u64,
-}
 
 /// The chunk backend over one region.
 ///
@@ -47,15 +58,21 @@ pub(crate) struct Backend {
     source: &'static dyn Source,
     dirty_limit_chunks: usize,
     decommit_delay_ms: u64,
-    state: SpinLock<State>,
+    hint_word: AtomicUsize,
+    /// Bumped after every rolled-back claim and every purge.
+    rollbacks: AtomicUsize,
+    dirty_chunks: AtomicUsize,
+    oldest_dirty_ms: AtomicU64,
+    /// Held by the thread giving dirty chunks back (and across `fork`).
+    purging: AtomicBool,
     reserved_chunks: AtomicUsize,
     peak_reserved_chunks: AtomicUsize,
     /// One past the highest chunk ever handed out.
     high_water: AtomicUsize,
 }
 
-// SAFETY: the bitmaps are atomics, and `State` is behind the lock; the raw
-// pointers only name memory that lives as long as the heap.
+// SAFETY: all state is atomics; the raw pointers only name bitmaps that
+// live as long as the heap.
 unsafe impl Sync for Backend {}
 // SAFETY: as above.
 unsafe impl Send for Backend {}
@@ -65,13 +82,25 @@ pub(crate) const fn bitmap_words(chunks: usize) -> usize {
     chunks.div_ceil(WORD_BITS)
 }
 
+/// The part of `[pos, end)` inside `pos`'s word: (word, mask, bit count).
+#[inline]
+fn segment(pos: usize, end: usize) -> (usize, u64, usize) {
+    let bit = pos % WORD_BITS;
+    let take = (WORD_BITS - bit).min(end - pos);
+    let mask = if take == WORD_BITS {
+        !0
+    } else {
+        ((1u64 << take) - 1) << bit
+    };
+    (pos / WORD_BITS, mask, take)
+}
+
 impl Backend {
     /// Builds a backend whose chunks are all free.
     ///
     /// # Safety
     /// `used` and `dirty` must each be valid for `bitmap_words(chunks)`
-    /// words, zeroed or not, exclusively owned by the backend for as long as
-    /// it lives.
+    /// words, exclusively owned by the backend for as long as it lives.
     pub(crate) unsafe fn new(
         used: *mut AtomicU64,
         dirty: *mut AtomicU64,
@@ -104,11 +133,11 @@ impl Backend {
             source,
             dirty_limit_chunks: (config.dirty_limit_bytes >> chunk_shift).max(1),
             decommit_delay_ms: config.decommit_delay_ms,
-            state: SpinLock::new(State {
-                hint_word: 0,
-                dirty_chunks: 0,
-                oldest_dirty_ms: 0,
-            }),
+            hint_word: AtomicUsize::new(0),
+            rollbacks: AtomicUsize::new(0),
+            dirty_chunks: AtomicUsize::new(0),
+            oldest_dirty_ms: AtomicU64::new(0),
+            purging: AtomicBool::new(false),
             reserved_chunks: AtomicUsize::new(0),
             peak_reserved_chunks: AtomicUsize::new(0),
             high_water: AtomicUsize::new(0),
@@ -148,7 +177,7 @@ impl Backend {
         self.peak_reserved_chunks.load(Ordering::Relaxed)
     }
 
-    /// First free chunk at or after `pos`, under the lock.
+    /// First chunk at or after `pos` whose used bit reads clear (racy).
     fn next_free(&self, pos: usize) -> Option<usize> {
         let mut word = pos / WORD_BITS;
         if word >= self.words {
@@ -168,7 +197,7 @@ impl Backend {
         }
     }
 
-    /// Length of the free run starting at `start`, counted up to `limit`.
+    /// Length of the run of clear bits starting at `start`, up to `limit` (racy).
     fn free_run_len(&self, start: usize, limit: usize) -> usize {
         let mut len = 0;
         let mut pos = start;
@@ -185,79 +214,128 @@ impl Backend {
         len.min(limit)
     }
 
-    /// Sets (`claim`) or clears the used bits of `[start, start + n)`;
-    /// returns how many of them were dirty (and clears those when claiming).
-    fn mark(&self, start: usize, n: usize, claim: bool) -> usize {
-        let mut dirty_seen = 0;
-        let mut pos = start;
+    /// Sets the used bits of `[start, start + n)` if all are clear; on a
+    /// conflict, clears what it set and returns false.
+    fn try_claim(&self, start: usize, n: usize) -> bool {
         let end = start + n;
+        let mut pos = start;
         while pos < end {
-            let bit = pos % WORD_BITS;
-            let take = (WORD_BITS - bit).min(end - pos);
-            let mask = if take == WORD_BITS {
-                !0
-            } else {
-                ((1u64 << take) - 1) << bit
-            };
-            let word = pos / WORD_BITS;
-            if claim {
-                debug_assert_eq!(
-                    self.used(word).load(Ordering::Relaxed) & mask,
-                    0,
-                    "claiming a used chunk"
-                );
-                self.used(word).fetch_or(mask, Ordering::Relaxed);
-                let d = self.dirty(word).fetch_and(!mask, Ordering::Relaxed) & mask;
-                dirty_seen += d.count_ones() as usize;
-            } else {
-                debug_assert_eq!(
-                    self.used(word).load(Ordering::Relaxed) & mask,
-                    mask,
-                    "freeing a free chunk"
-                );
-                self.used(word).fetch_and(!mask, Ordering::Relaxed);
+            let (word, mask, take) = segment(pos, end);
+            let w = self.used(word);
+            let mut cur = w.load(Ordering::Relaxed);
+            loop {
+                if cur & mask != 0 {
+                    self.release_bits(start, pos - start);
+                    // Release pairs with the Acquire load in `alloc_run`: a
+                    // search that failed meanwhile sees the change and retries.
+                    self.rollbacks.fetch_add(1, Ordering::Release);
+                    return false;
+                }
+                // Acquire pairs with the Release in `release_bits`: the last
+                // holder's writes to these chunks and their pagemap entries
+                // happen before ours.
+                match w.compare_exchange_weak(cur, cur | mask, Ordering::Acquire, Ordering::Relaxed)
+                {
+                    Ok(_) => break,
+                    Err(now) => cur = now,
+                }
             }
             pos += take;
         }
-        dirty_seen
+        true
+    }
+
+    /// Clears the used bits of `[start, start + n)`, which the caller holds.
+    fn release_bits(&self, start: usize, n: usize) {
+        let end = start + n;
+        let mut pos = start;
+        while pos < end {
+            let (word, mask, take) = segment(pos, end);
+            // Release pairs with the Acquire CAS in `try_claim`.
+            let old = self.used(word).fetch_and(!mask, Ordering::Release);
+            debug_assert_eq!(old & mask, mask, "freeing a chunk that is not in use");
+            pos += take;
+        }
+    }
+
+    /// Clears the dirty bits of `[start, start + n)`; returns how many were set.
+    fn clear_dirty(&self, start: usize, n: usize) -> usize {
+        if !self.source.decommits() {
+            return 0;
+        }
+        let end = start + n;
+        let mut pos = start;
+        let mut cleared = 0;
+        while pos < end {
+            let (word, mask, take) = segment(pos, end);
+            // Relaxed: the dirty bitmap is a hint for the purger, which
+            // claims chunks through the used bitmap before touching them.
+            cleared +=
+                (self.dirty(word).fetch_and(!mask, Ordering::Relaxed) & mask).count_ones() as usize;
+            pos += take;
+        }
+        cleared
+    }
+
+    /// Bookkeeping after `n` chunks at `start` were handed out.
+    fn claimed(&self, start: usize, n: usize) {
+        let dirty = self.clear_dirty(start, n);
+        if dirty > 0 {
+            self.dirty_chunks.fetch_sub(dirty, Ordering::Relaxed);
+        }
+        // Relaxed: statistics.
+        let now = self.reserved_chunks.fetch_add(n, Ordering::Relaxed) + n;
+        self.peak_reserved_chunks.fetch_max(now, Ordering::Relaxed);
+        self.high_water.fetch_max(start + n, Ordering::Relaxed);
     }
 
     /// Claims the lowest run of `n` free chunks whose first chunk's address
-    /// is a multiple of `align_bytes` (a power of two). Returns its first
-    /// chunk.
+    /// is a multiple of `align_bytes` (a power of two, or 0). Returns its
+    /// first chunk.
     pub(crate) fn alloc_run(&self, n: usize, align_bytes: usize) -> Option<usize> {
         if n == 0 || n > self.chunks {
             return None;
         }
-        let found = {
-            let mut state = self.state.lock();
-            let found = self.find(&state, n, align_bytes);
-            if let Some(start) = found {
-                let dirty = self.mark(start, n, true);
-                state.dirty_chunks -= dirty;
-                if start / WORD_BITS == state.hint_word {
-                    // Move the hint past words this claim filled.
-                    let mut w = state.hint_word;
-                    while w < self.words && self.used(w).load(Ordering::Relaxed) == !0 {
-                        w += 1;
-                    }
-                    state.hint_word = w;
-                }
-                let now = self.reserved_chunks.fetch_add(n, Ordering::Relaxed) + n;
-                self.peak_reserved_chunks.fetch_max(now, Ordering::Relaxed);
-                self.high_water.fetch_max(start + n, Ordering::Relaxed);
+        let mut from_word = self.hint_word.load(Ordering::Relaxed);
+        let mut retries = 0;
+        let found = loop {
+            // Acquire pairs with the Release bump in `try_claim`.
+            let epoch = self.rollbacks.load(Ordering::Acquire);
+            if let Some(start) = self.search_and_claim(n, align_bytes, from_word) {
+                break Some(start);
             }
-            found
+            if from_word != 0 {
+                from_word = 0;
+                continue;
+            }
+            retries += 1;
+            if self.rollbacks.load(Ordering::Acquire) == epoch || retries > 64 {
+                break None;
+            }
+            spin_hint();
         };
+        if let Some(start) = found {
+            self.claimed(start, n);
+            let word = start / WORD_BITS;
+            if self.used(word).load(Ordering::Relaxed) == !0 {
+                // Relaxed: a hint; a failed exchange means a free lowered it.
+                let _ = self.hint_word.compare_exchange(
+                    word,
+                    word + 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+        }
         self.maybe_decommit();
         found
     }
 
-    /// First-fit search, under the lock.
-    fn find(&self, state: &State, n: usize, align_bytes: usize) -> Option<usize> {
+    /// One first-fit pass from `from_word`.
+    fn search_and_claim(&self, n: usize, align_bytes: usize, from_word: usize) -> Option<usize> {
         let chunk_bytes = 1usize << self.chunk_shift;
         let align = align_bytes.max(chunk_bytes);
-        let mut pos = state.hint_word * WORD_BITS;
+        let mut pos = from_word * WORD_BITS;
         loop {
             let start = self.next_free(pos)?;
             let addr = self.base + (start << self.chunk_shift);
@@ -267,10 +345,15 @@ impl Backend {
                 return None;
             }
             let run = self.free_run_len(aligned, n);
-            if run == n {
+            if run < n {
+                pos = aligned + run + 1;
+                continue;
+            }
+            if self.try_claim(aligned, n) {
                 return Some(aligned);
             }
-            pos = aligned + run + 1;
+            // Somebody took part of it: look again from the same place.
+            pos = aligned;
         }
     }
 
@@ -280,135 +363,116 @@ impl Backend {
         debug_assert!(new_n > old_n);
         let extra = new_n - old_n;
         let tail = start + old_n;
-        if tail + extra > self.chunks {
+        if tail + extra > self.chunks || !self.try_claim(tail, extra) {
             return false;
         }
-        let mut state = self.state.lock();
-        if self.free_run_len(tail, extra) < extra {
-            return false;
-        }
-        let dirty = self.mark(tail, extra, true);
-        state.dirty_chunks -= dirty;
-        let now = self.reserved_chunks.fetch_add(extra, Ordering::Relaxed) + extra;
-        self.peak_reserved_chunks.fetch_max(now, Ordering::Relaxed);
-        self.high_water.fetch_max(start + new_n, Ordering::Relaxed);
+        self.claimed(tail, extra);
         true
     }
 
     /// Returns `[start, start + n)` to the free pool.
     pub(crate) fn free_run(&self, start: usize, n: usize) {
         debug_assert!(n > 0 && start + n <= self.chunks);
-        {
-            let mut state = self.state.lock();
-            self.mark(start, n, false);
-            if self.source.decommits() {
-                self.set_dirty(start, n);
-                if state.dirty_chunks == 0 {
-                    state.oldest_dirty_ms = platform::now_ms();
-                }
-                state.dirty_chunks += n;
+        if self.source.decommits() {
+            self.set_dirty(start, n);
+            if self.dirty_chunks.fetch_add(n, Ordering::Relaxed) == 0 {
+                self.oldest_dirty_ms
+                    .store(platform::now_ms(), Ordering::Relaxed);
             }
-            state.hint_word = state.hint_word.min(start / WORD_BITS);
-            self.reserved_chunks.fetch_sub(n, Ordering::Relaxed);
         }
+        self.release_bits(start, n);
+        self.reserved_chunks.fetch_sub(n, Ordering::Relaxed);
+        // Relaxed: a hint (see the module documentation).
+        self.hint_word
+            .fetch_min(start / WORD_BITS, Ordering::Relaxed);
         self.maybe_decommit();
     }
 
     fn set_dirty(&self, start: usize, n: usize) {
-        let mut pos = start;
         let end = start + n;
+        let mut pos = start;
         while pos < end {
-            let bit = pos % WORD_BITS;
-            let take = (WORD_BITS - bit).min(end - pos);
-            let mask = if take == WORD_BITS {
-                !0
-            } else {
-                ((1u64 << take) - 1) << bit
-            };
-            self.dirty(pos / WORD_BITS)
-                .fetch_or(mask, Ordering::Relaxed);
+            let (word, mask, take) = segment(pos, end);
+            // Relaxed: a hint for the purger (see `clear_dirty`).
+            self.dirty(word).fetch_or(mask, Ordering::Relaxed);
             pos += take;
         }
     }
 
     /// Gives dirty chunks back to the OS when there are too many or they
-    /// are old enough.
+    /// are old enough. One thread at a time; others go on at once.
     fn maybe_decommit(&self) {
         if !self.source.decommits() {
             return;
         }
-        const BATCH: usize = 32;
-        loop {
-            let mut runs = [(0usize, 0usize); BATCH];
-            let mut count = 0;
-            {
-                let mut state = self.state.lock();
-                if state.dirty_chunks == 0 {
-                    return;
-                }
-                let over = state.dirty_chunks >= self.dirty_limit_chunks;
-                let old = platform::now_ms().saturating_sub(state.oldest_dirty_ms)
-                    >= self.decommit_delay_ms;
-                if !over && !old {
-                    return;
-                }
-                // Claim up to BATCH dirty runs so nobody reuses them while
-                // the lock is dropped.
-                let mut word = 0;
-                while word < self.words && count < BATCH {
-                    let d = self.dirty(word).load(Ordering::Relaxed);
-                    if d == 0 {
-                        word += 1;
-                        continue;
-                    }
-                    let start = word * WORD_BITS + d.trailing_zeros() as usize;
-                    let mut len = 0;
-                    while start + len < self.chunks && self.is_dirty(start + len) {
-                        len += 1;
-                    }
-                    let dirty = self.mark(start, len, true);
-                    debug_assert_eq!(dirty, len);
-                    state.dirty_chunks -= len;
-                    runs[count] = (start, len);
-                    count += 1;
-                    word = (start + len) / WORD_BITS;
-                }
-                if state.dirty_chunks > 0 {
-                    state.oldest_dirty_ms = platform::now_ms();
-                }
+        let dirty = self.dirty_chunks.load(Ordering::Relaxed);
+        if dirty == 0 {
+            return;
+        }
+        let over = dirty >= self.dirty_limit_chunks;
+        let old = platform::now_ms().saturating_sub(self.oldest_dirty_ms.load(Ordering::Relaxed))
+            >= self.decommit_delay_ms;
+        // Acquire pairs with the Release store at the end.
+        if (!over && !old) || self.purging.swap(true, Ordering::Acquire) {
+            return;
+        }
+        let mut word = 0;
+        while word < self.words {
+            let d =
+                self.dirty(word).load(Ordering::Relaxed) & !self.used(word).load(Ordering::Relaxed);
+            if d == 0 {
+                word += 1;
+                continue;
             }
-            for &(start, len) in &runs[..count] {
+            let start = word * WORD_BITS + d.trailing_zeros() as usize;
+            let mut len = 1;
+            while start + len < self.chunks && self.is_dirty(start + len) && len < 4096 {
+                len += 1;
+            }
+            let len = self.free_run_len(start, len).max(1);
+            if self.try_claim(start, len) {
+                let cleared = self.clear_dirty(start, len);
+                self.dirty_chunks.fetch_sub(cleared, Ordering::Relaxed);
                 let addr = (self.base + (start << self.chunk_shift)) as *mut u8;
                 // SAFETY: these chunks are free chunks of this heap's source,
-                // marked in use above so nobody else touches them now.
+                // claimed above so nobody else touches them now.
                 unsafe { self.source.decommit(addr, len << self.chunk_shift) };
+                self.release_bits(start, len);
+                self.hint_word
+                    .fetch_min(start / WORD_BITS, Ordering::Relaxed);
+                // Release pairs with the Acquire in `alloc_run`: a search
+                // that failed while we held these chunks retries.
+                self.rollbacks.fetch_add(1, Ordering::Release);
             }
-            let mut state = self.state.lock();
-            for &(start, len) in &runs[..count] {
-                self.mark(start, len, false);
-                state.hint_word = state.hint_word.min(start / WORD_BITS);
-            }
-            if count < BATCH {
-                return;
-            }
+            word = (start + len) / WORD_BITS;
         }
+        if self.dirty_chunks.load(Ordering::Relaxed) > 0 {
+            self.oldest_dirty_ms
+                .store(platform::now_ms(), Ordering::Relaxed);
+        }
+        // Release pairs with the Acquire swap above.
+        self.purging.store(false, Ordering::Release);
     }
 
     fn is_dirty(&self, chunk: usize) -> bool {
         self.dirty(chunk / WORD_BITS).load(Ordering::Relaxed) >> (chunk % WORD_BITS) & 1 == 1
     }
 
-    /// Holds the backend's lock until [`Backend::unlock_after_fork`].
+    /// Stops decommitting until [`Backend::unlock_after_fork`], so that a
+    /// `fork` never copies a purge in progress.
     pub(crate) fn lock_for_fork(&self) {
-        self.state.lock_raw();
+        // Acquire pairs with the Release stores that end a purge.
+        while self.purging.swap(true, Ordering::Acquire) {
+            spin_hint();
+        }
     }
 
     /// # Safety
     /// Must follow [`Backend::lock_for_fork`] by this thread, or by the
     /// thread that forked this process.
     pub(crate) unsafe fn unlock_after_fork(&self) {
-        // SAFETY: the caller's contract is `unlock_raw`'s.
-        unsafe { self.state.unlock_raw() }
+        // Release pairs with the Acquire swaps of later purges.
+        self.purging.store(false, Ordering::Release);
     }
 
     /// Free chunks, and the longest run of free chunks (a racy snapshot).
@@ -531,11 +595,110 @@ mod tests {
         unsafe { core::ptr::write_bytes(region.as_ptr(), 0xAB, 20 << 12) };
         b.free_run(start, 20);
         // 20 chunks exceed the 8-chunk dirty limit: all were given back.
-        assert_eq!(b.state.lock().dirty_chunks, 0);
+        assert_eq!(b.dirty_chunks.load(Ordering::Relaxed), 0);
         // SAFETY: the mapping is still ours; decommitted pages read as zero.
         assert_eq!(unsafe { *region.as_ptr().add(5 << 12) }, 0);
         assert_eq!(b.free_summary(), (100, 100));
         // SAFETY: the reservation made above, no longer used.
         unsafe { crate::platform::release(region.as_ptr(), 100 << 12) };
+    }
+}
+
+/// Model checks (run with `RUSTFLAGS="--cfg loom"`, see `.ci/loom`).
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::source::FIXED_REGION;
+    extern crate std;
+    use loom::sync::Arc;
+    use std::vec::Vec;
+
+    /// A backend over `chunks` chunks whose bitmaps live in the returned box.
+    fn backend(chunks: usize) -> Arc<(Backend, Vec<AtomicU64>, Vec<AtomicU64>)> {
+        let words = bitmap_words(chunks);
+        let mut used: Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();
+        let mut dirty: Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();
+        // SAFETY: the vectors hold `words` words; moving a Vec does not move
+        // its buffer, and both live beside the backend in the Arc.
+        let b = unsafe {
+            Backend::new(
+                used.as_mut_ptr(),
+                dirty.as_mut_ptr(),
+                chunks,
+                1 << 20,
+                12,
+                &FIXED_REGION,
+                &Config::for_region(1 << 20),
+            )
+        };
+        Arc::new((b, used, dirty))
+    }
+
+    fn overlap(a: (usize, usize), b: (usize, usize)) -> bool {
+        a.0 < b.0 + b.1 && b.0 < a.0 + a.1
+    }
+
+    /// Two threads claim runs, one of them two words long: they never
+    /// overlap, and a claim fails only if no run long enough is left. (A
+    /// claim in progress holds its low word for a moment, so the short
+    /// claim may land above it and split the space: first fit is a
+    /// preference under contention, not a promise.)
+    #[test]
+    fn claims_never_overlap() {
+        loom::model(|| {
+            let b = backend(128);
+            let b2 = Arc::clone(&b);
+            let t = loom::thread::spawn(move || b2.0.alloc_run(70, 0).map(|s| (s, 70)));
+            let mine = (b.0.alloc_run(3, 0).expect("room for 3 of 128"), 3);
+            match t.join().expect("claimer") {
+                Some(theirs) => {
+                    assert!(!overlap(mine, theirs), "{mine:?} overlaps {theirs:?}");
+                    b.0.free_run(theirs.0, theirs.1);
+                }
+                None => assert!(
+                    b.0.free_summary().1 < 70,
+                    "70 chunks were free, yet the claim failed"
+                ),
+            }
+            b.0.free_run(mine.0, mine.1);
+            assert_eq!(b.0.free_summary(), (128, 128));
+            assert_eq!(b.0.reserved_chunks(), 0);
+        });
+    }
+
+    /// Two threads race for the same single free run of 2 chunks (one of
+    /// them, spanning a word boundary, may roll back): exactly one wins.
+    #[test]
+    fn one_winner_for_the_last_run() {
+        loom::model(|| {
+            let b = backend(128);
+            // Leave only chunks 63 and 64 free: the run spans two words.
+            assert_eq!(b.0.alloc_run(63, 0), Some(0));
+            assert_eq!(b.0.alloc_run(2, 0), Some(63));
+            assert_eq!(b.0.alloc_run(63, 0), Some(65));
+            b.0.free_run(63, 2);
+            let b2 = Arc::clone(&b);
+            let t = loom::thread::spawn(move || b2.0.alloc_run(2, 0));
+            let mine = b.0.alloc_run(2, 0);
+            let theirs = t.join().expect("claimer");
+            assert!(mine.is_some() != theirs.is_some(), "{mine:?} {theirs:?}");
+            assert_eq!(mine.or(theirs), Some(63));
+        });
+    }
+
+    /// Frees of two neighbouring runs race with a claim of their union; once
+    /// both frees are done, the union can be claimed (merging is implicit).
+    #[test]
+    fn frees_merge_with_neighbours() {
+        loom::model(|| {
+            let b = backend(64);
+            assert_eq!(b.0.alloc_run(32, 0), Some(0));
+            assert_eq!(b.0.alloc_run(32, 0), Some(32));
+            let b2 = Arc::clone(&b);
+            let t = loom::thread::spawn(move || b2.0.free_run(0, 32));
+            b.0.free_run(32, 32);
+            t.join().expect("freer");
+            assert_eq!(b.0.alloc_run(64, 0), Some(0));
+        });
     }
 }

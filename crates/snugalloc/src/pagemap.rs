@@ -173,6 +173,17 @@ impl Pagemap {
         self.entry(head).set_desc(head_desc);
     }
 
+    /// Debug check: every chunk of `[head, head + run)` is marked free, as
+    /// chunks just claimed from the backend must be.
+    pub(crate) fn debug_assert_free(&self, head: usize, run: usize) {
+        if cfg!(debug_assertions) {
+            for i in head..head + run {
+                let d = self.entry(i).desc();
+                assert!(d == Desc::FREE, "chunk {i} claimed from the backend is still described as {:?} (run {head}+{run})", d.kind());
+            }
+        }
+    }
+
     /// Marks `[head, head + run)` free.
     pub(crate) fn clear_run(&self, head: usize, run: usize) {
         for i in 0..run {

@@ -108,12 +108,15 @@ fn run_thread(heap: &Heap, shadow: &Shadow, exchange: &Mutex<Vec<Block>>, ops: &
                 let idx = pick % mine.len();
                 let b = mine[idx];
                 check_block(&b);
+                // Out of the shadow first: once realloc moves the block,
+                // another thread may be given the old address at once.
+                shadow.remove(&b);
                 // SAFETY: `b` is live with its layout, owned by this thread.
                 let p = unsafe { a.realloc(b.addr as *mut u8, b.layout, size) };
                 if p.is_null() {
-                    continue; // the old block stays valid
+                    shadow.insert(&b); // the old block stays valid
+                    continue;
                 }
-                shadow.remove(&b);
                 let nb = Block {
                     addr: p as usize,
                     layout: Layout::from_size_align(size, b.layout.align()).expect("layout"),
