@@ -69,6 +69,66 @@ mod source;
 mod stats;
 mod sync;
 
+/// Internal structures, exposed only for benchmarks (feature `internals`).
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod internals {
+    use crate::backend::{bitmap_words, Backend};
+    use crate::config::Config;
+    use crate::source::FIXED_REGION;
+    use crate::sync::model::AtomicU64;
+    use std::vec::Vec;
+
+    /// The chunk backend over `chunks` chunks of an imaginary region (it
+    /// never touches chunk memory), owning its bitmaps.
+    pub struct ChunkBackend {
+        backend: Backend,
+        _bitmaps: (Vec<AtomicU64>, Vec<AtomicU64>),
+    }
+
+    impl ChunkBackend {
+        /// All chunks free.
+        pub fn new(chunks: usize) -> ChunkBackend {
+            let words = bitmap_words(chunks);
+            let mut used: Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();
+            let mut dirty: Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();
+            // SAFETY: both vectors hold `words` words and move with the
+            // backend (a Vec's buffer does not move with it); the region is
+            // never touched, since a fixed source never decommits.
+            let backend = unsafe {
+                Backend::new(
+                    used.as_mut_ptr(),
+                    dirty.as_mut_ptr(),
+                    chunks,
+                    1 << 30,
+                    12,
+                    &FIXED_REGION,
+                    &Config::for_region(1 << 30),
+                )
+            };
+            ChunkBackend {
+                backend,
+                _bitmaps: (used, dirty),
+            }
+        }
+
+        /// Claims `n` chunks; the first chunk's index.
+        pub fn alloc_run(&self, n: usize) -> Option<usize> {
+            self.backend.alloc_run(n, 0)
+        }
+
+        /// Frees a run returned by `alloc_run` (checked only in debug builds).
+        pub fn free_run(&self, start: usize, n: usize) {
+            self.backend.free_run(start, n)
+        }
+
+        /// Chunks handed out now.
+        pub fn reserved_chunks(&self) -> usize {
+            self.backend.reserved_chunks()
+        }
+    }
+}
+
 pub use config::{
     parse_bytes, Config, ConfigError, Error, ParseBytesError, MAX_ALLOCATORS, MAX_CHUNK_BYTES,
     MIN_CHUNK_BYTES, SMALL_HEAP_BYTES,
