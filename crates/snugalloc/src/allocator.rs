@@ -6,13 +6,13 @@
 //! alloc ── fast: class table → bin's current slab → pop its free list
 //!   └─ alloc_slow (cold) ─┬─ drain_inbox (frees sent to us)
 //!                         ├─ alloc_from_class ─┬─ pop / carve / drop a full slab from the bin
-//!                         │                    └─ new_slab ── backend.alloc_run
-//!                         ├─ alloc_large ── backend.alloc_run (any length, aligned)
+//!                         │                    └─ new_slab ── claim_run (cache, else backend)
+//!                         ├─ alloc_large ── claim_run (any length, aligned)
 //!                         └─ on failure: heap.reclaim, retry once, else null
 //! dealloc ── fast: pagemap → slab head → slot check → owner == us: push on slab
 //!   ├─ slab_changed (cold): full → partial (relink), empty → back to backend
 //!   ├─ dealloc_remote: outgoing.push → full batch: post to owner's inbox
-//!   └─ dealloc_other (cold): large → backend.free_run; anything else: fatal
+//!   └─ dealloc_other (cold): large → give_run (cache, else backend); else fatal
 //! ```
 //!
 //! Invariants of [`Allocator`] (beyond those of each slab, see
@@ -65,6 +65,8 @@ pub(crate) struct Counters {
     pub(crate) live: AtomicIsize,
     /// Objects waiting in outgoing batches.
     pub(crate) outgoing: AtomicUsize,
+    /// Chunks in the allocator's chunk cache.
+    pub(crate) cached: AtomicUsize,
 }
 
 /// One allocator as it lives in heap metadata: the shared part, and the
@@ -102,7 +104,23 @@ pub(crate) struct Allocator {
     published_live: isize,
     empty_mask: [u64; 2],
     outgoing: Outgoing,
+    cache: ChunkCache,
 }
+
+/// Free chunk runs an allocator keeps for its next slab or large object
+/// (only in heaps big enough for `Config::chunk_cache_min_heap_bytes`).
+///
+/// Invariant: `runs[..len]` are runs claimed from the backend and owned by
+/// no slab or object, marked free in the pagemap; `chunks` is their total
+/// length and at most `limit_chunks`.
+struct ChunkCache {
+    runs: [(u32, u32); CACHE_RUNS],
+    len: usize,
+    chunks: usize,
+    limit_chunks: usize,
+}
+
+const CACHE_RUNS: usize = 16;
 
 /// The head chunk of the run that tail chunk `index` belongs to.
 #[inline(always)]
@@ -132,6 +150,16 @@ impl Allocator {
             published_live: 0,
             empty_mask: [0; 2],
             outgoing: Outgoing::new(),
+            cache: ChunkCache {
+                runs: [(0, 0); CACHE_RUNS],
+                len: 0,
+                chunks: 0,
+                limit_chunks: if heap.region_bytes() >= heap.config.chunk_cache_min_heap_bytes {
+                    heap.config.chunk_cache_bytes >> heap.pagemap.chunk_shift
+                } else {
+                    0
+                },
+            },
         }
     }
 
@@ -294,7 +322,7 @@ impl Allocator {
     fn new_slab(&mut self, class: usize) -> bool {
         let info = *self.info(class);
         let chunks = info.slab_chunks as usize;
-        let Some(index) = self.heap().backend.alloc_run(chunks, 0) else {
+        let Some(index) = self.claim_run(chunks, 0) else {
             return false;
         };
         self.pagemap.debug_assert_free(index, chunks);
@@ -320,10 +348,10 @@ impl Allocator {
             return (null_mut(), 0);
         }
         let align = if align > (1 << shift) { align } else { 0 };
-        let mut found = self.heap().backend.alloc_run(chunks, align);
+        let mut found = self.claim_run(chunks, align);
         if found.is_none() {
             self.reclaim_heap();
-            found = self.heap().backend.alloc_run(chunks, align);
+            found = self.claim_run(chunks, align);
         }
         let Some(index) = found else {
             return (null_mut(), 0);
@@ -480,7 +508,7 @@ impl Allocator {
                     } as isize),
                 );
                 self.pagemap.clear_run(index, chunks);
-                self.heap().backend.free_run(index, chunks);
+                self.give_run(index, chunks);
             }
             Kind::Free => fatal(
                 "free of a pointer that is not allocated (double free?)",
@@ -743,7 +771,60 @@ impl Allocator {
     /// Gives the (unlisted, empty) slab at `index` back to the backend.
     fn release_slab(&mut self, index: usize, chunks: usize) {
         self.pagemap.clear_run(index, chunks);
-        self.heap().backend.free_run(index, chunks);
+        self.give_run(index, chunks);
+    }
+
+    /// A run of `chunks` free chunks: from the cache when one fits exactly
+    /// (and no extra alignment is asked), else from the backend.
+    fn claim_run(&mut self, chunks: usize, align: usize) -> Option<usize> {
+        let cache = &mut self.cache;
+        if align == 0 {
+            if let Some(i) = cache.runs[..cache.len]
+                .iter()
+                .position(|&(_, n)| n as usize == chunks)
+            {
+                let (start, _) = cache.runs[i];
+                cache.len -= 1;
+                cache.runs[i] = cache.runs[cache.len];
+                cache.chunks -= chunks;
+                let cached = cache.chunks;
+                self.shared()
+                    .counters
+                    .cached
+                    .store(cached, Ordering::Relaxed);
+                return Some(start as usize);
+            }
+        }
+        self.heap().backend.alloc_run(chunks, align)
+    }
+
+    /// Returns a free run (already marked free in the pagemap) to the cache
+    /// if it has room, else to the backend.
+    fn give_run(&mut self, start: usize, chunks: usize) {
+        let cache = &mut self.cache;
+        if cache.len < CACHE_RUNS && cache.chunks + chunks <= cache.limit_chunks {
+            cache.runs[cache.len] = (start as u32, chunks as u32);
+            cache.len += 1;
+            cache.chunks += chunks;
+            let cached = cache.chunks;
+            self.shared()
+                .counters
+                .cached
+                .store(cached, Ordering::Relaxed);
+            return;
+        }
+        self.heap().backend.free_run(start, chunks);
+    }
+
+    /// Gives every cached run back to the backend.
+    fn flush_cache(&mut self) {
+        while self.cache.len > 0 {
+            self.cache.len -= 1;
+            let (start, n) = self.cache.runs[self.cache.len];
+            self.heap().backend.free_run(start as usize, n as usize);
+        }
+        self.cache.chunks = 0;
+        self.shared().counters.cached.store(0, Ordering::Relaxed);
     }
 
     /// Releases empty slabs kept in bins, keeping at most `keep_bytes`.
@@ -812,6 +893,7 @@ impl Allocator {
         self.flush_outgoing();
         self.drain_inbox();
         self.release_empty_slabs(0);
+        self.flush_cache();
         self.publish_live();
     }
 

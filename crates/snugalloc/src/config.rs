@@ -42,6 +42,13 @@ pub struct Config {
     /// Bytes of empty slabs a detached allocator may keep for its next
     /// attach; the rest go back to the chunk backend at detach.
     pub idle_retain_bytes: usize,
+    /// Bytes of free chunk runs each allocator may cache instead of giving
+    /// them back to the backend (a speed policy for big heaps). In force only
+    /// when the heap is at least `chunk_cache_min_heap_bytes`; 0 turns it off.
+    pub chunk_cache_bytes: usize,
+    /// Smallest heap in which the per-allocator chunk cache is used: in a
+    /// smaller heap every allocator's cache would strand memory others need.
+    pub chunk_cache_min_heap_bytes: usize,
     /// OS heaps only: address space to reserve (at least 16 MiB, a multiple
     /// of `chunk_bytes`). Memory is committed on first touch.
     pub os_reserve_bytes: usize,
@@ -57,6 +64,8 @@ impl Config {
     /// Defaults for a fixed region of `region_bytes` bytes: 4 KiB chunks up
     /// to 256 MiB (16 KiB above), slabs of at most four chunks, objects above
     /// one chunk served as chunk runs, and little kept by idle allocators.
+    /// The per-allocator chunk cache (256 KiB) is in force only from
+    /// 256 MiB up.
     pub const fn for_region(region_bytes: usize) -> Config {
         let small = region_bytes <= SMALL_HEAP_BYTES;
         let chunk_bytes = if small { 4 * KIB } else { 16 * KIB };
@@ -66,6 +75,8 @@ impl Config {
             max_slab_bytes: 4 * chunk_bytes,
             max_allocators: 1024,
             idle_retain_bytes: if small { 2 * chunk_bytes } else { 256 * KIB },
+            chunk_cache_bytes: 256 * KIB,
+            chunk_cache_min_heap_bytes: SMALL_HEAP_BYTES,
             os_reserve_bytes: 64 * GIB,
             dirty_limit_bytes: 16 * MIB,
             decommit_delay_ms: 1000,
@@ -81,6 +92,8 @@ impl Config {
             max_slab_bytes: 64 * KIB,
             max_allocators: MAX_ALLOCATORS,
             idle_retain_bytes: 256 * KIB,
+            chunk_cache_bytes: 256 * KIB,
+            chunk_cache_min_heap_bytes: SMALL_HEAP_BYTES,
             os_reserve_bytes: 64 * GIB,
             dirty_limit_bytes: 16 * MIB,
             decommit_delay_ms: 1000,
@@ -114,6 +127,13 @@ impl Config {
                 "max_slab_object_bytes",
                 o,
                 "16 B to 64 KiB, and at most max_slab_bytes",
+            );
+        }
+        if self.chunk_cache_bytes > 64 * MIB {
+            return bad(
+                "chunk_cache_bytes",
+                self.chunk_cache_bytes,
+                "0 (off) to 64 MiB",
             );
         }
         if !(1..=MAX_ALLOCATORS).contains(&self.max_allocators) {

@@ -193,6 +193,11 @@ impl HeapInner {
         Ok(unsafe { NonNull::new_unchecked(inner) })
     }
 
+    /// Bytes of the region the heap was built over.
+    pub(crate) fn region_bytes(&self) -> usize {
+        self.region_bytes
+    }
+
     /// Adds `delta` to the published live bytes and raises the peak.
     pub(crate) fn publish_live(&self, delta: isize) {
         // Relaxed: statistics only.
@@ -286,6 +291,7 @@ impl HeapInner {
                 counters: CachePadded(Counters {
                     live: AtomicIsize::new(0),
                     outgoing: AtomicUsize::new(0),
+                    cached: AtomicUsize::new(0),
                 }),
             });
             let shared = core::ptr::addr_of!((*slot).shared);
@@ -419,8 +425,13 @@ impl HeapInner {
             .filter_map(|id| self.pool.try_slot(id))
             .map(|s| s.shared.inbox.count() + s.shared.counters.outgoing.load(Ordering::Relaxed))
             .sum();
+        let cached_chunks: usize = (0..self.pool.created())
+            .filter_map(|id| self.pool.try_slot(id))
+            .map(|s| s.shared.counters.cached.load(Ordering::Relaxed))
+            .sum();
         let (_, longest) = self.backend.free_summary();
         Snapshot {
+            cached_bytes: cached_chunks << shift,
             rows,
             large_objects,
             large_bytes,

@@ -61,6 +61,8 @@ pub struct Snapshot {
     pub idle_bytes: usize,
     /// Objects freed by one allocator and not yet handled by their owner.
     pub remote_in_flight: usize,
+    /// Bytes of free chunk runs held in allocators' chunk caches.
+    pub cached_bytes: usize,
     /// Longest run of free chunks, in bytes: the largest block that can
     /// be allocated now.
     pub largest_free_bytes: usize,
@@ -124,10 +126,11 @@ impl fmt::Display for Snapshot {
         }
         writeln!(
             f,
-            "large objects {}, {:.1} KiB; idle allocators hold {:.1} KiB free in slabs; remote frees in flight {}; largest free run {:.1} KiB",
+            "large objects {}, {:.1} KiB; idle allocators hold {:.1} KiB free in slabs; chunk caches {:.1} KiB; remote frees in flight {}; largest free run {:.1} KiB",
             self.large_objects,
             kib(self.large_bytes),
             kib(self.idle_bytes),
+            kib(self.cached_bytes),
             self.remote_in_flight,
             kib(self.largest_free_bytes)
         )?;

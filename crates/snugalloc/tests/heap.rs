@@ -414,3 +414,46 @@ fn metadata_of_a_64mib_heap_is_small() {
     assert!(before < 600 << 10, "fixed metadata {before}");
     assert!(per_allocator <= 8192, "allocator takes {per_allocator}");
 }
+
+#[test]
+fn chunk_cache_is_a_policy_off_in_small_heaps() {
+    let l = Layout::from_size_align(100_000, 16).expect("layout");
+    // A 64 MiB heap: below the threshold, freed runs go straight back.
+    let small = fixed_heap(64 * MIB);
+    let mut a = small.attach().expect("attach");
+    let p = a.alloc(l);
+    // SAFETY: allocated above with `l`.
+    unsafe { a.dealloc(p, l) };
+    assert_eq!(small.snapshot().cached_bytes, 0);
+    assert_eq!(object_chunk_bytes(&small), 0);
+    drop(a);
+    // A 512 MiB heap: the freeing allocator keeps the run, bounded, and
+    // hands it to its next allocation of that size.
+    let big = fixed_heap(512 * MIB);
+    let mut a = big.attach().expect("attach");
+    let p = a.alloc(l);
+    // SAFETY: allocated above with `l`.
+    unsafe { a.dealloc(p, l) };
+    let cached = big.snapshot().cached_bytes;
+    assert_eq!(
+        cached,
+        112 * 1024,
+        "a 100 000-byte object takes 7 chunks of 16 KiB"
+    );
+    let q = a.alloc(l);
+    assert_eq!(p, q, "the cached run is reused");
+    assert_eq!(big.snapshot().cached_bytes, 0);
+    // SAFETY: allocated above with `l`.
+    unsafe { a.dealloc(q, l) };
+    // The bound: 256 KiB by default.
+    let many: Vec<_> = (0..10).map(|_| a.alloc(l)).collect();
+    for p in many {
+        // SAFETY: allocated above with `l`.
+        unsafe { a.dealloc(p, l) };
+    }
+    assert!(big.snapshot().cached_bytes <= 256 * 1024);
+    drop(a);
+    big.reclaim();
+    assert_eq!(big.snapshot().cached_bytes, 0, "reclaim empties caches");
+    assert_eq!(object_chunk_bytes(&big), 0);
+}
