@@ -100,6 +100,8 @@ pub(crate) struct Allocator {
     small_limit: usize,
     chunk_shift: u32,
     id: u16,
+    /// `Desc::slab_key_of(id)`, the descriptor bits of our slabs' chunks.
+    slab_key: u32,
     shared: *const Shared,
     published_live: isize,
     empty_mask: [u64; 2],
@@ -146,6 +148,7 @@ impl Allocator {
             small_limit: heap.classes.small_limit_bytes,
             chunk_shift: heap.pagemap.chunk_shift,
             id,
+            slab_key: Desc::slab_key_of(id),
             shared,
             published_live: 0,
             empty_mask: [0; 2],
@@ -330,11 +333,7 @@ impl Allocator {
         meta.free.store(null_mut(), Ordering::Relaxed);
         meta.used.store(0, Ordering::Relaxed);
         meta.carved.store(0, Ordering::Relaxed);
-        self.pagemap.set_run(
-            index,
-            chunks,
-            Desc::new(Kind::Slab, class, self.id, chunks as u32),
-        );
+        self.pagemap.set_slab(index, chunks, class, self.id);
         self.push_front(class, index);
         self.carve(index, &info);
         true
@@ -378,36 +377,61 @@ impl Allocator {
     #[inline(always)]
     pub(crate) unsafe fn dealloc<const USABLE: bool>(&mut self, ptr: *mut u8, size: usize) {
         let addr = ptr as usize;
-        let Some(mut index) = self.pagemap.index_of(addr) else {
-            fatal("free of a pointer this heap does not own", addr)
-        };
-        let mut desc = self.pagemap.entry(index).desc();
-        if desc.kind() == Kind::Tail {
-            index = tail_head(index, desc, addr);
-            desc = self.pagemap.entry(index).desc();
+        if let Some(index) = self.pagemap.index_of(addr) {
+            let desc = self.pagemap.entry(index).desc();
+            // One compare: a chunk of one of our own slabs.
+            if desc.slab_key() == self.slab_key {
+                let head = index - desc.run() as usize;
+                let class = desc.class();
+                let info = self.info(class);
+                let offset = addr - self.pagemap.chunk_addr(head);
+                if offset < info.span_bytes as usize && info.is_object_start(offset) {
+                    let bytes = if USABLE {
+                        info.object_bytes as usize
+                    } else {
+                        size
+                    };
+                    self.count(-(bytes as isize));
+                    // SAFETY: `ptr` is an object slot of our slab `head`
+                    // (checked above), and the caller gives it up.
+                    return unsafe { self.free_to_slab(head, class, ptr.cast()) };
+                }
+            }
         }
-        if !desc.is_slab() {
-            return self.dealloc_other::<USABLE>(addr, index, desc, size);
+        // SAFETY: the caller's contract.
+        unsafe { self.dealloc_slow::<USABLE>(ptr, size) }
+    }
+
+    /// Frees anything the fast path does not: other allocators' objects,
+    /// large objects, and misuse (fatal).
+    ///
+    /// # Safety
+    /// As for [`Allocator::dealloc`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn dealloc_slow<const USABLE: bool>(&mut self, ptr: *mut u8, size: usize) {
+        match self.heap().locate(ptr as usize, "free") {
+            Located::Slab { head, class, owner } => {
+                let bytes = if USABLE { class_size(class) } else { size };
+                self.count(-(bytes as isize));
+                if owner == self.id {
+                    // SAFETY: `locate` checked the slot; the slab is ours.
+                    unsafe { self.free_to_slab(head, class, ptr.cast()) }
+                } else {
+                    self.dealloc_remote(owner, ptr.cast());
+                }
+            }
+            Located::Large { index, chunks } => {
+                let bytes = if USABLE {
+                    chunks << self.chunk_shift
+                } else {
+                    size
+                };
+                self.count(-(bytes as isize));
+                self.pagemap.clear_run(index, chunks);
+                self.give_run(index, chunks);
+            }
         }
-        let class = desc.class();
-        let info = self.info(class);
-        let offset = addr - self.pagemap.chunk_addr(index);
-        if offset >= info.span_bytes as usize || !info.is_object_start(offset) {
-            fatal("free of a pointer that is not the start of an object", addr);
-        }
-        self.count(
-            -(if USABLE {
-                info.object_bytes as usize
-            } else {
-                size
-            } as isize),
-        );
-        if desc.owner() != self.id {
-            return self.dealloc_remote(desc.owner(), ptr.cast());
-        }
-        // SAFETY: `ptr` is an object slot of slab `index` (checked above),
-        // owned by us, and the caller gives it up.
-        unsafe { self.free_to_slab(index, class, ptr.cast()) }
     }
 
     /// Pushes `obj` on its slab, owned by us.
@@ -481,43 +505,6 @@ impl Allocator {
         }
     }
 
-    /// Frees a pointer whose chunk is not a slab: a large object, or misuse.
-    #[cold]
-    #[inline(never)]
-    fn dealloc_other<const USABLE: bool>(
-        &mut self,
-        addr: usize,
-        index: usize,
-        desc: Desc,
-        size: usize,
-    ) {
-        match desc.kind() {
-            Kind::Large => {
-                if addr != self.pagemap.chunk_addr(index) {
-                    fatal(
-                        "free of a pointer inside a large object, not at its start",
-                        addr,
-                    );
-                }
-                let chunks = desc.run() as usize;
-                self.count(
-                    -(if USABLE {
-                        chunks << self.chunk_shift
-                    } else {
-                        size
-                    } as isize),
-                );
-                self.pagemap.clear_run(index, chunks);
-                self.give_run(index, chunks);
-            }
-            Kind::Free => fatal(
-                "free of a pointer that is not allocated (double free?)",
-                addr,
-            ),
-            _ => fatal("free of a pointer that is not the start of an object", addr),
-        }
-    }
-
     /// Queues `obj` for its owner.
     fn dealloc_remote(&mut self, owner: u16, obj: *mut FreeObject) {
         // SAFETY: `obj` is a checked object slot of a slab owned by `owner`,
@@ -578,14 +565,10 @@ impl Allocator {
     /// sender); forwards it if its slab now has another owner.
     fn free_message(&mut self, obj: *mut FreeObject) {
         let addr = obj as usize;
-        let Some(mut index) = self.pagemap.index_of(addr) else {
+        let Some(index) = self.pagemap.index_of(addr) else {
             fatal("remote free of a pointer outside the heap", addr)
         };
-        let mut desc = self.pagemap.entry(index).desc();
-        if desc.kind() == Kind::Tail {
-            index = tail_head(index, desc, addr);
-            desc = self.pagemap.entry(index).desc();
-        }
+        let desc = self.pagemap.entry(index).desc();
         if !desc.is_slab() {
             fatal(
                 "heap metadata corrupted: remote free into a chunk that is not a slab",
@@ -596,15 +579,16 @@ impl Allocator {
             self.dealloc_remote(desc.owner(), obj);
             return;
         }
+        let head = index - desc.run() as usize;
         // SAFETY: the sender checked the slot; the slab is ours.
-        unsafe { self.free_to_slab(index, desc.class(), obj) }
+        unsafe { self.free_to_slab(head, desc.class(), obj) }
     }
 
     // ----- realloc and queries ----------------------------------------
 
     /// Usable bytes of the allocation at `ptr`.
     pub(crate) fn usable_size(&self, ptr: *const u8) -> usize {
-        match self.heap().locate(ptr as usize) {
+        match self.heap().locate(ptr as usize, "usable size") {
             Located::Slab { class, .. } => class_size(class),
             Located::Large { chunks, .. } => chunks << self.chunk_shift,
         }
@@ -626,7 +610,7 @@ impl Allocator {
     ) -> *mut u8 {
         let old_usable = self.usable_size(ptr);
         let old_counted = if USABLE { old_usable } else { old_size };
-        match self.heap().locate(ptr as usize) {
+        match self.heap().locate(ptr as usize, "realloc") {
             Located::Slab { class, .. } => {
                 if self.class_for(new_size, align) == Some(class) {
                     let new_counted = if USABLE { old_usable } else { new_size };

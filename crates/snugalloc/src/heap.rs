@@ -18,7 +18,7 @@ use crate::allocator::{tail_head, Allocator, AllocatorSlot, Counters, Shared, MI
 use crate::backend::{bitmap_words, Backend};
 use crate::config::{Config, Error};
 use crate::pagemap::{ChunkMeta, Desc, Kind, Pagemap};
-use crate::platform::fatal;
+use crate::platform::fatal_in;
 use crate::pool::Pool;
 use crate::remote::Inbox;
 use crate::size_class::{class_of, ClassTable, NUM_CLASSES};
@@ -32,8 +32,15 @@ use crate::sync::{
 
 /// Where a pointer handed back by a client lives.
 pub(crate) enum Located {
-    Slab { class: usize },
-    Large { index: usize, chunks: usize },
+    Slab {
+        head: usize,
+        class: usize,
+        owner: u16,
+    },
+    Large {
+        index: usize,
+        chunks: usize,
+    },
 }
 
 /// The heap's state, at the front of its region.
@@ -206,34 +213,38 @@ impl HeapInner {
             .fetch_max(total.max(0) as usize, Ordering::Relaxed);
     }
 
-    /// Finds the allocation `addr` starts; fatal if it starts none.
-    pub(crate) fn locate(&self, addr: usize) -> Located {
+    /// Finds the allocation `addr` starts; a fatal error naming `op` if it
+    /// starts none.
+    pub(crate) fn locate(&self, addr: usize, op: &str) -> Located {
         let Some(mut index) = self.pagemap.index_of(addr) else {
-            fatal("pointer not owned by this heap", addr)
+            fatal_in(op, "pointer this heap does not own", addr)
         };
         let mut desc = self.pagemap.entry(index).desc();
         if desc.kind() == Kind::Tail {
             index = tail_head(index, desc, addr);
             desc = self.pagemap.entry(index).desc();
         }
-        let start = self.pagemap.chunk_addr(index);
         match desc.kind() {
             Kind::Slab => {
+                let head = index - desc.run() as usize;
                 let info = &self.classes.info[desc.class()];
-                let offset = addr - start;
+                let offset = addr - self.pagemap.chunk_addr(head);
                 if offset >= info.span_bytes as usize || !info.is_object_start(offset) {
-                    fatal("pointer is not the start of an object", addr);
+                    fatal_in(op, "pointer is not the start of an object", addr);
                 }
                 Located::Slab {
+                    head,
                     class: desc.class(),
+                    owner: desc.owner(),
                 }
             }
-            Kind::Large if addr == start => Located::Large {
+            Kind::Large if addr == self.pagemap.chunk_addr(index) => Located::Large {
                 index,
                 chunks: desc.run() as usize,
             },
-            Kind::Free => fatal("pointer is not allocated", addr),
-            _ => fatal("pointer is not the start of an object", addr),
+            Kind::Large => fatal_in(op, "pointer inside a large object, not at its start", addr),
+            Kind::Free => fatal_in(op, "pointer is not allocated (double free?)", addr),
+            _ => fatal_in(op, "pointer is not the start of an object", addr),
         }
     }
 
@@ -388,35 +399,34 @@ impl HeapInner {
         while index < high {
             let meta = self.pagemap.entry(index);
             let d = meta.desc();
-            let run = (d.run() as usize).max(1);
+            let mut step = 1;
             match d.kind() {
-                Kind::Slab => {
+                Kind::Slab if d.run() == 0 => {
+                    let info = &self.classes.info[d.class()];
+                    step = info.slab_chunks as usize;
                     let row = &mut rows[d.class()];
-                    let used = (meta.used.load(Ordering::Relaxed) as usize)
-                        .min(self.classes.info[d.class()].capacity as usize);
+                    let used =
+                        (meta.used.load(Ordering::Relaxed) as usize).min(info.capacity as usize);
                     row.slab_count += 1;
-                    row.slab_bytes += run << shift;
+                    row.slab_bytes += step << shift;
                     row.live_objects += used;
                     let idle = self
                         .pool
                         .try_slot(d.owner() as usize)
                         .is_some_and(|s| !s.shared.busy.load(Ordering::Relaxed));
                     if idle {
-                        idle_bytes += (run << shift) - used * row.object_bytes;
+                        idle_bytes += (step << shift) - used * row.object_bytes;
                     }
                 }
                 Kind::Large => {
+                    step = d.run() as usize;
                     large_objects += 1;
-                    large_bytes += run << shift;
+                    large_bytes += step << shift;
                 }
-                Kind::Meta => {}
-                Kind::Free | Kind::Tail => {}
+                Kind::Meta => step = d.run() as usize,
+                Kind::Slab | Kind::Free | Kind::Tail => {}
             }
-            index += if matches!(d.kind(), Kind::Slab | Kind::Large | Kind::Meta) {
-                run
-            } else {
-                1
-            };
+            index += step.max(1);
         }
         for row in rows.iter_mut() {
             row.live_bytes = row.live_objects * row.object_bytes;

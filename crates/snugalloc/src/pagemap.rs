@@ -26,8 +26,11 @@ pub(crate) enum Kind {
 
 /// A chunk's descriptor, packed into one word so that any thread can read it
 /// with one atomic load: kind (bits 0-7), size class (8-15), owner
-/// allocator (16-31), and the run (32-63): chunk count for a head, distance
-/// back to the head for a tail.
+/// allocator (16-31), and the run (32-63). Every chunk of a slab is `Slab`
+/// with the slab's class and owner, and its run is its distance back to the
+/// slab's first chunk (0 for the head), so a free finds its slab and owner
+/// in one load. A large object's head holds its chunk count; its other
+/// chunks are `Tail`, with their distance back to the head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Desc(u64);
 
@@ -52,6 +55,16 @@ impl Desc {
     #[inline(always)]
     pub(crate) fn is_slab(self) -> bool {
         self.0 as u8 == Kind::Slab as u8
+    }
+    /// Kind and owner only: equal to [`Desc::slab_key_of`] for every chunk
+    /// of every slab owned by `owner`.
+    #[inline(always)]
+    pub(crate) fn slab_key(self) -> u32 {
+        self.0 as u32 & 0xFFFF_00FF
+    }
+    #[inline(always)]
+    pub(crate) fn slab_key_of(owner: u16) -> u32 {
+        (owner as u32) << 16 | Kind::Slab as u32
     }
     #[inline(always)]
     pub(crate) fn class(self) -> usize {
@@ -173,6 +186,14 @@ impl Pagemap {
         self.entry(head).set_desc(head_desc);
     }
 
+    /// Marks `[head, head + run)` as a slab of `class` owned by `owner`.
+    pub(crate) fn set_slab(&self, head: usize, run: usize, class: usize, owner: u16) {
+        for i in (0..run).rev() {
+            self.entry(head + i)
+                .set_desc(Desc::new(Kind::Slab, class, owner, i as u32));
+        }
+    }
+
     /// Debug check: every chunk of `[head, head + run)` is marked free, as
     /// chunks just claimed from the backend must be.
     pub(crate) fn debug_assert_free(&self, head: usize, run: usize) {
@@ -224,6 +245,14 @@ mod tests {
         assert_eq!(map.index_of(0x10_8000), None);
         assert_eq!(map.index_of(0x0f_ffff), None);
         assert_eq!(map.chunk_addr(3), 0x10_3000);
+        map.set_slab(5, 2, 7, 9);
+        assert_eq!(map.entry(6).desc().slab_key(), Desc::slab_key_of(9));
+        assert_eq!(
+            (map.entry(6).desc().class(), map.entry(6).desc().run()),
+            (7, 1)
+        );
+        assert_eq!(map.entry(5).desc().run(), 0);
+        map.clear_run(5, 2);
         map.set_run(2, 3, Desc::new(Kind::Large, 0, 1, 3));
         assert_eq!(map.entry(2).desc().kind(), Kind::Large);
         assert_eq!(map.entry(4).desc().kind(), Kind::Tail);

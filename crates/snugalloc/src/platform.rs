@@ -32,12 +32,20 @@ impl Write for StackWriter {
 #[cold]
 #[inline(never)]
 pub(crate) fn fatal(what: &str, addr: usize) -> ! {
+    fatal_in("", what, addr)
+}
+
+/// As [`fatal`], naming the operation: `snugalloc: fatal: <op>: <what> ...`.
+#[cold]
+#[inline(never)]
+pub(crate) fn fatal_in(op: &str, what: &str, addr: usize) -> ! {
     let mut w = StackWriter {
         buf: [0; 256],
         len: 0,
     };
+    let sep = if op.is_empty() { "" } else { ": " };
     // Writing to a StackWriter cannot fail; it truncates instead.
-    let _ = writeln!(w, "snugalloc: fatal: {what} (pointer {addr:#x})");
+    let _ = writeln!(w, "snugalloc: fatal: {op}{sep}{what} (pointer {addr:#x})");
     fatal_bytes(&w.buf[..w.len])
 }
 

@@ -300,7 +300,7 @@ fn bad_config_and_regions_are_errors_not_panics() {
 
 /// Misuse cases run in a child process, since they abort it.
 const CASES: [(&str, &str); 4] = [
-    ("foreign", "free of a pointer this heap does not own"),
+    ("foreign", "free: pointer this heap does not own"),
     ("interior", "not the start of an object"),
     ("large-interior", "inside a large object"),
     ("unallocated", "not allocated"),
