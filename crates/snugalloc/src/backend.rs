@@ -568,6 +568,7 @@ mod tests {
 
     #[test]
     #[cfg(feature = "std")]
+    #[cfg_attr(miri, ignore = "Miri does not model MAP_NORESERVE or madvise")]
     fn decommit_source_tracks_dirty_chunks() {
         let words = bitmap_words(100);
         let mut used: Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();

@@ -232,26 +232,31 @@ mod tests {
 
     #[test]
     fn concurrent_posts_lose_nothing() {
-        use std::sync::Arc;
-        let inbox = Arc::new(Inbox::new());
-        let threads: Vec<_> = (0..4)
-            .map(|_| {
-                let inbox = Arc::clone(&inbox);
-                std::thread::spawn(move || {
-                    let objs: &'static mut [FreeObject] = objects(1000).leak();
-                    for o in objs.iter_mut() {
-                        let p: *mut FreeObject = o;
-                        // SAFETY: each leaked object is posted once, as a
-                        // batch of one.
-                        unsafe { inbox.post(p, p, 1) };
+        let inbox = Inbox::new();
+        struct Objects(*mut FreeObject, usize);
+        // SAFETY: each thread gets a distinct slice of objects to post.
+        unsafe impl Send for Objects {}
+        let mut pools: Vec<Vec<FreeObject>> = (0..4).map(|_| objects(250)).collect();
+        std::thread::scope(|s| {
+            for pool in pools.iter_mut() {
+                let (inbox, objs) = (&inbox, Objects(pool.as_mut_ptr(), pool.len()));
+                s.spawn(move || {
+                    let objs = objs;
+                    for i in 0..objs.1 {
+                        // SAFETY: `i < len` of this thread's vector; each
+                        // object is posted once, as a batch of one, and
+                        // outlives the inbox's use of it.
+                        unsafe {
+                            let p = objs.0.add(i);
+                            inbox.post(p, p, 1);
+                        }
                     }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().expect("poster panicked");
-        }
-        assert_eq!(list_len(inbox.take()), 4000);
+                });
+            }
+        });
+        assert_eq!(list_len(inbox.take()), 1000);
+        assert_eq!(inbox.count(), 1000);
+        drop(pools);
     }
 }
 
