@@ -49,7 +49,7 @@ pub struct Config {
     /// Smallest heap in which the per-allocator chunk cache is used: in a
     /// smaller heap every allocator's cache would strand memory others need.
     pub chunk_cache_min_heap_bytes: usize,
-    /// OS heaps only: address space to reserve (at least 16 MiB, a multiple
+    /// OS heaps only: address space to reserve (at least 1 MiB, a multiple
     /// of `chunk_bytes`). Memory is committed on first touch.
     pub os_reserve_bytes: usize,
     /// OS heaps only: free chunks still resident are returned to the OS once
@@ -140,11 +140,11 @@ impl Config {
             return bad("max_allocators", self.max_allocators, "1 to 16384");
         }
         let r = self.os_reserve_bytes;
-        if r < 16 * MIB || r % c != 0 {
+        if r < MIB || r % c != 0 {
             return bad(
                 "os_reserve_bytes",
                 r,
-                "at least 16 MiB and a multiple of chunk_bytes",
+                "at least 1 MiB and a multiple of chunk_bytes",
             );
         }
         Ok(())
@@ -369,7 +369,7 @@ mod tests {
             ),
             (
                 Config {
-                    os_reserve_bytes: 1 << 20,
+                    os_reserve_bytes: 1 << 19,
                     ..base
                 },
                 "os_reserve_bytes",

@@ -10,9 +10,13 @@ use snugalloc::{Config, Heap};
 fn small_heap_under_miri() {
     const BYTES: usize = 1 << 20;
     let mut region = vec![0u64; BYTES / 8];
-    let config = Config { max_allocators: 4, ..Config::for_region(BYTES) };
+    let config = Config {
+        max_allocators: 4,
+        ..Config::for_region(BYTES)
+    };
     // SAFETY: `region` outlives the heap and nothing else uses it.
-    let heap = unsafe { Heap::from_region(region.as_mut_ptr().cast(), BYTES, config) }.expect("heap");
+    let heap =
+        unsafe { Heap::from_region(region.as_mut_ptr().cast(), BYTES, config) }.expect("heap");
     let mut a = heap.attach().expect("attach");
     let sizes = [1usize, 24, 100, 700, 3000, 9000, 40_000];
     let mut blocks = Vec::new();
@@ -30,8 +34,13 @@ fn small_heap_under_miri() {
     let q = unsafe { a.realloc(p as *mut u8, l, 20_000) };
     assert!(!q.is_null());
     // SAFETY: realloc kept the first 100 bytes.
-    assert!(unsafe { core::slice::from_raw_parts(q, 100) }.iter().all(|&b| b == 2));
-    blocks.push((q as usize, Layout::from_size_align(20_000, 8).expect("layout")));
+    assert!(unsafe { core::slice::from_raw_parts(q, 100) }
+        .iter()
+        .all(|&b| b == 2));
+    blocks.push((
+        q as usize,
+        Layout::from_size_align(20_000, 8).expect("layout"),
+    ));
     drop(a);
     // Another thread frees everything (remote frees and large frees).
     std::thread::scope(|s| {
@@ -46,7 +55,12 @@ fn small_heap_under_miri() {
     heap.reclaim();
     let stats = heap.stats();
     assert_eq!(stats.live_bytes, 0);
-    assert_eq!(stats.reserved_bytes, stats.metadata_bytes, "{}", heap.snapshot());
+    assert_eq!(
+        stats.reserved_bytes,
+        stats.metadata_bytes,
+        "{}",
+        heap.snapshot()
+    );
     drop(heap);
     drop(region);
 }

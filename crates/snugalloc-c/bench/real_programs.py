@@ -1,0 +1,226 @@
+#!/usr/bin/python3
+"""Benchmark: real programs under each allocator, in the same run.
+
+Workloads (each a named purpose):
+  python  - tests/programs/alloc_heavy.py (allocation-heavy interpreter work)
+  sqlite  - tests/programs/workload.sql on an in-memory database
+  redis   - redis-benchmark against redis-server, then a mixed-size keyspace
+            (~150 MB): fill, delete a random 80%, refill, FLUSHALL, and RSS
+            right after and 10 s later.
+Allocators: glibc (through a preloaded forwarding shim, since Debian's
+redis-server links jemalloc), jemalloc, mimalloc, tcmalloc (Debian's
+packages) and snugalloc (target/release/libsnugalloc.so), all preloaded.
+
+Usage (from the workspace root, after `cargo build --release`):
+  /usr/bin/python3 crates/snugalloc-c/bench/real_programs.py [--quick]
+Needs: apt-get install -y python3 sqlite3 redis-server redis-tools
+       libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4
+Prints a table and writes target/bench/real_programs.csv.
+"""
+import csv
+import os
+import random
+import resource
+import socket
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "../../.."))
+PROGRAMS = os.path.join(HERE, "../tests/programs")
+OUT = os.path.join(ROOT, "target/bench")
+LIBDIR = "/usr/lib/x86_64-linux-gnu"
+QUICK = "--quick" in sys.argv
+
+
+def build_shim():
+    os.makedirs(OUT, exist_ok=True)
+    shim = os.path.join(OUT, "libglibcshim.so")
+    subprocess.run(["cc", "-O2", "-shared", "-fPIC", os.path.join(HERE, "glibc_shim.c"), "-o", shim, "-ldl"], check=True)
+    return shim
+
+
+def allocators():
+    libs = {
+        "glibc": build_shim(),
+        "jemalloc": os.path.join(LIBDIR, "libjemalloc.so.2"),
+        "mimalloc": os.path.join(LIBDIR, "libmimalloc.so.2"),
+        "tcmalloc": os.path.join(LIBDIR, "libtcmalloc_minimal.so.4"),
+        "snugalloc": os.path.join(ROOT, "target/release/libsnugalloc.so"),
+    }
+    for name, path in libs.items():
+        if not os.path.exists(path):
+            sys.exit(f"{name}: {path} is missing (see the usage note)")
+    return libs
+
+
+def env_for(lib):
+    env = dict(os.environ)
+    env["LD_PRELOAD"] = lib
+    return env
+
+
+def run_rusage(cmd, lib, stdin=None):
+    inp = open(stdin, "rb") if stdin else open(os.devnull, "rb")
+    pid = os.fork()
+    if pid == 0:
+        os.dup2(inp.fileno(), 0)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.execve(cmd[0], cmd, env_for(lib))
+    _, status, ru = os.wait4(pid, 0)
+    inp.close()
+    if status != 0:
+        raise RuntimeError(f"{cmd} under {lib} exited with {status}")
+    return ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024.0
+
+
+def proc_stat(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def rss_mib(pid, field="VmRSS"):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+class Redis:
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.buf = b""
+
+    @staticmethod
+    def encode(*args):
+        out = [b"*%d\r\n" % len(args)]
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        return b"".join(out)
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            self.buf += self.sock.recv(1 << 20)
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _reply(self):
+        line = self._line()
+        if line[:1] == b"$":
+            n = int(line[1:])
+            if n < 0:
+                return None
+            while len(self.buf) < n + 2:
+                self.buf += self.sock.recv(1 << 20)
+            data, self.buf = self.buf[:n], self.buf[n + 2 :]
+            return data
+        if line[:1] == b"-":
+            raise RuntimeError(line.decode())
+        return line[1:]
+
+    def pipeline(self, commands, batch=2000):
+        for i in range(0, len(commands), batch):
+            chunk = commands[i : i + batch]
+            self.sock.sendall(b"".join(self.encode(*c) for c in chunk))
+            for _ in chunk:
+                self._reply()
+
+    def call(self, *args):
+        self.sock.sendall(self.encode(*args))
+        return self._reply()
+
+
+def value_size(rng):
+    r = rng.random()
+    if r < 0.6:
+        return rng.randrange(10, 100)
+    if r < 0.9:
+        return rng.randrange(100, 1000)
+    return rng.randrange(1000, 3000)
+
+
+def redis_workload(lib, keys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        ["/usr/bin/redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, env=env_for(lib))
+    try:
+        deadline = time.time() + 20
+        while True:
+            try:
+                r = Redis(port)
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise RuntimeError("redis-server did not start")
+                time.sleep(0.05)
+        n = "20000" if QUICK else "100000"
+        subprocess.run(["/usr/bin/redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-q", "-n", n, "-c", "50",
+                        "-r", "100000", "-d", "200", "-t", "set,get,incr,lpush,rpop,sadd,hset,lrange_100,mset"],
+                       check=True, stdout=subprocess.DEVNULL)
+        r.call("FLUSHALL")
+        rng = random.Random(7)
+        r.pipeline([("SET", f"key:{i}", b"v" * value_size(rng)) for i in range(keys)])
+        full_rss = rss_mib(server.pid)
+        doomed = rng.sample(range(keys), keys * 8 // 10)
+        r.pipeline([("DEL", f"key:{i}") for i in doomed])
+        r.pipeline([("SET", f"new:{i}", b"w" * value_size(rng)) for i in range(len(doomed))])
+        info = r.call("INFO", "memory").decode()
+        used = int(next(l.split(":")[1] for l in info.splitlines() if l.startswith("used_memory:"))) / 2**20
+        refill_rss = rss_mib(server.pid)
+        r.call("FLUSHALL")
+        time.sleep(0.5)
+        flush_rss = rss_mib(server.pid)
+        time.sleep(10)
+        flush10_rss = rss_mib(server.pid)
+        cpu = proc_stat(server.pid)
+        peak = rss_mib(server.pid, "VmHWM")
+        return dict(cpu=cpu, peak=peak, full=full_rss, used=used, refill=refill_rss, flush=flush_rss,
+                    flush10=flush10_rss)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def main():
+    libs = allocators()
+    keys = 100_000 if QUICK else 400_000
+    rows = []
+    for name, lib in libs.items():
+        py_cpu, py_rss = run_rusage(["/usr/bin/python3", os.path.join(PROGRAMS, "alloc_heavy.py")], lib)
+        sq_cpu, sq_rss = run_rusage(["/usr/bin/sqlite3", ":memory:"], lib, stdin=os.path.join(PROGRAMS, "workload.sql"))
+        rd = redis_workload(lib, keys)
+        row = dict(allocator=name, python_cpu_s=py_cpu, python_peak_rss_mib=py_rss, sqlite_cpu_s=sq_cpu,
+                   sqlite_peak_rss_mib=sq_rss, redis_cpu_s=rd["cpu"], redis_peak_rss_mib=rd["peak"],
+                   redis_full_rss_mib=rd["full"], redis_used_mib=rd["used"], redis_refill_rss_mib=rd["refill"],
+                   redis_rss_per_used=rd["refill"] / rd["used"], redis_flush_rss_mib=rd["flush"],
+                   redis_flush10_rss_mib=rd["flush10"])
+        rows.append(row)
+        print(f"done: {name}", file=sys.stderr)
+    os.makedirs(OUT, exist_ok=True)
+    with open(os.path.join(OUT, "real_programs.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    cols = [("allocator", "allocator", "{}"), ("python_cpu_s", "py cpu s", "{:.2f}"),
+            ("python_peak_rss_mib", "py peak MiB", "{:.0f}"), ("sqlite_cpu_s", "sql cpu s", "{:.2f}"),
+            ("sqlite_peak_rss_mib", "sql peak MiB", "{:.0f}"), ("redis_cpu_s", "redis cpu s", "{:.2f}"),
+            ("redis_peak_rss_mib", "redis peak MiB", "{:.0f}"), ("redis_refill_rss_mib", "refill RSS MiB", "{:.0f}"),
+            ("redis_used_mib", "used MiB", "{:.0f}"), ("redis_rss_per_used", "RSS/used", "{:.2f}"),
+            ("redis_flush_rss_mib", "flush RSS MiB", "{:.0f}"), ("redis_flush10_rss_mib", "+10s RSS MiB", "{:.0f}")]
+    print("| " + " | ".join(h for _, h, _ in cols) + " |")
+    print("|" + "---|" * len(cols))
+    for row in rows:
+        print("| " + " | ".join(fmt.format(row[k]) for k, _, fmt in cols) + " |")
+
+
+if __name__ == "__main__":
+    main()

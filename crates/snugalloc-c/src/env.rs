@@ -1,0 +1,135 @@
+//! Environment: reads `SNUGALLOC_*` variables without allocating and turns
+//! them into the heap's configuration.
+//!
+//! Values are read with `getenv(3)`, which walks `environ` and allocates
+//! nothing. A malformed value is reported on standard error in one line and
+//! the default is used instead.
+
+use core::ffi::CStr;
+use core::fmt::Write;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use snugalloc_core::{parse_bytes, Config, MAX_CLASS_BYTES};
+
+use crate::out::{FdWriter, Printable};
+
+/// An invalid chunk size has been reported once.
+static CHUNK_WARNED: AtomicBool = AtomicBool::new(false);
+
+/// What the environment asks for.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Settings {
+    /// `SNUGALLOC_HEAP_SIZE`: one fixed region of this size.
+    pub(crate) heap_bytes: Option<usize>,
+    /// `SNUGALLOC_CHUNK_SIZE`: the chunk size.
+    pub(crate) chunk_bytes: Option<usize>,
+    /// `SNUGALLOC_STATS`: print statistics at exit.
+    pub(crate) stats_at_exit: bool,
+}
+
+/// The value of variable `name`, if set.
+fn get(name: &CStr) -> Option<&'static [u8]> {
+    // SAFETY: `name` is NUL-terminated; getenv returns null or a pointer
+    // into the environment, which nobody in this library modifies.
+    let p = unsafe { libc::getenv(name.as_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: getenv returned a NUL-terminated string in the environment.
+    Some(unsafe { CStr::from_ptr(p) }.to_bytes())
+}
+
+/// Reports a value that cannot be used, in one line.
+pub(crate) fn warn(name: &str, value: &[u8], why: &dyn core::fmt::Display) {
+    let mut w = FdWriter::stderr();
+    // FdWriter never fails.
+    let _ = writeln!(
+        w,
+        "snugalloc: ignoring {name}={}: {why}; using the default",
+        Printable(value)
+    );
+}
+
+fn bytes_var(name: &str, cname: &CStr) -> Option<usize> {
+    let value = get(cname)?;
+    let parsed = core::str::from_utf8(value)
+        .map_err(|_| "not UTF-8")
+        .and_then(|text| {
+            parse_bytes(text).map_err(|_| "expected a byte count such as 4096, 16k, 64M or 1G")
+        });
+    match parsed {
+        Ok(0) => {
+            warn(name, value, &"must not be zero");
+            None
+        }
+        Ok(n) => Some(n),
+        Err(why) => {
+            warn(name, value, &why);
+            None
+        }
+    }
+}
+
+fn flag_var(name: &str, cname: &CStr) -> bool {
+    let Some(value) = get(cname) else {
+        return false;
+    };
+    match value {
+        b"" | b"0" | b"no" | b"false" | b"off" => false,
+        b"1" | b"yes" | b"true" | b"on" => true,
+        _ => {
+            warn(name, value, &"expected 1 or 0");
+            false
+        }
+    }
+}
+
+/// Reads every `SNUGALLOC_*` variable.
+pub(crate) fn read() -> Settings {
+    Settings {
+        heap_bytes: bytes_var("SNUGALLOC_HEAP_SIZE", c"SNUGALLOC_HEAP_SIZE"),
+        chunk_bytes: bytes_var("SNUGALLOC_CHUNK_SIZE", c"SNUGALLOC_CHUNK_SIZE"),
+        stats_at_exit: flag_var("SNUGALLOC_STATS", c"SNUGALLOC_STATS"),
+    }
+}
+
+/// `base` with chunks of `chunk_bytes` (slabs of up to four chunks, objects
+/// up to one chunk), or `base` with a warning when that does not validate.
+pub(crate) fn with_chunk(base: Config, chunk_bytes: Option<usize>) -> Config {
+    let Some(chunk) = chunk_bytes else {
+        return base;
+    };
+    let config = Config {
+        chunk_bytes: chunk,
+        max_slab_object_bytes: chunk.min(MAX_CLASS_BYTES),
+        max_slab_bytes: chunk.saturating_mul(4).min(1 << 20),
+        os_reserve_bytes: base.os_reserve_bytes / chunk.max(1) * chunk.max(1),
+        ..base
+    };
+    match config.validate() {
+        Ok(()) => config,
+        Err(e) => {
+            // Relaxed: only keeps a second heap attempt from repeating it.
+            if !CHUNK_WARNED.swap(true, Ordering::Relaxed) {
+                let mut text = [0u8; 24];
+                let value = format_usize(chunk, &mut text);
+                warn("SNUGALLOC_CHUNK_SIZE", value, &e);
+            }
+            base
+        }
+    }
+}
+
+/// Decimal digits of `n` in `buf`.
+pub(crate) fn format_usize(mut n: usize, buf: &mut [u8; 24]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}

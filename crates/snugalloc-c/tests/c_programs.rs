@@ -1,0 +1,125 @@
+//! C test programs, built with the system C compiler, run against the
+//! release libraries: every function's errno and NULL cases, alignments,
+//! realloc contents (api.c), fork in a threaded process (fork.c), a
+//! cross-thread free storm (storm.c), and an Open Enclave host driver
+//! (oe_host.c). Each preload-library test also runs on a fixed 64 MiB heap.
+
+mod common;
+
+use common::{compile, preload_lib, run_ok, Link};
+use std::process::Command;
+
+const FIXED: &str = "64M";
+/// `FIXED` in MiB, for api.c's exhaustion test.
+const FIXED_MIB: &str = "64";
+
+#[test]
+fn api_linked_against_the_shared_library() {
+    let exe = compile("api", Link::Shared);
+    run_ok(&mut Command::new(&exe));
+    run_ok(
+        Command::new(&exe)
+            .arg(FIXED_MIB)
+            .env("SNUGALLOC_HEAP_SIZE", FIXED),
+    );
+}
+
+#[test]
+fn api_preloaded_into_a_glibc_program() {
+    let exe = compile("api", Link::Plain);
+    let out = run_ok(Command::new(&exe).env("LD_PRELOAD", preload_lib()));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(", 0 failed"));
+    run_ok(
+        Command::new(&exe)
+            .arg(FIXED_MIB)
+            .env("LD_PRELOAD", preload_lib())
+            .env("SNUGALLOC_HEAP_SIZE", FIXED)
+            .env("SNUGALLOC_CHUNK_SIZE", "8k"),
+    );
+}
+
+#[test]
+fn api_linked_against_the_static_library() {
+    let exe = compile("api", Link::Static);
+    run_ok(&mut Command::new(&exe));
+}
+
+#[test]
+fn fork_in_a_threaded_process() {
+    let exe = compile("fork", Link::Plain);
+    run_ok(Command::new(&exe).env("LD_PRELOAD", preload_lib()));
+    run_ok(
+        Command::new(&exe)
+            .env("LD_PRELOAD", preload_lib())
+            .env("SNUGALLOC_HEAP_SIZE", FIXED),
+    );
+}
+
+#[test]
+fn cross_thread_free_storm() {
+    let exe = compile("storm", Link::Shared);
+    run_ok(&mut Command::new(&exe));
+    run_ok(Command::new(&exe).env("SNUGALLOC_HEAP_SIZE", FIXED));
+}
+
+#[test]
+fn malformed_environment_is_reported_and_ignored() {
+    let exe = compile("api", Link::Shared);
+    let out = run_ok(
+        Command::new(&exe)
+            .env("SNUGALLOC_HEAP_SIZE", "lots")
+            .env("SNUGALLOC_CHUNK_SIZE", "3000")
+            .env("SNUGALLOC_STATS", "1"),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("snugalloc: ignoring SNUGALLOC_HEAP_SIZE=lots: ")),
+        "{stderr}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("snugalloc: ignoring SNUGALLOC_CHUNK_SIZE=3000: ")),
+        "{stderr}"
+    );
+    // SNUGALLOC_STATS=1 prints the per-class table at exit.
+    assert!(stderr.contains("snugalloc statistics:"), "{stderr}");
+    assert!(stderr.contains("class"), "{stderr}");
+}
+
+#[test]
+fn stats_at_exit_with_preload() {
+    // (Not coreutils: they close stderr at exit, before library destructors.)
+    let exe = compile("api", Link::Plain);
+    let out = run_ok(
+        Command::new(&exe)
+            .env("LD_PRELOAD", preload_lib())
+            .env("SNUGALLOC_STATS", "1"),
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(", 0 failed"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("snugalloc statistics:") && stderr.contains("live"),
+        "{stderr}"
+    );
+}
+
+/// OE's checks with 5 million malloc/free pairs (twice: fixed and random
+/// sizes) and 20 threads x 2000 ECalls.
+#[test]
+fn open_enclave_host_driver() {
+    let exe = compile("oe_host", Link::Oe);
+    let out = run_ok(Command::new(&exe).args(["5000000", "2000"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(", 0 failed"));
+}
+
+/// A longer run: 20 threads x 20000 ECalls.
+#[test]
+#[ignore = "long: about a minute"]
+fn open_enclave_host_driver_long() {
+    let exe = compile("oe_host", Link::Oe);
+    run_ok(Command::new(&exe).args(["5000000", "20000"]));
+}

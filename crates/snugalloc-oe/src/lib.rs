@@ -1,0 +1,351 @@
+//! snugalloc as an Open Enclave pluggable allocator: the `oe_allocator_*`
+//! functions of `openenclave/advanced/allocator.h` and `mallinfo.h`, plus
+//! `snugalloc_stats`, declared in `include/snugalloc_oe.h`. It exports no
+//! `malloc`-family or `dl*` symbols: oecore calls these.
+//!
+//! How Open Enclave drives it, and what it does:
+//!
+//! | OE call | here |
+//! |---|---|
+//! | `oe_allocator_init(start, end)`, once | `Heap::from_region` over the whole heap |
+//! | `oe_allocator_thread_init`, each outermost ECall | attach an allocator, record it by thread pointer |
+//! | `oe_allocator_malloc` ... | the thread's allocator; without one, attach for the call |
+//! | `oe_allocator_thread_cleanup` | detach it (empty slabs go back to the heap) |
+//! | `oe_allocator_mallinfo` | heap size, exact live bytes, peak live bytes |
+//!
+//! Nothing is kept in TLS (OE zeroes it after each ECall); out of memory
+//! returns null and never aborts. With feature `enclave` the library uses no
+//! Rust std; without it (the default, for host-side tests) std is linked
+//! but not used.
+#![no_std]
+
+#[cfg(not(feature = "enclave"))]
+extern crate std;
+
+#[path = "../../snugalloc-c/src/stats_abi.rs"]
+mod stats_abi;
+mod threads;
+
+use core::cell::UnsafeCell;
+use core::ffi::{c_int, c_uint, c_void};
+use core::mem::{ManuallyDrop, MaybeUninit};
+use core::ptr::{null_mut, NonNull};
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use snugalloc_core::{Attached, Config, Heap};
+use stats_abi::CStats;
+
+/// `OE_OK` in `openenclave/bits/result.h`.
+pub const OE_OK: c_uint = 0;
+/// `OE_FAILURE` in `openenclave/bits/result.h`.
+pub const OE_FAILURE: c_uint = 1;
+/// `OE_UNSUPPORTED` in `openenclave/bits/result.h` (not returned).
+pub const OE_UNSUPPORTED: c_uint = 24;
+
+const EINVAL: c_int = 22;
+const ENOMEM: c_int = 12;
+const MIN_ALIGN: usize = 16;
+
+const UNINIT: u8 = 0;
+const BUSY: u8 = 1;
+const READY: u8 = 2;
+const CLEANED: u8 = 3;
+
+/// Storage for the enclave heap.
+///
+/// Invariant: initialised once `STATE` has been READY, by the one call of
+/// `oe_allocator_init` that moved it from UNINIT; never written afterwards
+/// (cleanup only changes `STATE`, the memory stays valid).
+struct HeapCell(UnsafeCell<MaybeUninit<Heap>>);
+
+// SAFETY: written once before READY is published with Release; read only
+// after an Acquire load sees READY.
+unsafe impl Sync for HeapCell {}
+
+static HEAP: HeapCell = HeapCell(UnsafeCell::new(MaybeUninit::uninit()));
+static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+
+/// `oe_mallinfo_t` in `openenclave/advanced/mallinfo.h`.
+#[repr(C)]
+pub struct OeMallinfo {
+    /// Bytes the heap manages (the whole region given to init).
+    pub max_total_heap_size: usize,
+    /// Exact usable bytes of live blocks.
+    pub current_allocated_heap_size: usize,
+    /// Highest `current_allocated_heap_size` seen.
+    pub peak_allocated_heap_size: usize,
+}
+
+#[inline(always)]
+fn heap() -> Option<&'static Heap> {
+    // Acquire pairs with the Release store of READY in `oe_allocator_init`.
+    if STATE.load(Ordering::Acquire) == READY {
+        // SAFETY: READY means the cell is initialised (HeapCell invariant).
+        Some(unsafe { (*HEAP.0.get()).assume_init_ref() })
+    } else {
+        None
+    }
+}
+
+/// Runs `f` on the calling thread's allocator, or on one attached for this
+/// call when the thread has none; `fail` without a heap or allocator.
+#[inline(always)]
+fn with_thread<R>(fail: R, f: impl FnOnce(&mut Attached<'static>) -> R) -> R {
+    let Some(heap) = heap() else {
+        return fail;
+    };
+    if let Some(raw) = threads::lookup(threads::current()).and_then(NonNull::new) {
+        // SAFETY: the table holds `into_raw` of an allocator this thread
+        // attached from `heap` in thread_init and has not detached; only
+        // this thread uses it, and ManuallyDrop keeps it attached.
+        let mut a = ManuallyDrop::new(unsafe { Attached::from_raw(heap, raw) });
+        return f(&mut a);
+    }
+    with_call_allocator(heap, fail, f)
+}
+
+#[cold]
+#[inline(never)]
+fn with_call_allocator<R>(
+    heap: &'static Heap,
+    fail: R,
+    f: impl FnOnce(&mut Attached<'static>) -> R,
+) -> R {
+    match heap.attach() {
+        Ok(mut a) => f(&mut a),
+        Err(_) => fail,
+    }
+}
+
+/// Lays the heap over `[heap_start, heap_end)`. Called once by oecore
+/// before anything else; later calls, and empty or reversed ranges, are
+/// ignored (allocation then returns null).
+///
+/// # Safety
+/// The range must be memory that only this allocator uses, valid for reads
+/// and writes for the rest of the enclave's life.
+#[no_mangle]
+pub unsafe extern "C" fn oe_allocator_init(heap_start: *mut c_void, heap_end: *mut c_void) {
+    let (start, end) = (heap_start as usize, heap_end as usize);
+    if start == 0 || end <= start {
+        return;
+    }
+    // Acquire/Relaxed: nothing is read from a failed exchange.
+    if STATE
+        .compare_exchange(UNINIT, BUSY, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        return;
+    }
+    let len = end - start;
+    // SAFETY: the caller's guarantees are `from_region`'s.
+    match unsafe { Heap::from_region(heap_start.cast(), len, Config::for_region(len)) } {
+        Ok(heap) => {
+            // SAFETY: we hold BUSY, so nobody else touches the cell.
+            unsafe { (*HEAP.0.get()).write(heap) };
+            // Release pairs with the Acquire load in `heap`.
+            STATE.store(READY, Ordering::Release);
+        }
+        // Release: pairs with nothing in particular; allocation stays null.
+        Err(_) => STATE.store(UNINIT, Ordering::Release),
+    }
+}
+
+/// Called at enclave termination: allocation returns null afterwards and
+/// frees are ignored. The heap's memory is the enclave's; nothing is
+/// released.
+#[no_mangle]
+pub extern "C" fn oe_allocator_cleanup() {
+    // Relaxed: an ordering with later calls is not needed; they only see
+    // that the heap is gone.
+    let _ = STATE.compare_exchange(READY, CLEANED, Ordering::Relaxed, Ordering::Relaxed);
+}
+
+/// Attaches an allocator to the calling enclave thread until
+/// `oe_allocator_thread_cleanup`. Without one (pool or table full), calls
+/// attach for themselves.
+#[no_mangle]
+pub extern "C" fn oe_allocator_thread_init() {
+    let Some(heap) = heap() else {
+        return;
+    };
+    let thread = threads::current();
+    if threads::lookup(thread).is_some() {
+        return;
+    }
+    let Ok(a) = heap.attach() else {
+        return;
+    };
+    let raw = a.into_raw();
+    if !threads::insert(thread, raw.as_ptr()) {
+        // SAFETY: `raw` is the handle made above, never shared; dropping
+        // it detaches.
+        drop(unsafe { Attached::from_raw(heap, raw) });
+    }
+}
+
+/// Detaches the calling thread's allocator: its empty slabs and pending
+/// cross-thread frees go back to the heap, and nothing of it stays in TLS.
+#[no_mangle]
+pub extern "C" fn oe_allocator_thread_cleanup() {
+    let Some(raw) = threads::remove(threads::current()).and_then(NonNull::new) else {
+        return;
+    };
+    if let Some(heap) = heap() {
+        // SAFETY: `raw` was attached from `heap` by this thread in
+        // thread_init and is no longer in the table: this is the only
+        // handle, and dropping it detaches.
+        drop(unsafe { Attached::from_raw(heap, raw) });
+    }
+}
+
+/// `malloc`: 16-byte aligned; null when out of memory.
+#[no_mangle]
+pub extern "C" fn oe_allocator_malloc(size: usize) -> *mut c_void {
+    with_thread(null_mut(), |a| a.malloc(size)).cast()
+}
+
+/// `free`; null is ignored.
+///
+/// # Safety
+/// `ptr` must be null or a live block from this allocator, not used
+/// afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn oe_allocator_free(ptr: *mut c_void) {
+    if !ptr.is_null() {
+        // SAFETY: the caller's contract is `Attached::free`'s.
+        with_thread((), |a| unsafe { a.free(ptr.cast()) });
+    }
+}
+
+/// `calloc`: null when `count * size` overflows or memory runs out.
+#[no_mangle]
+pub extern "C" fn oe_allocator_calloc(count: usize, size: usize) -> *mut c_void {
+    let Some(total) = count.checked_mul(size) else {
+        return null_mut();
+    };
+    let p = oe_allocator_malloc(total);
+    if !p.is_null() {
+        // SAFETY: a fresh block of at least `total` bytes.
+        unsafe { core::ptr::write_bytes(p.cast::<u8>(), 0, total) };
+    }
+    p
+}
+
+/// `realloc`: `realloc(NULL, n)` is `malloc(n)`; `realloc(p, 0)` returns a
+/// minimal block (as OE's default dlmalloc does); on failure null, and `ptr`
+/// stays valid.
+///
+/// # Safety
+/// `ptr` must be null or a live block from this allocator; on success it
+/// must not be used unless it is the pointer returned.
+#[no_mangle]
+pub unsafe extern "C" fn oe_allocator_realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
+    if ptr.is_null() {
+        return oe_allocator_malloc(size);
+    }
+    // SAFETY: `ptr` is a live non-null block of this heap (caller's contract).
+    with_thread(null_mut(), |a| unsafe { a.resize(ptr.cast(), size) }).cast()
+}
+
+fn alloc_aligned(align: usize, size: usize) -> *mut c_void {
+    if align <= MIN_ALIGN {
+        return oe_allocator_malloc(size);
+    }
+    with_thread(null_mut(), |a| a.malloc_aligned(size, align)).cast()
+}
+
+/// C11 `aligned_alloc`: null unless `align` is a power of two.
+#[no_mangle]
+pub extern "C" fn oe_allocator_aligned_alloc(align: usize, size: usize) -> *mut c_void {
+    if !align.is_power_of_two() {
+        return null_mut();
+    }
+    alloc_aligned(align, size)
+}
+
+/// `posix_memalign`: 0, `EINVAL` (alignment not a power of two multiple of
+/// `sizeof(void *)`, or `memptr` null) or `ENOMEM`; `*memptr` is written
+/// only on success.
+///
+/// # Safety
+/// `memptr` must be null or valid for writing a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn oe_allocator_posix_memalign(
+    memptr: *mut *mut c_void,
+    align: usize,
+    size: usize,
+) -> c_int {
+    if memptr.is_null()
+        || !align.is_power_of_two()
+        || align % core::mem::size_of::<*mut c_void>() != 0
+    {
+        return EINVAL;
+    }
+    let p = alloc_aligned(align, size);
+    if p.is_null() {
+        return ENOMEM;
+    }
+    // SAFETY: the caller guarantees `memptr` is writable.
+    unsafe { *memptr = p };
+    0
+}
+
+/// `malloc_usable_size`; 0 for null.
+///
+/// # Safety
+/// `ptr` must be null or a live block from this allocator.
+#[no_mangle]
+pub unsafe extern "C" fn oe_allocator_malloc_usable_size(ptr: *mut c_void) -> usize {
+    if ptr.is_null() {
+        return 0;
+    }
+    // SAFETY: the caller guarantees `ptr` is a live block of this heap.
+    with_thread(0, |a| unsafe { a.usable_size(ptr.cast()) })
+}
+
+/// Heap size, exact live bytes (usable sizes) and their peak. `OE_OK`, or
+/// `OE_FAILURE` before init or with a null `info`.
+///
+/// # Safety
+/// `info` must be null or valid for writing an `oe_mallinfo_t`.
+#[no_mangle]
+pub unsafe extern "C" fn oe_allocator_mallinfo(info: *mut OeMallinfo) -> c_uint {
+    let Some(heap) = heap() else {
+        return OE_FAILURE;
+    };
+    if info.is_null() {
+        return OE_FAILURE;
+    }
+    let s = heap.stats();
+    // SAFETY: the caller guarantees `info` is writable.
+    unsafe {
+        info.write_unaligned(OeMallinfo {
+            max_total_heap_size: s.heap_bytes,
+            current_allocated_heap_size: s.live_bytes,
+            peak_allocated_heap_size: s.peak_live_bytes,
+        })
+    };
+    OE_OK
+}
+
+/// Fills `*out` with the heap's statistics (`struct snugalloc_stats`).
+///
+/// # Safety
+/// `out` must be null or valid for writing a `struct snugalloc_stats`.
+#[no_mangle]
+pub unsafe extern "C" fn snugalloc_stats(out: *mut CStats) {
+    let snapshot = heap().map(|h| h.snapshot());
+    // SAFETY: the caller's contract.
+    unsafe { CStats::write_to(out, snapshot.as_ref()) };
+}
+
+#[cfg(feature = "enclave")]
+#[panic_handler]
+fn on_panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    extern "C" {
+        fn abort() -> !;
+    }
+    // SAFETY: the enclave's C library provides abort, which never returns.
+    unsafe { abort() }
+}

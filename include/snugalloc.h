@@ -1,0 +1,81 @@
+/* snugalloc: a C malloc replacement (libsnugalloc.so / libsnugalloc.a).
+ *
+ * Preload:  LD_PRELOAD=/path/to/libsnugalloc.so ./program
+ * Link:     cc main.c -L/path/to/lib -lsnugalloc   (or libsnugalloc.a with -lpthread -ldl)
+ *
+ * The standard functions below behave as C, POSIX and glibc specify; they
+ * are declared here so that a test can check this header against the
+ * library's exports. Environment (read once, at the first allocation):
+ *   SNUGALLOC_HEAP_SIZE=64M  one fixed region of that size (allocation beyond it returns NULL)
+ *   SNUGALLOC_CHUNK_SIZE=16k chunk size, a power of two from 4k to 64k
+ *   SNUGALLOC_STATS=1        print the per-size-class statistics to stderr at exit
+ */
+#ifndef SNUGALLOC_H
+#define SNUGALLOC_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Version of struct snugalloc_stats filled in by this library. */
+#define SNUGALLOC_STATS_VERSION 1
+/* Room for per-size-class rows; class_count says how many are filled. */
+#define SNUGALLOC_MAX_CLASSES 96
+
+/* One size class. */
+struct snugalloc_class_stats {
+    size_t object_bytes; /* object size of the class */
+    size_t live_objects; /* objects handed out */
+    size_t live_bytes;   /* live_objects * object_bytes */
+    size_t slab_bytes;   /* bytes of the class's slabs */
+    size_t slab_count;   /* number of slabs */
+};
+
+/* Heap statistics. The first six fields never move; later versions only
+ * append fields (and raise version). All sizes are bytes. */
+struct snugalloc_stats {
+    size_t version;             /* SNUGALLOC_STATS_VERSION of the library */
+    size_t heap_bytes;          /* region size, or reserved address space */
+    size_t reserved_bytes;      /* metadata plus chunks handed out */
+    size_t peak_reserved_bytes; /* highest reserved_bytes */
+    size_t live_bytes;          /* usable bytes of live blocks */
+    size_t peak_live_bytes;     /* highest live_bytes seen */
+    size_t chunk_bytes;         /* chunk size */
+    size_t metadata_bytes;      /* heap metadata */
+    size_t free_bytes;          /* bytes of free chunks */
+    size_t allocators;          /* per-thread allocators created */
+    size_t large_objects;       /* live blocks served as chunk runs */
+    size_t large_bytes;         /* bytes of those runs */
+    size_t idle_bytes;          /* free bytes in slabs of idle allocators */
+    size_t remote_in_flight;    /* cross-thread frees not yet handled */
+    size_t largest_free_bytes;  /* largest block that can be had now */
+    size_t class_count;         /* rows of classes[] filled */
+    struct snugalloc_class_stats classes[SNUGALLOC_MAX_CLASSES];
+};
+
+/* Fills *out (no allocation; all zero but version before the first
+ * allocation). */
+void snugalloc_stats(struct snugalloc_stats *out);
+/* Prints the per-size-class table to stderr (no allocation). */
+void snugalloc_print_stats(void);
+
+/* The standard allocation functions, as exported by libsnugalloc. */
+void *malloc(size_t size);
+void free(void *ptr);
+void *calloc(size_t count, size_t size);
+void *realloc(void *ptr, size_t size);
+void *reallocarray(void *ptr, size_t count, size_t size);
+int posix_memalign(void **memptr, size_t alignment, size_t size);
+void *aligned_alloc(size_t alignment, size_t size);
+void *memalign(size_t alignment, size_t size);
+void *valloc(size_t size);
+void *pvalloc(size_t size);
+size_t malloc_usable_size(void *ptr);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SNUGALLOC_H */
