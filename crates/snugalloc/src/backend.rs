@@ -357,6 +357,54 @@ impl Backend {
         }
     }
 
+    /// Claims the highest run of `n` free chunks: for long-lived metadata
+    /// (allocator structures), kept away from the low end where first fit
+    /// packs objects, so it does not split the free space.
+    pub(crate) fn alloc_run_top(&self, n: usize) -> Option<usize> {
+        if n == 0 || n > self.chunks {
+            return None;
+        }
+        let mut end = self.chunks;
+        let found = loop {
+            let last = self.prev_free(end)?;
+            let mut len = 1;
+            while len < n && last >= len && self.is_free(last - len) {
+                len += 1;
+            }
+            if len < n {
+                end = last + 1 - len;
+                continue;
+            }
+            let start = last + 1 - n;
+            if self.try_claim(start, n) {
+                break start;
+            }
+            end = last + 1;
+        };
+        self.claimed(found, n);
+        Some(found)
+    }
+
+    /// Highest chunk below `end` whose used bit reads clear (racy).
+    fn prev_free(&self, end: usize) -> Option<usize> {
+        let mut pos = end;
+        while pos > 0 {
+            let word = (pos - 1) / WORD_BITS;
+            let top = pos - word * WORD_BITS; // bits of this word below `pos`
+            let mask = if top == WORD_BITS { !0 } else { (1u64 << top) - 1 };
+            let free = !self.used(word).load(Ordering::Relaxed) & mask;
+            if free != 0 {
+                return Some(word * WORD_BITS + 63 - free.leading_zeros() as usize);
+            }
+            pos = word * WORD_BITS;
+        }
+        None
+    }
+
+    fn is_free(&self, chunk: usize) -> bool {
+        self.used(chunk / WORD_BITS).load(Ordering::Relaxed) >> (chunk % WORD_BITS) & 1 == 0
+    }
+
     /// Extends the run `[start, start + old_n)` in place to `new_n` chunks if
     /// the chunks after it are free.
     pub(crate) fn try_grow(&self, start: usize, old_n: usize, new_n: usize) -> bool {
@@ -550,6 +598,19 @@ mod tests {
         // The whole region is one run again.
         assert_eq!(b.alloc_run(200, 0), Some(0));
         assert_eq!(b.alloc_run(1, 0), None);
+    }
+
+    #[test]
+    fn metadata_runs_come_from_the_top() {
+        let (b, _u, _d) = backend(200);
+        assert_eq!(b.alloc_run_top(2), Some(198));
+        assert_eq!(b.alloc_run(1, 0), Some(0));
+        assert_eq!(b.alloc_run_top(3), Some(195));
+        b.free_run(196, 1); // can't happen in use; makes a 1-chunk hole
+        assert_eq!(b.alloc_run_top(2), Some(193), "the hole is too short");
+        assert_eq!(b.alloc_run_top(1), Some(196));
+        assert_eq!(b.reserved_chunks(), 1 + 2 + 2 + 2 + 1);
+        assert_eq!(b.alloc_run_top(200), None);
     }
 
     #[test]
