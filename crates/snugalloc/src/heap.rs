@@ -277,13 +277,22 @@ impl HeapInner {
 
     fn create_allocator(&self, id: usize) -> Result<&AllocatorSlot, Error> {
         let chunks = self.slot_chunks;
-        let index = match self.backend.alloc_run(chunks, 0) {
+        // In a fixed region allocators go to the top, away from the objects
+        // first fit packs at the bottom, so they never split the free space.
+        // An OS reservation is mostly untouched address space: there they go
+        // low, next to everything else.
+        let claim = || {
+            if self.os_owned {
+                self.backend.alloc_run(chunks, 0)
+            } else {
+                self.backend.alloc_run_top(chunks)
+            }
+        };
+        let index = match claim() {
             Some(i) => i,
             None => {
                 self.reclaim_idle();
-                self.backend
-                    .alloc_run(chunks, 0)
-                    .ok_or(Error::OutOfMemory)?
+                claim().ok_or(Error::OutOfMemory)?
             }
         };
         self.pagemap.set_run(
