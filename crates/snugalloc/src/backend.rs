@@ -43,6 +43,8 @@ use crate::sync::model::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::spin_hint;
 
 const WORD_BITS: usize = 64;
+/// Shortest run of dirty chunks given back when over the dirty limit.
+const MIN_PURGE_CHUNKS: usize = 4;
 
 /// The chunk backend over one region.
 ///
@@ -457,19 +459,30 @@ impl Backend {
         if dirty == 0 {
             return;
         }
-        let over = dirty >= self.dirty_limit_chunks;
+        // Over the limit, or over a quarter of what is in use: a busy big
+        // heap keeps a proportionate reserve of resident free chunks rather
+        // than refaulting them at once.
+        let limit = self.dirty_limit_chunks.max(self.reserved_chunks.load(Ordering::Relaxed) / 4);
+        let over = dirty >= limit;
         let old = platform::now_ms().saturating_sub(self.oldest_dirty_ms.load(Ordering::Relaxed))
             >= self.decommit_delay_ms;
         // Acquire pairs with the Release store at the end.
         if (!over && !old) || self.purging.swap(true, Ordering::Acquire) {
             return;
         }
-        let mut word = 0;
-        while word < self.words {
-            let d =
-                self.dirty(word).load(Ordering::Relaxed) & !self.used(word).load(Ordering::Relaxed);
+        // Over the limit: purge down to half of it, keeping the rest for
+        // reuse. Old: purge everything.
+        let keep = if old { 0 } else { limit / 2 };
+        // Scan by chunk position, so that runs skipped or lost to a racing
+        // claim are passed over, never revisited.
+        let mut pos = 0;
+        while pos < self.chunks && self.dirty_chunks.load(Ordering::Relaxed) > keep {
+            let word = pos / WORD_BITS;
+            let d = self.dirty(word).load(Ordering::Relaxed)
+                & !self.used(word).load(Ordering::Relaxed)
+                & (!0u64 << (pos % WORD_BITS));
             if d == 0 {
-                word += 1;
+                pos = (word + 1) * WORD_BITS;
                 continue;
             }
             let start = word * WORD_BITS + d.trailing_zeros() as usize;
@@ -478,7 +491,10 @@ impl Backend {
                 len += 1;
             }
             let len = self.free_run_len(start, len).max(1);
-            if self.try_claim(start, len) {
+            // Over the limit, only runs of at least MIN_PURGE_CHUNKS are
+            // worth a system call; short holes are reused soon. Age purges
+            // take everything.
+            if (old || len >= MIN_PURGE_CHUNKS) && self.try_claim(start, len) {
                 let cleared = self.clear_dirty(start, len);
                 self.dirty_chunks.fetch_sub(cleared, Ordering::Relaxed);
                 let addr = (self.base + (start << self.chunk_shift)) as *mut u8;
@@ -486,13 +502,12 @@ impl Backend {
                 // claimed above so nobody else touches them now.
                 unsafe { self.source.decommit(addr, len << self.chunk_shift) };
                 self.release_bits(start, len);
-                self.hint_word
-                    .fetch_min(start / WORD_BITS, Ordering::Relaxed);
+                self.hint_word.fetch_min(start / WORD_BITS, Ordering::Relaxed);
                 // Release pairs with the Acquire in `alloc_run`: a search
                 // that failed while we held these chunks retries.
                 self.rollbacks.fetch_add(1, Ordering::Release);
             }
-            word = (start + len) / WORD_BITS;
+            pos = start + len;
         }
         if self.dirty_chunks.load(Ordering::Relaxed) > 0 {
             self.oldest_dirty_ms
