@@ -27,7 +27,7 @@
 //! Nothing here uses Rust's std at run time: the first call may come from
 //! the dynamic loader or libc before they are fully initialised.
 
-use core::cell::{Cell, UnsafeCell};
+use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::mem::{ManuallyDrop, MaybeUninit};
 use core::ptr::{null_mut, NonNull};
@@ -66,9 +66,32 @@ static STATS_AT_EXIT: AtomicBool = AtomicBool::new(false);
 /// The fork prepare handler took the heap's lock.
 static FORK_LOCKED: AtomicBool = AtomicBool::new(false);
 
-std::thread_local! {
-    static LOCAL: Cell<*mut u8> = const { Cell::new(null_mut()) };
+extern "C" {
+    /// The calling thread's slot (`src/tls.c`, initial-exec TLS).
+    fn snugalloc_tls_get() -> *mut u8;
+    fn snugalloc_tls_set(value: *mut u8);
 }
+
+/// The calling thread's allocator slot, reached with one `%fs`-relative
+/// load (see `src/tls.c`), where a Rust `thread_local!` in a shared
+/// library would call `__tls_get_addr` on every access.
+struct Local;
+
+impl Local {
+    #[inline(always)]
+    fn get(&self) -> *mut u8 {
+        // SAFETY: a plain read of this thread's TLS slot; no invariants.
+        unsafe { snugalloc_tls_get() }
+    }
+
+    #[inline(always)]
+    fn set(&self, value: *mut u8) {
+        // SAFETY: a plain write of this thread's TLS slot; no invariants.
+        unsafe { snugalloc_tls_set(value) }
+    }
+}
+
+static LOCAL: Local = Local;
 
 /// The process heap; `STATE` must be READY.
 ///
@@ -180,7 +203,7 @@ fn create_thread_key() {
 /// `fail` when no allocator can be had.
 #[inline(always)]
 pub(crate) fn with_thread<R>(fail: R, f: impl FnOnce(&mut Attached<'static>) -> R) -> R {
-    let raw = LOCAL.with(Cell::get);
+    let raw = LOCAL.get();
     if raw as usize > DETACHED {
         // SAFETY: LOCAL holds `into_raw` of this thread's allocator, attached
         // from the process heap (so STATE is READY); ManuallyDrop keeps it
@@ -217,9 +240,9 @@ fn with_thread_slow<R>(state: usize, fail: R, f: impl FnOnce(&mut Attached<'stat
 /// Attaches an allocator for the calling thread and arranges for it to be
 /// detached when the thread exits.
 fn attach_thread(heap: &'static Heap) -> Option<NonNull<u8>> {
-    LOCAL.with(|l| l.set(ATTACHING as *mut u8));
+    LOCAL.set(ATTACHING as *mut u8);
     let Ok(a) = heap.attach() else {
-        LOCAL.with(|l| l.set(null_mut()));
+        LOCAL.set(null_mut());
         return None;
     };
     let raw = a.into_raw();
@@ -233,17 +256,17 @@ fn attach_thread(heap: &'static Heap) -> Option<NonNull<u8>> {
     if !ok {
         // SAFETY: `raw` is the handle made above, never shared.
         drop(unsafe { Attached::from_raw(heap, raw) });
-        LOCAL.with(|l| l.set(DETACHED as *mut u8));
+        LOCAL.set(DETACHED as *mut u8);
         return None;
     }
-    LOCAL.with(|l| l.set(raw.as_ptr()));
+    LOCAL.set(raw.as_ptr());
     Some(raw)
 }
 
 /// The pthread key destructor: detaches the exiting thread's allocator.
 /// Later calls on this thread (other destructors) attach for themselves.
 unsafe extern "C" fn detach_at_thread_exit(value: *mut c_void) {
-    LOCAL.with(|l| l.set(DETACHED as *mut u8));
+    LOCAL.set(DETACHED as *mut u8);
     if let Some(raw) = NonNull::new(value.cast::<u8>()) {
         // SAFETY: the value was set by `attach_thread` on this thread, from
         // the process heap (READY); LOCAL no longer refers to it, so this is

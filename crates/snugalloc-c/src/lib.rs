@@ -108,12 +108,10 @@ pub unsafe extern "C" fn free(ptr: *mut c_void) {
     if ptr.is_null() {
         return;
     }
-    let saved = errno();
+    // errno is preserved without saving it here: the only system call a
+    // free can make (madvise, when it gives memory back) restores it.
     // SAFETY: the caller's contract is `Attached::free`'s.
     with_thread((), |a| unsafe { a.free(ptr.cast()) });
-    if errno() != saved {
-        set_errno(saved);
-    }
 }
 
 /// Allocates `count * size` zeroed bytes; null with `ENOMEM` when the

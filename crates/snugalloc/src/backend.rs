@@ -393,7 +393,11 @@ impl Backend {
         while pos > 0 {
             let word = (pos - 1) / WORD_BITS;
             let top = pos - word * WORD_BITS; // bits of this word below `pos`
-            let mask = if top == WORD_BITS { !0 } else { (1u64 << top) - 1 };
+            let mask = if top == WORD_BITS {
+                !0
+            } else {
+                (1u64 << top) - 1
+            };
             let free = !self.used(word).load(Ordering::Relaxed) & mask;
             if free != 0 {
                 return Some(word * WORD_BITS + 63 - free.leading_zeros() as usize);
@@ -462,7 +466,9 @@ impl Backend {
         // Over the limit, or over a quarter of what is in use: a busy big
         // heap keeps a proportionate reserve of resident free chunks rather
         // than refaulting them at once.
-        let limit = self.dirty_limit_chunks.max(self.reserved_chunks.load(Ordering::Relaxed) / 4);
+        let limit = self
+            .dirty_limit_chunks
+            .max(self.reserved_chunks.load(Ordering::Relaxed) / 4);
         let over = dirty >= limit;
         let old = platform::now_ms().saturating_sub(self.oldest_dirty_ms.load(Ordering::Relaxed))
             >= self.decommit_delay_ms;
@@ -502,7 +508,8 @@ impl Backend {
                 // claimed above so nobody else touches them now.
                 unsafe { self.source.decommit(addr, len << self.chunk_shift) };
                 self.release_bits(start, len);
-                self.hint_word.fetch_min(start / WORD_BITS, Ordering::Relaxed);
+                self.hint_word
+                    .fetch_min(start / WORD_BITS, Ordering::Relaxed);
                 // Release pairs with the Acquire in `alloc_run`: a search
                 // that failed while we held these chunks retries.
                 self.rollbacks.fetch_add(1, Ordering::Release);

@@ -111,10 +111,15 @@ pub(crate) unsafe fn release(base: *mut u8, bytes: usize) {
 /// data anybody still needs.
 #[cfg(feature = "std")]
 pub(crate) unsafe fn decommit(base: *mut u8, bytes: usize) {
-    // SAFETY: the caller guarantees the range is ours and unused; DONTNEED on
-    // a private anonymous mapping only discards its contents.
+    // SAFETY: `__errno_location` returns this thread's errno; the caller
+    // guarantees the range is ours and unused, and DONTNEED on a private
+    // anonymous mapping only discards its contents. errno is restored, so
+    // that frees (which may decommit) never change it, as C requires.
     unsafe {
+        let errno = libc::__errno_location();
+        let saved = *errno;
         libc::madvise(base.cast(), bytes, libc::MADV_DONTNEED);
+        *errno = saved;
     }
 }
 

@@ -22,7 +22,23 @@ pub const MAX_CLASS_BYTES: usize = 64 * 1024;
 
 /// Size in bytes of class `class` (which must be below [`NUM_CLASSES`]).
 #[inline]
-pub const fn class_size(class: usize) -> usize {
+pub fn class_size(class: usize) -> usize {
+    CLASS_SIZES[class] as usize
+}
+
+/// `CLASS_SIZES[c]` is the size of class `c`.
+static CLASS_SIZES: [u32; NUM_CLASSES] = {
+    let mut table = [0u32; NUM_CLASSES];
+    let mut c = 0;
+    while c < NUM_CLASSES {
+        table[c] = computed_class_size(c) as u32;
+        c += 1;
+    }
+    table
+};
+
+/// Size of class `class`, computed (for the table).
+const fn computed_class_size(class: usize) -> usize {
     if class < 8 {
         (class + 1) * 16
     } else {
@@ -54,6 +70,7 @@ static SMALL_LOOKUP: [u8; LOOKUP_LIMIT / 16 + 1] = {
         } else {
             class_of_computed(size) as u8
         };
+        debug_assert!(computed_class_size(table[i] as usize) >= size);
         i += 1;
     }
     table
