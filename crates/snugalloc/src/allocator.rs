@@ -124,6 +124,40 @@ struct ChunkCache {
 
 const CACHE_RUNS: usize = 16;
 
+/// Hands a batch of freed objects to their owner. If nobody is attached to
+/// the owner, the sender takes the owner's `busy` flag for a moment and
+/// frees them itself (so idle allocators strand nothing in their inbox);
+/// otherwise the batch is posted to the owner's inbox with one CAS. Never
+/// waits: a flag that is taken means the owner, or another helper, is
+/// active and will drain its inbox.
+fn deliver(heap: &HeapInner, batch: Batch) {
+    let target = heap.pool.slot(batch.owner as usize);
+    // Acquire pairs with the Release stores of `busy` (detach, helpers):
+    // the last holder's writes to the allocator happen before ours.
+    if target
+        .shared
+        .busy
+        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_ok()
+    {
+        // SAFETY: we hold the owner's `busy` flag, so its owner-only part is
+        // ours alone until we release it.
+        let owner = unsafe { &mut *target.local.get() };
+        owner.accept(batch.first);
+        // Release pairs with the Acquire in `attach` and here.
+        target.shared.busy.store(false, Ordering::Release);
+    } else {
+        // SAFETY: a batch is a list of `count` objects given up by clients,
+        // linked by `Outgoing::push`, and is handed over exactly once.
+        unsafe {
+            target
+                .shared
+                .inbox
+                .post(batch.first, batch.last, batch.count as usize)
+        };
+    }
+}
+
 /// The head chunk of the run that tail chunk `index` belongs to.
 #[inline(always)]
 pub(crate) fn tail_head(index: usize, desc: Desc, addr: usize) -> usize {
@@ -519,24 +553,26 @@ impl Allocator {
     }
 
     fn post(&self, batch: Batch) {
-        let target = self.heap().pool.slot(batch.owner as usize);
-        // SAFETY: a batch is a list of `count` objects given up by clients,
-        // linked by `Outgoing::push`, and is posted exactly once.
-        unsafe {
-            target
-                .shared
-                .inbox
-                .post(batch.first, batch.last, batch.count as usize)
-        };
+        deliver(self.heap(), batch);
     }
 
-    /// Posts every outgoing batch.
+    /// Delivers every outgoing batch.
     pub(crate) fn flush_outgoing(&mut self) {
+        let heap = self.heap;
+        // SAFETY: the heap outlives its allocators.
+        self.outgoing
+            .drain(|batch| deliver(unsafe { &*heap }, batch));
+        self.shared().counters.outgoing.store(0, Ordering::Relaxed);
+    }
+
+    /// Posts every outgoing batch to its owner's inbox (never applying it
+    /// for an idle owner: used while acting for another allocator).
+    fn post_outgoing(&mut self) {
         let heap = self.heap;
         self.outgoing.drain(|batch| {
             // SAFETY: the heap outlives its allocators.
             let target = unsafe { &*heap }.pool.slot(batch.owner as usize);
-            // SAFETY: as in `post`.
+            // SAFETY: as in `deliver`.
             unsafe {
                 target
                     .shared
@@ -545,6 +581,21 @@ impl Allocator {
             };
         });
         self.shared().counters.outgoing.store(0, Ordering::Relaxed);
+    }
+
+    /// Frees a batch of our own objects (a list linked through `next`), sent
+    /// by another allocator, then everything in our inbox, as the owner.
+    fn accept(&mut self, first: *mut FreeObject) {
+        let mut obj = first;
+        while !obj.is_null() {
+            // SAFETY: a batch links free objects given up by clients.
+            let next = unsafe { (*obj).next };
+            self.free_message(obj);
+            obj = next;
+        }
+        self.drain_inbox();
+        self.post_outgoing();
+        self.release_empty_slabs(self.heap().config.idle_retain_bytes);
     }
 
     /// Handles every free waiting in our inbox.

@@ -440,10 +440,12 @@ impl HeapInner {
         for row in rows.iter_mut() {
             row.live_bytes = row.live_objects * row.object_bytes;
         }
-        let remote_in_flight = (0..self.pool.created())
-            .filter_map(|id| self.pool.try_slot(id))
-            .map(|s| s.shared.inbox.count() + s.shared.counters.outgoing.load(Ordering::Relaxed))
+        let slots = || (0..self.pool.created()).filter_map(|id| self.pool.try_slot(id));
+        let remote_inbox: usize = slots().map(|s| s.shared.inbox.count()).sum();
+        let remote_outgoing: usize = slots()
+            .map(|s| s.shared.counters.outgoing.load(Ordering::Relaxed))
             .sum();
+
         let cached_chunks: usize = (0..self.pool.created())
             .filter_map(|id| self.pool.try_slot(id))
             .map(|s| s.shared.counters.cached.load(Ordering::Relaxed))
@@ -455,7 +457,9 @@ impl HeapInner {
             large_objects,
             large_bytes,
             idle_bytes,
-            remote_in_flight,
+            remote_in_flight: remote_inbox + remote_outgoing,
+            remote_outgoing,
+            remote_inbox,
             largest_free_bytes: longest << shift,
             stats: self.stats(),
         }

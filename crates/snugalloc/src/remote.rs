@@ -24,8 +24,8 @@ pub(crate) const OUTGOING_SLOTS: usize = 16;
 ///
 /// Invariant: `head` links objects (through `FreeObject::next`) that were
 /// freed by clients and belong (or belonged, before adoption) to slabs of
-/// this allocator; `count` is the number of objects on it, raised after a
-/// batch is linked in and lowered after one is taken out.
+/// this allocator; `count` is at least the number of objects on it: raised
+/// before a batch is linked in, lowered after one is taken out.
 pub(crate) struct Inbox {
     head: AtomicPtr<FreeObject>,
     count: AtomicUsize,
@@ -46,6 +46,9 @@ impl Inbox {
     /// `first ..= last` must be a list of `count` valid free objects, owned
     /// by nobody else, whose last `next` field may be overwritten.
     pub(crate) unsafe fn post(&self, first: *mut FreeObject, last: *mut FreeObject, count: usize) {
+        // Counted before the batch is linked, so a drain never subtracts
+        // objects that were not counted yet (Relaxed: a statistic only).
+        self.count.fetch_add(count, Ordering::Relaxed);
         let mut head = self.head.load(Ordering::Relaxed);
         loop {
             // SAFETY: `last` is a free object the caller handed over.
@@ -60,8 +63,6 @@ impl Inbox {
                 Err(now) => head = now,
             }
         }
-        // Relaxed: a statistic only.
-        self.count.fetch_add(count, Ordering::Relaxed);
     }
 
     /// Whether anything is waiting (a hint; may race with posts).

@@ -59,8 +59,13 @@ pub struct Snapshot {
     /// Bytes in slabs of allocators nobody is attached to that hold no live
     /// object (free slots and empty slabs kept for the next attach).
     pub idle_bytes: usize,
-    /// Objects freed by one allocator and not yet handled by their owner.
+    /// Objects freed by one allocator and not yet handled by their owner:
+    /// `remote_outgoing + remote_inbox`.
     pub remote_in_flight: usize,
+    /// Of those, objects still in the freeing allocators' outgoing batches.
+    pub remote_outgoing: usize,
+    /// Of those, objects waiting in their owners' inboxes.
+    pub remote_inbox: usize,
     /// Bytes of free chunk runs held in allocators' chunk caches.
     pub cached_bytes: usize,
     /// Longest run of free chunks, in bytes: the largest block that can
@@ -126,12 +131,14 @@ impl fmt::Display for Snapshot {
         }
         writeln!(
             f,
-            "large objects {}, {:.1} KiB; idle allocators hold {:.1} KiB free in slabs; chunk caches {:.1} KiB; remote frees in flight {}; largest free run {:.1} KiB",
+            "large objects {}, {:.1} KiB; idle allocators hold {:.1} KiB free in slabs; chunk caches {:.1} KiB; remote frees in flight {} ({} outgoing, {} in inboxes); largest free run {:.1} KiB",
             self.large_objects,
             kib(self.large_bytes),
             kib(self.idle_bytes),
             kib(self.cached_bytes),
             self.remote_in_flight,
+            self.remote_outgoing,
+            self.remote_inbox,
             kib(self.largest_free_bytes)
         )?;
         write!(f, "{}", self.stats)
