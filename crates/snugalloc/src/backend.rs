@@ -84,6 +84,20 @@ pub(crate) const fn bitmap_words(chunks: usize) -> usize {
     chunks.div_ceil(WORD_BITS)
 }
 
+/// Bit `i` of the result is set iff bits `i .. i + n` of `free` are all set
+/// (runs inside the word only); `1 <= n <= 64`.
+#[inline]
+fn runs_of(free: u64, n: usize) -> u64 {
+    let mut m = free;
+    let mut k = 1;
+    while k < n {
+        let s = (n - k).min(k);
+        m &= m >> s;
+        k += s;
+    }
+    m
+}
+
 /// The part of `[pos, end)` inside `pos`'s word: (word, mask, bit count).
 #[inline]
 fn segment(pos: usize, end: usize) -> (usize, u64, usize) {
@@ -335,14 +349,82 @@ impl Backend {
 
     /// One first-fit pass from `from_word`.
     fn search_and_claim(&self, n: usize, align_bytes: usize, from_word: usize) -> Option<usize> {
-        let chunk_bytes = 1usize << self.chunk_shift;
-        let align = align_bytes.max(chunk_bytes);
+        if align_bytes > (1usize << self.chunk_shift) {
+            return self.search_and_claim_aligned(n, align_bytes, from_word);
+        }
+        let mut word = from_word;
+        loop {
+            let start = self.find_free_run(n, word)?;
+            if self.try_claim(start, n) {
+                return Some(start);
+            }
+            // Somebody took part of it: look again from the same word.
+            word = start / WORD_BITS;
+        }
+    }
+
+    /// The lowest run of `n` clear bits starting in word `from_word` or
+    /// later (a racy read). Word by word: a run inside one word is found
+    /// with shifts and ANDs, one crossing words from the counts of clear
+    /// bits at their ends, so holes too short for `n` cost nothing each.
+    fn find_free_run(&self, n: usize, from_word: usize) -> Option<usize> {
+        if n <= WORD_BITS {
+            for word in from_word..self.words {
+                let used = self.used(word).load(Ordering::Relaxed);
+                if used == !0 {
+                    continue;
+                }
+                let inside = runs_of(!used, n);
+                if inside != 0 {
+                    return Some(word * WORD_BITS + inside.trailing_zeros() as usize);
+                }
+                // A run starting in this word's top bits, ending in the next.
+                let top = used.leading_zeros() as usize;
+                if top > 0 && word + 1 < self.words {
+                    let next = self.used(word + 1).load(Ordering::Relaxed);
+                    if next.trailing_zeros() as usize >= n - top {
+                        return Some(word * WORD_BITS + WORD_BITS - top);
+                    }
+                }
+            }
+            return None;
+        }
+        // Longer than a word: clear bits at the top of one word, whole clear
+        // words, clear bits at the bottom of the last.
+        let mut start = from_word * WORD_BITS;
+        let mut len = 0;
+        for word in from_word..self.words {
+            let used = self.used(word).load(Ordering::Relaxed);
+            if used == 0 {
+                len += WORD_BITS;
+                if len >= n {
+                    return Some(start);
+                }
+                continue;
+            }
+            if len + used.trailing_zeros() as usize >= n {
+                return Some(start);
+            }
+            let top = used.leading_zeros() as usize;
+            start = word * WORD_BITS + WORD_BITS - top;
+            len = top;
+        }
+        None
+    }
+
+    /// First-fit pass for runs whose start must be aligned beyond a chunk.
+    fn search_and_claim_aligned(
+        &self,
+        n: usize,
+        align_bytes: usize,
+        from_word: usize,
+    ) -> Option<usize> {
         let mut pos = from_word * WORD_BITS;
         loop {
             let start = self.next_free(pos)?;
             let addr = self.base + (start << self.chunk_shift);
             let aligned =
-                start + ((addr.checked_next_multiple_of(align)? - addr) >> self.chunk_shift);
+                start + ((addr.checked_next_multiple_of(align_bytes)? - addr) >> self.chunk_shift);
             if aligned.checked_add(n)? > self.chunks {
                 return None;
             }
@@ -620,6 +702,33 @@ mod tests {
         // The whole region is one run again.
         assert_eq!(b.alloc_run(200, 0), Some(0));
         assert_eq!(b.alloc_run(1, 0), None);
+    }
+
+    #[test]
+    fn word_level_search_matches_a_bit_by_bit_search() {
+        // Random fragmentation, then every run length from 1 to 150: the
+        // word-level search finds the same first fit as a naive scan.
+        let (b, _u, _d) = backend(1000);
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut held = std::vec::Vec::new();
+        for _ in 0..400 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let n = 1 + (x % 7) as usize;
+            if let Some(s) = b.alloc_run(n, 0) {
+                held.push((s, n));
+            }
+        }
+        for (i, &(s, n)) in held.iter().enumerate() {
+            if i % 3 != 0 {
+                b.free_run(s, n);
+            }
+        }
+        let naive = |n: usize| (0..=1000 - n).find(|&s| (s..s + n).all(|c| b.is_free(c)));
+        for n in 1..=150 {
+            assert_eq!(b.find_free_run(n, 0), naive(n), "run of {n}");
+        }
     }
 
     #[test]

@@ -253,10 +253,18 @@ impl HeapInner {
         loop {
             if let Some(id) = self.pool.pop_idle() {
                 let slot = self.pool.slot(id);
-                // Acquire pairs with the Release in `detach` and in
-                // `reclaim_idle`; a reclaimer may hold it briefly.
+                // Acquire pairs with the Release in `detach`, `reclaim_idle`
+                // and `deliver`: a reclaimer or a thread delivering frees
+                // may hold it for a moment. Spin briefly, then yield, so a
+                // holder that was preempted gets to run.
+                let mut spins = 0u32;
                 while slot.shared.busy.swap(true, Ordering::Acquire) {
-                    spin_hint();
+                    spins += 1;
+                    if spins < 64 {
+                        spin_hint();
+                    } else {
+                        crate::platform::yield_now();
+                    }
                 }
                 // SAFETY: we hold `busy`, so `local` is ours alone.
                 unsafe { &mut *slot.local.get() }.on_attach();

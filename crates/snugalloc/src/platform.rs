@@ -123,6 +123,17 @@ pub(crate) unsafe fn decommit(base: *mut u8, bytes: usize) {
     }
 }
 
+/// Gives the processor to another thread (a spin hint without an OS).
+pub(crate) fn yield_now() {
+    #[cfg(feature = "std")]
+    // SAFETY: sched_yield takes no arguments and touches no memory.
+    unsafe {
+        libc::sched_yield();
+    }
+    #[cfg(not(feature = "std"))]
+    core::hint::spin_loop();
+}
+
 /// Milliseconds on a coarse monotonic clock (0 without an OS).
 #[cfg(feature = "std")]
 pub(crate) fn now_ms() -> u64 {
