@@ -124,6 +124,9 @@ struct ChunkCache {
 
 const CACHE_RUNS: usize = 16;
 
+/// Runs of at least this many chunks are placed from the top of the region.
+const TOP_RUN_CHUNKS: usize = 16;
+
 /// Hands a batch of freed objects to their owner. If nobody is attached to
 /// the owner, the sender takes the owner's `busy` flag for a moment and
 /// frees them itself (so idle allocators strand nothing in their inbox);
@@ -830,7 +833,14 @@ impl Allocator {
                 return Some(start as usize);
             }
         }
-        self.heap().backend.alloc_run(chunks, align)
+        let backend = &self.heap().backend;
+        if align == 0 && chunks >= TOP_RUN_CHUNKS {
+            // Long runs from the top, short ones from the bottom: they do
+            // not interleave, so long free runs survive in the middle.
+            backend.alloc_run_top(chunks)
+        } else {
+            backend.alloc_run(chunks, align)
+        }
     }
 
     /// Returns a free run (already marked free in the pagemap) to the cache

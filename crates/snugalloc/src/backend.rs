@@ -441,54 +441,68 @@ impl Backend {
         }
     }
 
-    /// Claims the highest run of `n` free chunks: for long-lived metadata
-    /// (allocator structures), kept away from the low end where first fit
-    /// packs objects, so it does not split the free space.
+    /// Claims the highest run of `n` free chunks. Long runs (large
+    /// objects) and long-lived metadata are placed from the top, short ones
+    /// (slabs, small large objects) from the bottom, so the two kinds do not
+    /// interleave and the middle stays in long free runs.
     pub(crate) fn alloc_run_top(&self, n: usize) -> Option<usize> {
         if n == 0 || n > self.chunks {
             return None;
         }
-        let mut end = self.chunks;
+        let mut retries = 0;
         let found = loop {
-            let last = self.prev_free(end)?;
-            let mut len = 1;
-            while len < n && last >= len && self.is_free(last - len) {
-                len += 1;
-            }
-            if len < n {
-                end = last + 1 - len;
+            // Acquire pairs with the Release bump in `try_claim`.
+            let epoch = self.rollbacks.load(Ordering::Acquire);
+            if let Some(start) = self.find_free_run_top(n) {
+                if self.try_claim(start, n) {
+                    break Some(start);
+                }
                 continue;
             }
-            let start = last + 1 - n;
-            if self.try_claim(start, n) {
-                break start;
+            retries += 1;
+            if self.rollbacks.load(Ordering::Acquire) == epoch || retries > 64 {
+                break None;
             }
-            end = last + 1;
+            spin_hint();
         };
-        self.claimed(found, n);
-        Some(found)
+        if let Some(start) = found {
+            self.claimed(start, n);
+        }
+        found
     }
 
-    /// Highest chunk below `end` whose used bit reads clear (racy).
-    fn prev_free(&self, end: usize) -> Option<usize> {
-        let mut pos = end;
-        while pos > 0 {
-            let word = (pos - 1) / WORD_BITS;
-            let top = pos - word * WORD_BITS; // bits of this word below `pos`
-            let mask = if top == WORD_BITS {
-                !0
-            } else {
-                (1u64 << top) - 1
-            };
-            let free = !self.used(word).load(Ordering::Relaxed) & mask;
-            if free != 0 {
-                return Some(word * WORD_BITS + 63 - free.leading_zeros() as usize);
+    /// The highest run of `n` clear bits (a racy read), word by word from
+    /// the top, mirroring `find_free_run`.
+    fn find_free_run_top(&self, n: usize) -> Option<usize> {
+        // The free run being followed downwards: `[end - len, end)`.
+        let mut end = self.chunks;
+        let mut len = 0;
+        for word in (0..self.words).rev() {
+            let used = self.used(word).load(Ordering::Relaxed);
+            if used == 0 {
+                len += WORD_BITS;
+                if len >= n {
+                    return Some(end - n);
+                }
+                continue;
             }
-            pos = word * WORD_BITS;
+            if len + used.leading_zeros() as usize >= n {
+                return Some(end - n);
+            }
+            if n <= WORD_BITS {
+                let inside = runs_of(!used, n);
+                if inside != 0 {
+                    return Some(word * WORD_BITS + 63 - inside.leading_zeros() as usize);
+                }
+            }
+            let bottom = used.trailing_zeros() as usize;
+            end = word * WORD_BITS + bottom;
+            len = bottom;
         }
         None
     }
 
+    #[cfg(test)]
     fn is_free(&self, chunk: usize) -> bool {
         self.used(chunk / WORD_BITS).load(Ordering::Relaxed) >> (chunk % WORD_BITS) & 1 == 0
     }
@@ -726,8 +740,14 @@ mod tests {
             }
         }
         let naive = |n: usize| (0..=1000 - n).find(|&s| (s..s + n).all(|c| b.is_free(c)));
+        let naive_top = |n: usize| {
+            (0..=1000 - n)
+                .rev()
+                .find(|&s| (s..s + n).all(|c| b.is_free(c)))
+        };
         for n in 1..=150 {
             assert_eq!(b.find_free_run(n, 0), naive(n), "run of {n}");
+            assert_eq!(b.find_free_run_top(n), naive_top(n), "top run of {n}");
         }
     }
 

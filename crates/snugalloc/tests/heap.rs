@@ -136,24 +136,30 @@ fn realloc_keeps_contents_and_works_in_place_when_it_can() {
         cur = next;
         size = new_size;
     }
-    // Large runs grow in place when the next chunks are free.
-    let l = Layout::from_size_align(100_000, 16).expect("layout");
-    let big = a.alloc(l);
-    // SAFETY: `big` is live with `l`.
-    let grown = unsafe { a.realloc(big, l, 150_000) };
-    assert_eq!(big, grown, "grown in place");
-    // SAFETY: as above, now 150_000 bytes.
-    let shrunk = unsafe {
-        a.realloc(
-            grown,
-            Layout::from_size_align(150_000, 16).expect("layout"),
-            20_000,
-        )
-    };
-    assert_eq!(big, shrunk, "shrunk in place");
+    // Short runs (placed from the bottom) grow in place when the next
+    // chunks are free; any run shrinks in place.
+    let l = Layout::from_size_align(20_000, 16).expect("layout");
+    let run = a.alloc(l);
+    // SAFETY: `run` is live with `l`.
+    let grown = unsafe { a.realloc(run, l, 50_000) };
+    assert_eq!(run, grown, "grown in place");
+    let l50 = Layout::from_size_align(50_000, 16).expect("layout");
+    // SAFETY: as above, now 50_000 bytes.
+    let shrunk = unsafe { a.realloc(grown, l50, 10_000) };
+    assert_eq!(run, shrunk, "shrunk in place");
+    // Long runs are placed from the top; they shrink in place too.
+    let lb = Layout::from_size_align(300_000, 16).expect("layout");
+    let big = a.alloc(lb);
+    // SAFETY: `big` is live with `lb`.
+    let smaller = unsafe { a.realloc(big, lb, 100_000) };
+    assert_eq!(big, smaller, "long run shrunk in place");
     // SAFETY: live blocks with these layouts.
     unsafe {
-        a.dealloc(shrunk, Layout::from_size_align(20_000, 16).expect("layout"));
+        a.dealloc(shrunk, Layout::from_size_align(10_000, 16).expect("layout"));
+        a.dealloc(
+            smaller,
+            Layout::from_size_align(100_000, 16).expect("layout"),
+        );
         a.dealloc(cur, Layout::from_size_align(size, 8).expect("layout"));
     }
     drop(a);
