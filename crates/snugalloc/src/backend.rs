@@ -441,10 +441,12 @@ impl Backend {
         }
     }
 
-    /// Claims the highest run of `n` free chunks. Long runs (large
-    /// objects) and long-lived metadata are placed from the top, short ones
-    /// (slabs, small large objects) from the bottom, so the two kinds do not
-    /// interleave and the middle stays in long free runs.
+    /// Claims `n` chunks at the end of the shortest free run that holds
+    /// them (best fit, the highest of equals). Long runs (large objects) and
+    /// long-lived metadata are placed this way, short ones (slabs, small
+    /// large objects) first fit from the bottom, so the two kinds do not
+    /// interleave and long objects fill holes left by others before they cut
+    /// into the big free space.
     pub(crate) fn alloc_run_top(&self, n: usize) -> Option<usize> {
         if n == 0 || n > self.chunks {
             return None;
@@ -453,7 +455,7 @@ impl Backend {
         let found = loop {
             // Acquire pairs with the Release bump in `try_claim`.
             let epoch = self.rollbacks.load(Ordering::Acquire);
-            if let Some(start) = self.find_free_run_top(n) {
+            if let Some(start) = self.find_best_fit(n) {
                 if self.try_claim(start, n) {
                     break Some(start);
                 }
@@ -471,35 +473,23 @@ impl Backend {
         found
     }
 
-    /// The highest run of `n` clear bits (a racy read), word by word from
-    /// the top, mirroring `find_free_run`.
-    fn find_free_run_top(&self, n: usize) -> Option<usize> {
-        // The free run being followed downwards: `[end - len, end)`.
-        let mut end = self.chunks;
-        let mut len = 0;
-        for word in (0..self.words).rev() {
-            let used = self.used(word).load(Ordering::Relaxed);
-            if used == 0 {
-                len += WORD_BITS;
-                if len >= n {
-                    return Some(end - n);
-                }
-                continue;
+    /// Best fit for a long run (a racy read): the end of the shortest free
+    /// run that holds `n` chunks, the highest of equals, so long objects
+    /// fill holes left by others before they cut into the big free space.
+    fn find_best_fit(&self, n: usize) -> Option<usize> {
+        let mut best: Option<(usize, usize)> = None; // (run length, start)
+        let mut pos = 0;
+        while let Some(start) = self.next_free(pos) {
+            let len = self.free_run_len(start, self.chunks);
+            if len >= n && best.is_none_or(|(b, _)| len <= b) {
+                best = Some((len, start + len - n));
             }
-            if len + used.leading_zeros() as usize >= n {
-                return Some(end - n);
+            pos = start + len + 1;
+            if pos >= self.chunks {
+                break;
             }
-            if n <= WORD_BITS {
-                let inside = runs_of(!used, n);
-                if inside != 0 {
-                    return Some(word * WORD_BITS + 63 - inside.leading_zeros() as usize);
-                }
-            }
-            let bottom = used.trailing_zeros() as usize;
-            end = word * WORD_BITS + bottom;
-            len = bottom;
         }
-        None
+        best.map(|(_, start)| start)
     }
 
     #[cfg(test)]
@@ -740,14 +730,30 @@ mod tests {
             }
         }
         let naive = |n: usize| (0..=1000 - n).find(|&s| (s..s + n).all(|c| b.is_free(c)));
-        let naive_top = |n: usize| {
-            (0..=1000 - n)
-                .rev()
-                .find(|&s| (s..s + n).all(|c| b.is_free(c)))
-        };
         for n in 1..=150 {
             assert_eq!(b.find_free_run(n, 0), naive(n), "run of {n}");
-            assert_eq!(b.find_free_run_top(n), naive_top(n), "top run of {n}");
+        }
+        // Best fit: the end of the shortest run that holds n, highest of equals.
+        let mut runs = std::vec::Vec::new();
+        let mut c = 0;
+        while c < 1000 {
+            if b.is_free(c) {
+                let s = c;
+                while c < 1000 && b.is_free(c) {
+                    c += 1;
+                }
+                runs.push((c - s, s));
+            } else {
+                c += 1;
+            }
+        }
+        for n in [1, 3, 16, 40, 100] {
+            let want = runs
+                .iter()
+                .filter(|r| r.0 >= n)
+                .min_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)))
+                .map(|&(len, s)| s + len - n);
+            assert_eq!(b.find_best_fit(n), want, "best fit of {n}");
         }
     }
 
