@@ -481,7 +481,7 @@ impl Backend {
         let mut pos = 0;
         while let Some(start) = self.next_free(pos) {
             let len = self.free_run_len(start, self.chunks);
-            if len >= n && best.is_none_or(|(b, _)| len <= b) {
+            if len >= n && best.map_or(true, |(b, _)| len <= b) {
                 best = Some((len, start + len - n));
             }
             pos = start + len + 1;
