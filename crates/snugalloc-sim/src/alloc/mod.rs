@@ -1,0 +1,410 @@
+//! Allocators: everything the simulator can run a workload against, behind
+//! one pair of traits.
+//!
+//! [`RegionAlloc`] is one allocator instance for one run; [`Handle`] is what a
+//! thread holds for the length of one ECall. `attach` models entering the
+//! enclave: for snugalloc it takes an allocator from its pool and detaching
+//! (dropping the handle) gives it back; for every other allocator it is free.
+//!
+//! Two families:
+//!
+//! - region allocators (`snugalloc`, `dlmalloc`, `talc`, `rlsf`, `firstfit`)
+//!   get one [`Region`] of `--heap` bytes, obtained once, and may use nothing
+//!   else for their heap. Their reserved bytes are their footprint inside it
+//!   (each adapter's module says exactly how it is counted).
+//! - process allocators (`system`, `mimalloc`, `jemalloc`, `snmalloc`) are
+//!   unbounded and run in a child process, where reserved bytes are the
+//!   growth of its resident set (see [`process`]).
+//!
+//! Call tree of one ECall, as the workloads drive it:
+//!
+//! ```text
+//! RegionAlloc::attach ──> Box<dyn Handle>
+//!     Handle::alloc / Handle::dealloc   (K times, guard bytes around each block)
+//! drop(handle)                          (detach)
+//! ```
+
+pub mod dlmalloc;
+pub mod extent;
+pub mod firstfit;
+pub mod locked;
+pub mod process;
+pub mod rlsf;
+pub mod talc;
+
+use std::alloc::Layout;
+use std::fmt;
+
+use crate::region::Region;
+use crate::units::parse_bytes;
+
+/// What one thread holds for the length of one ECall.
+pub trait Handle {
+    /// Allocates a block for `layout`; null when the allocator is out of
+    /// memory.
+    fn alloc(&mut self, layout: Layout) -> *mut u8;
+
+    /// Frees a block.
+    ///
+    /// # Safety
+    ///
+    /// - `ptr` was returned by `alloc` on a handle of the same
+    ///   [`RegionAlloc`] (any thread's) with this same `layout`;
+    /// - it has not been freed since.
+    unsafe fn dealloc(&mut self, ptr: *mut u8, layout: Layout);
+}
+
+/// A class row of an allocator's size-class table (snugalloc only).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ClassRow {
+    /// Size-class index.
+    pub class: usize,
+    /// Object size of the class.
+    pub object_bytes: usize,
+    /// Live objects in the class.
+    pub live_objects: usize,
+    /// Bytes the objects of the class occupy (object_bytes * live_objects).
+    pub live_bytes: usize,
+    /// Bytes of slabs holding the class.
+    pub slab_bytes: usize,
+    /// Number of slabs of the class.
+    pub slab_count: usize,
+}
+
+/// A per-size-class table taken at one moment.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ClassTable {
+    /// The allocator's own rendering of the table.
+    pub text: String,
+    /// The rows.
+    pub rows: Vec<ClassRow>,
+}
+
+/// One allocator instance for one run.
+pub trait RegionAlloc: Send + Sync {
+    /// The label used in tables, plots and files (the spec string).
+    fn label(&self) -> String;
+
+    /// Starts an ECall; `None` when no handle can be had right now (the
+    /// caller retries), which only snugalloc's bounded pool can cause.
+    fn attach(&self) -> Option<Box<dyn Handle + '_>>;
+
+    /// Bytes currently reserved: the allocator's footprint, by its
+    /// adapter's definition. Cheap and lock-free; called every 100 ms.
+    fn reserved_bytes(&self) -> usize;
+
+    /// The exact highest reserved bytes so far, where the allocator tracks
+    /// it (the samples can miss a peak shorter than a tick).
+    fn peak_reserved_bytes(&self) -> Option<usize> {
+        None
+    }
+
+    /// The region every block must lie in, for region allocators.
+    fn region(&self) -> Option<&Region>;
+
+    /// The per-size-class table, where the allocator has one.
+    fn class_table(&self) -> Option<ClassTable> {
+        None
+    }
+
+    /// Cross-checks of the allocator's own counters, run once at the end of
+    /// a run; each returned string is a finding to report.
+    fn check(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// The process allocators, run in a child process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcessKind {
+    /// The platform allocator (glibc malloc on Linux).
+    System,
+    /// mimalloc (feature `mimalloc`).
+    Mimalloc,
+    /// jemalloc via tikv-jemallocator (feature `jemalloc`).
+    Jemalloc,
+    /// snmalloc via snmalloc-rs (feature `snmalloc`).
+    Snmalloc,
+}
+
+impl ProcessKind {
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProcessKind::System => "system",
+            ProcessKind::Mimalloc => "mimalloc",
+            ProcessKind::Jemalloc => "jemalloc",
+            ProcessKind::Snmalloc => "snmalloc",
+        }
+    }
+
+    /// Whether this binary was built with the allocator.
+    pub fn built_in(self) -> bool {
+        match self {
+            ProcessKind::System => true,
+            ProcessKind::Mimalloc => cfg!(feature = "mimalloc"),
+            ProcessKind::Jemalloc => cfg!(feature = "jemalloc"),
+            ProcessKind::Snmalloc => cfg!(feature = "snmalloc"),
+        }
+    }
+
+    /// Parses a process allocator name.
+    pub fn from_name(name: &str) -> Option<ProcessKind> {
+        [
+            ProcessKind::System,
+            ProcessKind::Mimalloc,
+            ProcessKind::Jemalloc,
+            ProcessKind::Snmalloc,
+        ]
+        .into_iter()
+        .find(|k| k.name() == name)
+    }
+}
+
+/// snugalloc's configuration overrides from a spec such as
+/// `snugalloc:chunk=16k,max-slab=8k`; `None` keeps the core's default for
+/// the region.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SnugOptions {
+    /// `chunk=`: minimum chunk bytes.
+    pub chunk_bytes: Option<usize>,
+    /// `max-slab=`: largest object served from slabs.
+    pub max_slab_object_bytes: Option<usize>,
+    /// `slab=`: largest slab.
+    pub max_slab_bytes: Option<usize>,
+    /// `max-allocators=`: pool size.
+    pub max_allocators: Option<usize>,
+    /// `idle-retain=`: bytes an idle allocator may keep.
+    pub idle_retain_bytes: Option<usize>,
+}
+
+/// A parsed `--alloc` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AllocSpec {
+    /// snugalloc over the region.
+    Snugalloc(SnugOptions),
+    /// The dlmalloc crate over the region, one lock, sbrk-like growth.
+    Dlmalloc {
+        /// `granularity=`: bytes dlmalloc asks sbrk for at a time.
+        granularity_bytes: Option<usize>,
+    },
+    /// talc over the region, one lock.
+    Talc,
+    /// rlsf (TLSF) over the region, one lock.
+    Rlsf,
+    /// The reference address-ordered first-fit list, one lock.
+    FirstFit,
+    /// A process allocator in a child process.
+    Process(ProcessKind),
+}
+
+/// Allocator names `--alloc` accepts, for error messages.
+pub const ALLOC_ALLOWED: &str =
+    "snugalloc[:chunk=SIZE,max-slab=SIZE,slab=SIZE,max-allocators=N,idle-retain=SIZE], \
+dlmalloc[:granularity=SIZE], talc, rlsf, firstfit, system, mimalloc, jemalloc, snmalloc";
+
+impl AllocSpec {
+    /// Parses one `--alloc` entry such as `dlmalloc` or `snugalloc:chunk=4k`.
+    pub fn parse(text: &str) -> Result<AllocSpec, String> {
+        let (name, opts) = match text.split_once(':') {
+            Some((n, o)) => (n.trim(), Some(o)),
+            None => (text.trim(), None),
+        };
+        let pairs = |opts: Option<&str>| -> Result<Vec<(String, String)>, String> {
+            let Some(opts) = opts else {
+                return Ok(Vec::new());
+            };
+            opts.split(',')
+                .filter(|s| !s.trim().is_empty())
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, v)) => Ok((k.trim().to_string(), v.trim().to_string())),
+                    None => Err(format!("'{kv}' in '{text}' is not KEY=VALUE")),
+                })
+                .collect()
+        };
+        let no_opts = |spec: AllocSpec| -> Result<AllocSpec, String> {
+            if opts.is_some_and(|o| !o.trim().is_empty()) {
+                Err(format!("'{name}' takes no options"))
+            } else {
+                Ok(spec)
+            }
+        };
+        match name {
+            "snugalloc" => {
+                let mut o = SnugOptions::default();
+                for (k, v) in pairs(opts)? {
+                    let bytes = || parse_bytes(&v).map_err(|e| format!("snugalloc {k}: {e}"));
+                    match k.as_str() {
+                        "chunk" => o.chunk_bytes = Some(bytes()?),
+                        "max-slab" => o.max_slab_object_bytes = Some(bytes()?),
+                        "slab" => o.max_slab_bytes = Some(bytes()?),
+                        "max-allocators" => {
+                            o.max_allocators = Some(v.parse().map_err(|_| {
+                                format!("snugalloc max-allocators: '{v}' is not a count")
+                            })?)
+                        }
+                        "idle-retain" => o.idle_retain_bytes = Some(bytes()?),
+                        _ => {
+                            return Err(format!(
+                                "unknown snugalloc option '{k}' (allowed: chunk, max-slab, slab, max-allocators, idle-retain)"
+                            ))
+                        }
+                    }
+                }
+                Ok(AllocSpec::Snugalloc(o))
+            }
+            "dlmalloc" => {
+                let mut granularity_bytes = None;
+                for (k, v) in pairs(opts)? {
+                    match k.as_str() {
+                        "granularity" => {
+                            let g = parse_bytes(&v)
+                                .map_err(|e| format!("dlmalloc granularity: {e}"))?;
+                            if !g.is_power_of_two() || g < 64 {
+                                return Err(format!(
+                                    "dlmalloc granularity {g} is not a power of two of at least 64"
+                                ));
+                            }
+                            granularity_bytes = Some(g);
+                        }
+                        _ => {
+                            return Err(format!(
+                                "unknown dlmalloc option '{k}' (allowed: granularity)"
+                            ))
+                        }
+                    }
+                }
+                Ok(AllocSpec::Dlmalloc { granularity_bytes })
+            }
+            "talc" => no_opts(AllocSpec::Talc),
+            "rlsf" => no_opts(AllocSpec::Rlsf),
+            "firstfit" => no_opts(AllocSpec::FirstFit),
+            other => match ProcessKind::from_name(other) {
+                Some(k) if !k.built_in() => Err(format!(
+                    "'{other}' is not built into this binary (rebuild with --features {other})"
+                )),
+                Some(k) => no_opts(AllocSpec::Process(k)),
+                None => Err(format!("unknown allocator '{other}'")),
+            },
+        }
+    }
+
+    /// Whether the allocator works in a fixed region (and so has a min-heap).
+    pub fn is_region(&self) -> bool {
+        !matches!(self, AllocSpec::Process(_))
+    }
+
+    /// Builds the allocator over `region`. Process allocators are built by
+    /// [`process::ProcessAlloc::new`] in the child instead.
+    pub fn build(&self, region: Region) -> Result<Box<dyn RegionAlloc>, String> {
+        let label = self.to_string();
+        match self {
+            AllocSpec::Snugalloc(o) => crate::snug::build(label, o, region),
+            AllocSpec::Dlmalloc { granularity_bytes } => Ok(Box::new(
+                dlmalloc::DlmallocRegion::new(label, region, *granularity_bytes)?,
+            )),
+            AllocSpec::Talc => Ok(Box::new(talc::build(label, region)?)),
+            AllocSpec::Rlsf => Ok(Box::new(rlsf::build(label, region)?)),
+            AllocSpec::FirstFit => Ok(Box::new(firstfit::build(label, region)?)),
+            AllocSpec::Process(k) => Err(format!("{} runs in a child process", k.name())),
+        }
+    }
+}
+
+impl fmt::Display for AllocSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kib = |b: usize| {
+            if b % (1 << 20) == 0 {
+                format!("{}M", b >> 20)
+            } else if b % 1024 == 0 {
+                format!("{}k", b >> 10)
+            } else {
+                b.to_string()
+            }
+        };
+        match self {
+            AllocSpec::Snugalloc(o) => {
+                let mut parts = Vec::new();
+                if let Some(b) = o.chunk_bytes {
+                    parts.push(format!("chunk={}", kib(b)));
+                }
+                if let Some(b) = o.max_slab_object_bytes {
+                    parts.push(format!("max-slab={}", kib(b)));
+                }
+                if let Some(b) = o.max_slab_bytes {
+                    parts.push(format!("slab={}", kib(b)));
+                }
+                if let Some(n) = o.max_allocators {
+                    parts.push(format!("max-allocators={n}"));
+                }
+                if let Some(b) = o.idle_retain_bytes {
+                    parts.push(format!("idle-retain={}", kib(b)));
+                }
+                if parts.is_empty() {
+                    f.write_str("snugalloc")
+                } else {
+                    write!(f, "snugalloc:{}", parts.join(","))
+                }
+            }
+            AllocSpec::Dlmalloc {
+                granularity_bytes: None,
+            } => f.write_str("dlmalloc"),
+            AllocSpec::Dlmalloc {
+                granularity_bytes: Some(g),
+            } => {
+                write!(f, "dlmalloc:granularity={}", kib(*g))
+            }
+            AllocSpec::Talc => f.write_str("talc"),
+            AllocSpec::Rlsf => f.write_str("rlsf"),
+            AllocSpec::FirstFit => f.write_str("firstfit"),
+            AllocSpec::Process(k) => f.write_str(k.name()),
+        }
+    }
+}
+
+/// Parses a comma-separated `--alloc` list. Entries are split on commas
+/// that start a new allocator name, so `snugalloc:chunk=4k,max-slab=8k,dlmalloc`
+/// is two entries.
+pub fn parse_alloc_list(text: &str) -> Result<Vec<AllocSpec>, String> {
+    let mut entries: Vec<String> = Vec::new();
+    for piece in text.split(',') {
+        let starts_option = piece.contains('=') && !piece.contains(':');
+        match entries.last_mut() {
+            Some(last) if starts_option => {
+                last.push(',');
+                last.push_str(piece);
+            }
+            _ => entries.push(piece.to_string()),
+        }
+    }
+    let specs: Vec<AllocSpec> = entries
+        .iter()
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| AllocSpec::parse(e))
+        .collect::<Result<_, _>>()?;
+    if specs.is_empty() {
+        return Err("no allocator given".to_string());
+    }
+    Ok(specs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_lists_with_options() {
+        let v = parse_alloc_list("snugalloc:chunk=4k,max-slab=8k,dlmalloc,talc").expect("parse");
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[0].to_string(), "snugalloc:chunk=4k,max-slab=8k");
+        assert_eq!(
+            v[1],
+            AllocSpec::Dlmalloc {
+                granularity_bytes: None
+            }
+        );
+        assert!(parse_alloc_list("nosuch").is_err());
+        assert!(parse_alloc_list("talc:x=1").is_err());
+        assert!(parse_alloc_list("snugalloc:chunk=4Q").is_err());
+    }
+}

@@ -1,0 +1,419 @@
+//! snugalloc-sim: the command-line front end; see the library docs for
+//! the layers. Exit codes: 0 success; 1 a run failed (corruption, a block
+//! outside the region, an I/O error); 2 bad input (one line on stderr
+//! naming the flag and what is allowed).
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::error::ErrorKind;
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use snugalloc_sim::{child, cli, interrupt, minheap, output, plot, run, units};
+
+use snugalloc_sim::alloc::{AllocSpec, ProcessKind, RegionAlloc};
+use snugalloc_sim::cli::{check_heap, Cli, Cmd, Common, InputError, MinHeapArgs, RunArgs};
+use snugalloc_sim::output::{file_label, CsvSink, Machine, Report, RunRecord};
+use snugalloc_sim::region::Region;
+use snugalloc_sim::run::{run_in_process, RunOutcome, Summary};
+use snugalloc_sim::units::{human_bytes, MIB};
+
+/// How `main` ends.
+enum Failure {
+    /// Bad input: exit 2.
+    Input(String),
+    /// A failed run or I/O: exit 1.
+    Run(String),
+}
+
+impl From<InputError> for Failure {
+    fn from(e: InputError) -> Self {
+        Failure::Input(e.0)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    let _ = e.print();
+                    ExitCode::SUCCESS
+                }
+                _ => {
+                    let text = e.to_string();
+                    let first = text
+                        .lines()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("error: bad arguments");
+                    let first = first.strip_prefix("error: ").unwrap_or(first);
+                    eprintln!("snugalloc-sim: {first}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+    };
+    let result = match cli.cmd {
+        Cmd::Run(args) => cmd_run(&args),
+        Cmd::MinHeap(args) => cmd_min_heap(&args),
+        Cmd::List => {
+            print!("{}", list_text());
+            Ok(true)
+        }
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(Failure::Input(msg)) => {
+            eprintln!("snugalloc-sim: {msg}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Run(msg)) => {
+            eprintln!("snugalloc-sim: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn list_text() -> String {
+    let mut s = String::from(
+        "workloads:\n  ecall-churn        16 workers + 4 others in ECalls over a shared store (snmalloc #615)\n  \
+churn              short ECalls around a bounded queue of 48-byte objects\n  \
+producer-consumer  objects allocated on some threads, freed on others\n  \
+sizes              single-thread alloc/free batches per size\nallocators:\n  \
+snugalloc          this project, over the region (options: chunk, max-slab, slab, max-allocators, idle-retain)\n  \
+dlmalloc           dlmalloc crate over the region, one lock, sbrk (Open Enclave's default)\n  \
+talc               talc over the region, one lock\n  \
+rlsf               rlsf (TLSF) over the region, one lock\n  \
+firstfit           address-ordered first fit, one lock (reference point)\n",
+    );
+    for k in [
+        ProcessKind::System,
+        ProcessKind::Mimalloc,
+        ProcessKind::Jemalloc,
+        ProcessKind::Snmalloc,
+    ] {
+        let state = if k.built_in() {
+            "built in"
+        } else {
+            "not built in; cargo feature"
+        };
+        s.push_str(&format!(
+            "  {:<18} process allocator, resident memory in a child ({state} {})\n",
+            k.name(),
+            k.name()
+        ));
+    }
+    s
+}
+
+/// Builds every region allocator up front so a bad configuration is an
+/// input error before anything runs.
+fn build_all(
+    specs: &[AllocSpec],
+    heap: usize,
+) -> Result<Vec<Option<Box<dyn RegionAlloc>>>, Failure> {
+    specs
+        .iter()
+        .map(|spec| {
+            if !spec.is_region() {
+                return Ok(None);
+            }
+            let region = Region::map(heap)
+                .map_err(|e| Failure::Run(format!("--heap {}: {e}", human_bytes(heap))))?;
+            spec.build(region)
+                .map(Some)
+                .map_err(|e| Failure::Input(format!("--alloc {spec}: {e}")))
+        })
+        .collect()
+}
+
+fn check_common(common: &Common) -> Result<(), Failure> {
+    common.wl.validate(common.workload)?;
+    Ok(())
+}
+
+fn inject(common: &Common) -> Option<u64> {
+    common.inject_corruption_every.map(|n| n as u64)
+}
+
+fn cmd_run(args: &RunArgs) -> Result<bool, Failure> {
+    let common = &args.common;
+    check_common(common)?;
+    let heap = check_heap("--heap", args.heap, common)?;
+    interrupt::install();
+    if let Some(name) = &args.child {
+        let kind = ProcessKind::from_name(name)
+            .ok_or_else(|| Failure::Input(format!("--child: unknown '{name}'")))?;
+        let wl = common.wl.instantiate(common.workload, common.seed);
+        child::child_main(kind, wl.as_ref(), args.duration, inject(common))
+            .map_err(Failure::Run)?;
+        return Ok(true);
+    }
+    let specs = &common.alloc.0;
+    let mut built = build_all(specs, heap)?;
+    std::fs::create_dir_all(&common.out)
+        .map_err(|e| Failure::Run(format!("--out {}: {e}", common.out.display())))?;
+    let name = common.workload.name();
+    let csv_path = common.out.join(format!("{name}.csv"));
+    let json_path = common.out.join(format!("{name}.json"));
+    let mut csv = CsvSink::create(&csv_path).map_err(Failure::Run)?;
+
+    let dur_ms = args.duration.as_millis() as u64;
+    let pb = progress_bar(dur_ms * specs.len() as u64);
+    let mut outcomes: Vec<RunOutcome> = Vec::new();
+    let mut in_region: Vec<bool> = Vec::new();
+    let mut summaries: Vec<Summary> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        if interrupt::requested() {
+            notes.push(format!(
+                "interrupted: {} allocator(s) not run",
+                specs.len() - i
+            ));
+            break;
+        }
+        let label = spec.to_string();
+        pb.set_message(label.clone());
+        let offset = i as u64 * dur_ms;
+        let mut io_err: Option<String> = None;
+        let mut on_sample = |s: &run::Sample| {
+            if let Err(e) = csv.row(&label, s) {
+                io_err.get_or_insert(e);
+            }
+            pb.set_position(offset + ((s.t_s * 1000.0) as u64).min(dur_ms));
+        };
+        let outcome = match (built[i].take(), spec) {
+            (Some(alloc), _) => {
+                let wl = common.wl.instantiate(common.workload, common.seed);
+                run_in_process(
+                    alloc.as_ref(),
+                    wl.as_ref(),
+                    args.duration,
+                    inject(common),
+                    &mut on_sample,
+                )
+            }
+            (None, AllocSpec::Process(kind)) => match child::run_child(*kind, &mut on_sample) {
+                Ok(o) => o,
+                Err(e) => {
+                    notes.push(e);
+                    continue;
+                }
+            },
+            (None, _) => continue,
+        };
+        if let Some(e) = io_err {
+            return Err(Failure::Run(e));
+        }
+        csv.flush().map_err(Failure::Run)?;
+        for f in &outcome.findings {
+            notes.push(format!("{label}: {f}"));
+        }
+        if let Some(table) = &outcome.class_table_at_peak {
+            let path = common
+                .out
+                .join(format!("{name}-classes-{}.txt", file_label(&label)));
+            std::fs::write(&path, &table.text)
+                .map_err(|e| Failure::Run(format!("cannot write {}: {e}", path.display())))?;
+        }
+        summaries.push(Summary::of(&outcome));
+        outcomes.push(outcome);
+        in_region.push(spec.is_region());
+        let report = Report {
+            version: env!("CARGO_PKG_VERSION"),
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            workload: name,
+            heap_bytes: heap,
+            duration_s: args.duration.as_secs_f64(),
+            seed: common.seed,
+            tick_ms: run::TICK.as_millis() as u64,
+            machine: Machine::here(),
+            runs: summaries
+                .iter()
+                .zip(&outcomes)
+                .map(|(summary, outcome)| RunRecord { summary, outcome })
+                .collect(),
+        };
+        output::write_json(&json_path, &report).map_err(Failure::Run)?;
+    }
+    pb.finish_and_clear();
+
+    println!(
+        "{name} on a {} heap, {} per allocator, seed {}:\n",
+        human_bytes(heap),
+        fmt_duration(args.duration),
+        common.seed
+    );
+    print!("{}", output::summary_table(&summaries));
+    println!();
+    for o in &outcomes {
+        if let Some(t) = &o.class_table_at_peak {
+            println!("{} size classes at the reserved peak:\n{}", o.alloc, t.text);
+        }
+    }
+    let mut files = vec![
+        csv_path.display().to_string(),
+        json_path.display().to_string(),
+    ];
+    if !args.no_plot && !summaries.is_empty() {
+        match plots(
+            &common.out,
+            name,
+            heap,
+            args.duration,
+            &outcomes,
+            &in_region,
+            &summaries,
+        ) {
+            Ok(mut f) => files.append(&mut f),
+            Err(e) => notes.push(format!("plots skipped: {e}")),
+        }
+    }
+    println!("wrote: {}", files.join(", "));
+    for n in &notes {
+        eprintln!("snugalloc-sim: note: {n}");
+    }
+    let failed: Vec<&Summary> = summaries.iter().filter(|s| s.failed()).collect();
+    for s in &failed {
+        eprintln!(
+            "snugalloc-sim: FAILED: {}: {} corrupted blocks, {} blocks outside the region",
+            s.alloc, s.corruption_count, s.escape_count
+        );
+    }
+    Ok(failed.is_empty() && (interrupt::requested() || summaries.len() == specs.len()))
+}
+
+fn plots(
+    out: &Path,
+    name: &str,
+    heap: usize,
+    duration: Duration,
+    outcomes: &[RunOutcome],
+    in_region: &[bool],
+    summaries: &[Summary],
+) -> Result<Vec<String>, String> {
+    let runs: Vec<plot::Series> = outcomes
+        .iter()
+        .zip(in_region)
+        .map(|(o, r)| plot::Series {
+            label: o.alloc.clone(),
+            samples: o.samples.clone(),
+            in_region: *r,
+        })
+        .collect();
+    let title = format!(
+        "{name}: reserved and requested bytes ({} heap, {})",
+        human_bytes(heap),
+        fmt_duration(duration)
+    );
+    let mut files = plot::time_series(&out.join(name), &title, Some(heap), &runs)?;
+    let bars_title = format!(
+        "{name}: overhead at peak and throughput ({} heap)",
+        human_bytes(heap)
+    );
+    files.append(&mut plot::bars(
+        &out.join(format!("{name}-bars")),
+        &bars_title,
+        summaries,
+    )?);
+    Ok(files)
+}
+
+fn progress_bar(total: u64) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if !std::io::stderr().is_terminal() {
+        pb.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg:>24} [{bar:40}] {percent:>3}% elapsed {elapsed} eta {eta}",
+    ) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb
+}
+
+fn fmt_duration(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s >= 3600.0 && s % 3600.0 == 0.0 {
+        format!("{}h", s / 3600.0)
+    } else if s >= 60.0 && s % 60.0 == 0.0 {
+        format!("{}m", s / 60.0)
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn cmd_min_heap(args: &MinHeapArgs) -> Result<bool, Failure> {
+    let common = &args.common;
+    check_common(common)?;
+    let max_heap = check_heap("--max-heap", args.max_heap, common)?;
+    let specs: Vec<&AllocSpec> = common.alloc.0.iter().filter(|s| s.is_region()).collect();
+    if specs.is_empty() {
+        return Err(Failure::Input(format!(
+            "--alloc: min-heap needs at least one region allocator (allowed: {})",
+            "snugalloc, dlmalloc, talc, rlsf, firstfit"
+        )));
+    }
+    for s in common.alloc.0.iter().filter(|s| !s.is_region()) {
+        eprintln!("snugalloc-sim: note: {s} is a process allocator with no fixed heap; skipped");
+    }
+    // Validate every configuration before the first probe.
+    let owned: Vec<AllocSpec> = specs.iter().map(|s| (*s).clone()).collect();
+    drop(build_all(&owned, max_heap)?);
+    std::fs::create_dir_all(&common.out)
+        .map_err(|e| Failure::Run(format!("--out {}: {e}", common.out.display())))?;
+    let hi_mib = max_heap / MIB;
+    let lo_mib = cli::smallest_heap_bytes(common).div_ceil(MIB);
+    eprintln!(
+        "snugalloc-sim: min-heap of {} between {lo_mib} and {hi_mib} MiB, {} per probe",
+        common.workload.name(),
+        fmt_duration(args.duration)
+    );
+    let probe = |a: &dyn RegionAlloc| {
+        let wl = common.wl.instantiate(common.workload, common.seed);
+        run_in_process(a, wl.as_ref(), args.duration, inject(common), &mut |_| {})
+    };
+    let report = |label: &str, p: &minheap::Probe| {
+        eprintln!(
+            "snugalloc-sim:   {label:<24} {:>5} MiB: {} OOM, peak reserved {:.2} MiB",
+            p.heap_mib,
+            p.oom_count,
+            units::mib(p.peak_reserved_bytes as f64)
+        );
+    };
+    let mut results = Vec::new();
+    for spec in specs {
+        let s = minheap::Search {
+            spec,
+            lo_mib,
+            hi_mib,
+            probe: &probe,
+            report: &report,
+        };
+        results.push(minheap::search(&s).map_err(Failure::Run)?);
+    }
+    println!(
+        "min-heap of {} (1 MiB steps, {} per probe, seed {}):\n",
+        common.workload.name(),
+        fmt_duration(args.duration),
+        common.seed
+    );
+    println!("| allocator | min heap MiB | probes |");
+    println!("|:--|--:|--:|");
+    for r in &results {
+        let v = r
+            .min_heap_mib
+            .map_or_else(|| format!("> {hi_mib}"), |m| m.to_string());
+        println!("| {} | {v} | {} |", r.alloc, r.probes.len());
+    }
+    let path = common
+        .out
+        .join(format!("{}-min-heap.json", common.workload.name()));
+    output::write_json(&path, &results).map_err(Failure::Run)?;
+    println!("\nwrote: {}", path.display());
+    Ok(true)
+}

@@ -1,0 +1,165 @@
+//! Min-heap: the smallest region in which a workload runs with no
+//! out-of-memory failure, per region allocator ("how big must my enclave
+//! heap be?").
+//!
+//! Search, in whole MiB: the upper bound is `--max-heap`, which is probed
+//! first and must succeed (else the answer is "more than --max-heap"); the
+//! lower bound is the smallest heap `run --heap` accepts for the workload
+//! (largest object + 64 KiB) rounded up to a MiB. It is probed next, and is
+//! the answer if it passes, unless it is smaller than the peak of live
+//! requested bytes in the upper-bound probe (then it cannot hold what the
+//! workload keeps live, and counts as failed without a probe). Between the
+//! bounds, bisection keeps "lo failed, hi passed" and stops when they are
+//! 1 MiB apart; the answer is hi.
+//! Every probe is a fresh region and a fresh workload of `--duration`
+//! (10 s by default) with the same seed.
+//!
+//! Bisection assumes success is monotone in the heap size; with threads it
+//! is only nearly so (an unlucky interleaving may fail where a smaller heap
+//! passed), so the answer is "a heap that passed one probe, 1 MiB below
+//! which one failed".
+
+use serde::Serialize;
+
+use crate::alloc::AllocSpec;
+use crate::region::Region;
+use crate::run::Summary;
+use crate::units::MIB;
+
+/// One probe of the search.
+#[derive(Clone, Debug, Serialize)]
+pub struct Probe {
+    /// Heap size in MiB.
+    pub heap_mib: usize,
+    /// Out-of-memory failures in the probe.
+    pub oom_count: u64,
+    /// Corrupted or escaping blocks (must be zero).
+    pub integrity_failures: u64,
+    /// Peak reserved bytes in the probe.
+    pub peak_reserved_bytes: u64,
+    /// Peak live requested bytes in the probe.
+    pub peak_requested_bytes: u64,
+}
+
+/// The search result for one allocator.
+#[derive(Clone, Debug, Serialize)]
+pub struct MinHeap {
+    /// Allocator label.
+    pub alloc: String,
+    /// The smallest passing heap in MiB, or `None` if even the upper bound
+    /// failed.
+    pub min_heap_mib: Option<usize>,
+    /// The probes in order.
+    pub probes: Vec<Probe>,
+}
+
+/// What a probe needs: the allocator and a way to run the workload.
+pub struct Search<'a> {
+    /// The allocator.
+    pub spec: &'a AllocSpec,
+    /// Lower bound in MiB (assumed the smallest meaningful heap).
+    pub lo_mib: usize,
+    /// Upper bound in MiB.
+    pub hi_mib: usize,
+    /// Runs one probe on a built allocator.
+    pub probe: &'a dyn Fn(&dyn crate::alloc::RegionAlloc) -> crate::run::RunOutcome,
+    /// Called after each probe (progress).
+    pub report: &'a dyn Fn(&str, &Probe),
+}
+
+fn probe_at(s: &Search<'_>, heap_mib: usize) -> Result<Probe, String> {
+    let region = Region::map(heap_mib * MIB)?;
+    let alloc = s.spec.build(region)?;
+    let sum = Summary::of(&(s.probe)(alloc.as_ref()));
+    let p = Probe {
+        heap_mib,
+        oom_count: sum.oom_count,
+        integrity_failures: sum.corruption_count + sum.escape_count,
+        peak_reserved_bytes: sum.peak_reserved_bytes,
+        peak_requested_bytes: sum.peak_requested_bytes,
+    };
+    (s.report)(&alloc.label(), &p);
+    Ok(p)
+}
+
+/// Runs the search.
+pub fn search(s: &Search<'_>) -> Result<MinHeap, String> {
+    let mut probes = Vec::new();
+    let passes = |p: &Probe| p.oom_count == 0 && p.integrity_failures == 0;
+    let top = probe_at(s, s.hi_mib)?;
+    let top_ok = passes(&top);
+    let demand_bytes = top.peak_requested_bytes;
+    probes.push(top);
+    let label = s.spec.to_string();
+    if !top_ok {
+        return Ok(MinHeap {
+            alloc: label,
+            min_heap_mib: None,
+            probes,
+        });
+    }
+    let (mut lo, mut hi) = (s.lo_mib.min(s.hi_mib), s.hi_mib);
+    if lo < hi && (lo * MIB) as u64 >= demand_bytes {
+        let bottom = probe_at(s, lo)?;
+        let ok = passes(&bottom);
+        probes.push(bottom);
+        if ok {
+            return Ok(MinHeap {
+                alloc: label,
+                min_heap_mib: Some(lo),
+                probes,
+            });
+        }
+    }
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        let p = probe_at(s, mid)?;
+        if passes(&p) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+        probes.push(p);
+    }
+    Ok(MinHeap {
+        alloc: label,
+        min_heap_mib: Some(hi),
+        probes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::{RunOutcome, Sample};
+
+    #[test]
+    fn bisection_finds_the_threshold() {
+        // A fake workload that fails below 37 MiB.
+        let spec = AllocSpec::Dlmalloc {
+            granularity_bytes: None,
+        };
+        let probe = |a: &dyn crate::alloc::RegionAlloc| RunOutcome {
+            oom_count: u64::from(a.region().map_or(0, |r| r.len()) < 37 * MIB),
+            samples: vec![Sample {
+                t_s: 0.0,
+                requested_bytes: 30 * MIB as u64,
+                reserved_bytes: 0,
+                ops_per_s: 0.0,
+            }],
+            ..RunOutcome::default()
+        };
+        let s = Search {
+            spec: &spec,
+            lo_mib: 1,
+            hi_mib: 64,
+            probe: &probe,
+            report: &|_, _| {},
+        };
+        let r = search(&s).expect("search");
+        assert_eq!(r.min_heap_mib, Some(37));
+        // 64, then bisection over 1..64 without probing 1 (below demand).
+        assert!(r.probes.len() <= 8, "{} probes", r.probes.len());
+        assert!(r.probes.iter().all(|p| p.heap_mib != 1));
+    }
+}

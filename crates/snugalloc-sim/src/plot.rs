@@ -1,0 +1,376 @@
+//! Plot: the PNG and SVG charts of a run.
+//!
+//! - `<workload>.png/.svg`: reserved (solid) and requested (thin, dashed)
+//!   bytes over time, in MiB against seconds, one colour per allocator; the
+//!   y range leaves room above the curves for the legend.
+//! - `<workload>-bars.png/.svg`: overhead at the peak (%) and throughput
+//!   (million operations per second) per allocator.
+//!
+//! Text needs a TrueType font, loaded at run time: `SNUGALLOC_SIM_FONT` if
+//! set, else DejaVu Sans (Debian package `fonts-dejavu-core`) or Liberation
+//! Sans from their usual paths. Without one, plots are skipped with a note.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use crate::run::{Sample, Summary};
+use crate::units::mib;
+
+/// Where fonts are looked for when `SNUGALLOC_SIM_FONT` is not set.
+const FONT_PATHS: [&str; 4] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+];
+
+const FONT: &str = "sans-serif";
+
+/// Loads and registers the font once; the error says how to get one.
+pub fn ensure_font() -> Result<(), String> {
+    static LOADED: OnceLock<Result<(), String>> = OnceLock::new();
+    LOADED
+        .get_or_init(|| {
+            let candidates: Vec<String> = match std::env::var("SNUGALLOC_SIM_FONT") {
+                Ok(p) => vec![p],
+                Err(_) => FONT_PATHS.iter().map(|s| s.to_string()).collect(),
+            };
+            for path in &candidates {
+                if let Ok(bytes) = std::fs::read(path) {
+                    // The font lives for the rest of the process.
+                    let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                    for style in [FontStyle::Normal, FontStyle::Bold] {
+                        plotters::style::register_font(FONT, style, bytes)
+                            .map_err(|_| format!("{path} is not a usable TrueType font"))?;
+                    }
+                    return Ok(());
+                }
+            }
+            Err(format!(
+                "no font found (tried {}); install fonts-dejavu-core or set SNUGALLOC_SIM_FONT to a .ttf file",
+                candidates.join(", ")
+            ))
+        })
+        .clone()
+}
+
+/// The palette (Tableau 10): distinct, readable on white.
+fn colour(i: usize) -> RGBColor {
+    const C: [RGBColor; 10] = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(127, 127, 127),
+        RGBColor(188, 189, 34),
+        RGBColor(23, 190, 207),
+    ];
+    C[i % C.len()]
+}
+
+/// One allocator's series for the time-series chart.
+pub struct Series {
+    /// Allocator label.
+    pub label: String,
+    /// Its samples.
+    pub samples: Vec<Sample>,
+    /// Whether it is a region allocator (else a process allocator).
+    pub in_region: bool,
+}
+
+/// At most `max` points of a series (evenly strided, always keeping the last).
+fn thin(samples: &[Sample], max: usize) -> Vec<Sample> {
+    if samples.len() <= max {
+        return samples.to_vec();
+    }
+    let step = samples.len().div_ceil(max);
+    let mut v: Vec<Sample> = samples.iter().step_by(step).copied().collect();
+    if let Some(last) = samples.last() {
+        v.push(*last);
+    }
+    v
+}
+
+type DrawResult = Result<(), Box<dyn std::error::Error>>;
+
+fn draw_series<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    title: &str,
+    heap_bytes: Option<usize>,
+    runs: &[Series],
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let root = root.titled(title, (FONT, 26))?;
+    let t_max = runs
+        .iter()
+        .filter_map(|r| r.samples.last())
+        .map(|s| s.t_s)
+        .fold(1.0, f64::max);
+    let region: Vec<(usize, &Series)> = runs
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.in_region)
+        .collect();
+    let process: Vec<(usize, &Series)> = runs
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !r.in_region)
+        .collect();
+    match (region.is_empty(), process.is_empty()) {
+        (false, false) => {
+            let (top, bottom) = root.split_vertically(root.dim_in_pixel().1 / 2);
+            let heap = heap_bytes.map_or(String::new(), |h| format!(" ({:.0} MiB)", mib(h as f64)));
+            draw_panel(
+                &top,
+                &format!("region allocators, in the fixed heap{heap}"),
+                heap_bytes,
+                t_max,
+                &region,
+            )?;
+            draw_panel(
+                &bottom,
+                "process allocators, resident memory growth",
+                None,
+                t_max,
+                &process,
+            )?;
+        }
+        (false, true) => draw_panel(&root, "", heap_bytes, t_max, &region)?,
+        _ => draw_panel(&root, "", None, t_max, &process)?,
+    }
+    root.present()?;
+    Ok(())
+}
+
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    caption: &str,
+    heap_bytes: Option<usize>,
+    t_max: f64,
+    runs: &[(usize, &Series)],
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let y_max = runs
+        .iter()
+        .flat_map(|(_, r)| r.samples.iter())
+        .map(|s| mib(s.reserved_bytes.max(s.requested_bytes) as f64))
+        .fold(heap_bytes.map_or(1.0, |h| mib(h as f64)), f64::max)
+        * (1.15 + 0.05 * (runs.len() + 1) as f64);
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .margin(14)
+        .x_label_area_size(46)
+        .y_label_area_size(70);
+    if !caption.is_empty() {
+        builder.caption(caption, (FONT, 19));
+    }
+    let mut chart = builder.build_cartesian_2d(0.0..t_max, 0.0..y_max)?;
+    chart
+        .configure_mesh()
+        .x_desc("time (s)")
+        .y_desc("MiB  (solid: reserved, dashed: requested)")
+        .x_label_formatter(&|x| {
+            if t_max >= 10.0 {
+                format!("{x:.0}")
+            } else {
+                format!("{x:.1}")
+            }
+        })
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .label_style((FONT, 15))
+        .axis_desc_style((FONT, 16))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()?;
+    if let Some(h) = heap_bytes {
+        let line = BLACK;
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(0.0, mib(h as f64)), (t_max, mib(h as f64))],
+                12,
+                8,
+                line.stroke_width(2),
+            ))?
+            .label(format!("heap size ({:.0} MiB)", mib(h as f64)))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 24, y)], line.stroke_width(2))
+            });
+    }
+    for (i, r) in runs {
+        let c = colour(*i);
+        let pts = thin(&r.samples, 4000);
+        chart
+            .draw_series(LineSeries::new(
+                pts.iter().map(|s| (s.t_s, mib(s.reserved_bytes as f64))),
+                c.stroke_width(3),
+            ))?
+            .label(r.label.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(3)));
+        chart.draw_series(DashedLineSeries::new(
+            pts.iter().map(|s| (s.t_s, mib(s.requested_bytes as f64))),
+            6,
+            4,
+            c.stroke_width(1),
+        ))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FONT, 14))
+        .draw()?;
+    Ok(())
+}
+
+fn draw_bars<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    title: &str,
+    rows: &[Summary],
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let root = root.titled(title, (FONT, 24))?;
+    let (left, right) = root.split_horizontally(root.dim_in_pixel().0 / 2);
+    let n = rows.len().max(1) as f64;
+    let names: Vec<String> = rows.iter().map(|r| r.alloc.clone()).collect();
+    let panel = |area: &DrawingArea<DB, Shift>,
+                 desc: &str,
+                 values: Vec<f64>,
+                 fmt: &dyn Fn(f64) -> String|
+     -> DrawResult {
+        let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+        let hi = finite.iter().copied().fold(0.0, f64::max);
+        let lo = finite.iter().copied().fold(0.0, f64::min);
+        let pad = (hi - lo).max(1e-9) * 0.15;
+        let mut chart = ChartBuilder::on(area)
+            .margin(14)
+            .x_label_area_size(60)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..n, (lo - if lo < 0.0 { pad } else { 0.0 })..(hi + pad))?;
+        let names = names.clone();
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(rows.len().max(1) * 2 + 1)
+            .x_label_formatter(&move |x: &f64| {
+                let i = x.floor() as usize;
+                if (x - i as f64 - 0.5).abs() < 1e-6 {
+                    names.get(i).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .y_desc(desc)
+            .y_label_formatter(&|y| {
+                if y.abs() >= 10.0 {
+                    format!("{y:.0}")
+                } else {
+                    format!("{y:.1}")
+                }
+            })
+            .label_style((FONT, 15))
+            .axis_desc_style((FONT, 17))
+            .draw()?;
+        for (i, v) in values.iter().enumerate() {
+            if !v.is_finite() {
+                continue;
+            }
+            let x0 = i as f64 + 0.2;
+            let x1 = i as f64 + 0.8;
+            chart.draw_series(std::iter::once(Rectangle::new(
+                [(x0, 0.0), (x1, *v)],
+                colour(i).filled(),
+            )))?;
+            chart.draw_series(std::iter::once(Text::new(
+                fmt(*v),
+                (
+                    x0,
+                    if *v >= 0.0 {
+                        *v + pad * 0.25
+                    } else {
+                        *v - pad * 0.1
+                    },
+                ),
+                (FONT, 15),
+            )))?;
+        }
+        Ok(())
+    };
+    panel(
+        &left,
+        "overhead at peak (%)",
+        rows.iter().map(|r| r.overhead * 100.0).collect(),
+        &|v| format!("{v:.1}%"),
+    )?;
+    panel(
+        &right,
+        "throughput (million ops/s)",
+        rows.iter().map(|r| r.ops_per_s / 1e6).collect(),
+        &|v| format!("{v:.2}"),
+    )?;
+    root.present()?;
+    Ok(())
+}
+
+/// Writes `<stem>.png` and `<stem>.svg` of reserved and requested bytes.
+pub fn time_series(
+    stem: &Path,
+    title: &str,
+    heap_bytes: Option<usize>,
+    runs: &[Series],
+) -> Result<Vec<String>, String> {
+    ensure_font()?;
+    let png = stem.with_extension("png");
+    let svg = stem.with_extension("svg");
+    let both = runs.iter().any(|r| r.in_region) && runs.iter().any(|r| !r.in_region);
+    let size = if both { (1400, 1100) } else { (1400, 800) };
+    draw_series(
+        BitMapBackend::new(&png, size).into_drawing_area(),
+        title,
+        heap_bytes,
+        runs,
+    )
+    .map_err(|e| format!("drawing {}: {e}", png.display()))?;
+    draw_series(
+        SVGBackend::new(&svg, size).into_drawing_area(),
+        title,
+        heap_bytes,
+        runs,
+    )
+    .map_err(|e| format!("drawing {}: {e}", svg.display()))?;
+    Ok(vec![png.display().to_string(), svg.display().to_string()])
+}
+
+/// Writes `<stem>.png` and `<stem>.svg` of overhead and throughput bars.
+pub fn bars(stem: &Path, title: &str, rows: &[Summary]) -> Result<Vec<String>, String> {
+    ensure_font()?;
+    let png = stem.with_extension("png");
+    let svg = stem.with_extension("svg");
+    draw_bars(
+        BitMapBackend::new(&png, (1400, 600)).into_drawing_area(),
+        title,
+        rows,
+    )
+    .map_err(|e| format!("drawing {}: {e}", png.display()))?;
+    draw_bars(
+        SVGBackend::new(&svg, (1400, 600)).into_drawing_area(),
+        title,
+        rows,
+    )
+    .map_err(|e| format!("drawing {}: {e}", svg.display()))?;
+    Ok(vec![png.display().to_string(), svg.display().to_string()])
+}

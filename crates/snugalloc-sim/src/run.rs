@@ -1,0 +1,257 @@
+//! Run: one workload against one allocator for a fixed time, with a sampler.
+//!
+//! The calling thread becomes the sampler: every [`TICK`] it sums the
+//! threads' counters (live requested bytes, operations, failures) and reads
+//! the allocator's reserved bytes, hands the [`Sample`] to the caller (CSV
+//! rows, progress bar, the child's pipe) and, when reserved bytes reach a new
+//! peak, takes the allocator's size-class table (so at most once per tick).
+//! When the time is up it raises the stop flag; each thread finishes its
+//! ECall and returns; then the workload frees what it still holds.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::alloc::{ClassTable, RegionAlloc};
+use crate::workload::{totals, Ctx, ThreadCounters, Workload};
+
+/// The sampling period.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// One sample of a run.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Sample {
+    /// Seconds since the run started.
+    pub t_s: f64,
+    /// Live requested bytes.
+    pub requested_bytes: u64,
+    /// Reserved bytes (the allocator's footprint).
+    pub reserved_bytes: u64,
+    /// Operations per second since the previous sample.
+    pub ops_per_s: f64,
+}
+
+/// Everything a run produced.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunOutcome {
+    /// Allocator label.
+    pub alloc: String,
+    /// Samples, one per tick (plus one at t = 0).
+    #[serde(default)]
+    pub samples: Vec<Sample>,
+    /// Null returns.
+    pub oom_count: u64,
+    /// Blocks whose guard bytes changed.
+    pub corruption_count: u64,
+    /// Blocks handed out outside the region.
+    pub escape_count: u64,
+    /// Allocations plus frees.
+    pub total_ops: u64,
+    /// Seconds the threads ran.
+    pub elapsed_s: f64,
+    /// The size-class table when reserved bytes last reached a new peak.
+    pub class_table_at_peak: Option<ClassTable>,
+    /// Reserved bytes after the workload freed everything.
+    pub residual_reserved_bytes: u64,
+    /// The allocator's exact peak of reserved bytes, where it tracks one.
+    #[serde(default)]
+    pub exact_peak_reserved_bytes: Option<u64>,
+    /// Problems found by the end-of-run checks.
+    pub findings: Vec<String>,
+}
+
+/// Runs `workload` on `alloc` for `duration`, calling `on_sample` for each
+/// sample as it is taken.
+pub fn run_in_process(
+    alloc: &dyn RegionAlloc,
+    workload: &dyn Workload,
+    duration: Duration,
+    inject_corruption_every: Option<u64>,
+    on_sample: &mut dyn FnMut(&Sample),
+) -> RunOutcome {
+    let n = workload.thread_count();
+    let counters: Vec<ThreadCounters> = (0..=n).map(|_| ThreadCounters::default()).collect();
+    let stop = AtomicBool::new(false);
+    let start = Instant::now();
+    let ctx = Ctx {
+        alloc,
+        counters: &counters,
+        stop: &stop,
+        start,
+        inject_corruption_every,
+    };
+    let mut samples = Vec::with_capacity((duration.as_millis() / TICK.as_millis()) as usize + 2);
+    let mut peak_reserved = 0u64;
+    let mut class_table_at_peak = None;
+    let first = Sample {
+        t_s: 0.0,
+        requested_bytes: 0,
+        reserved_bytes: alloc.reserved_bytes() as u64,
+        ops_per_s: 0.0,
+    };
+    on_sample(&first);
+    samples.push(first);
+    let mut elapsed = Duration::ZERO;
+    std::thread::scope(|s| {
+        for i in 0..n {
+            let ctx = &ctx;
+            s.spawn(move || workload.run_thread(i, ctx));
+        }
+        let (mut tick, mut last_ops, mut last_t) = (1u32, 0u64, 0.0f64);
+        loop {
+            let due = (TICK * tick).min(duration);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+            let t = start.elapsed();
+            let tot = totals(&counters);
+            let reserved = alloc.reserved_bytes() as u64;
+            let t_s = t.as_secs_f64();
+            let dt = (t_s - last_t).max(1e-9);
+            let sample = Sample {
+                t_s,
+                requested_bytes: tot.live_bytes.max(0) as u64,
+                reserved_bytes: reserved,
+                ops_per_s: (tot.ops - last_ops) as f64 / dt,
+            };
+            (last_ops, last_t) = (tot.ops, t_s);
+            if reserved > peak_reserved {
+                peak_reserved = reserved;
+                if let Some(table) = alloc.class_table() {
+                    class_table_at_peak = Some(table);
+                }
+            }
+            on_sample(&sample);
+            samples.push(sample);
+            if t >= duration || crate::interrupt::requested() {
+                break;
+            }
+            tick += 1;
+        }
+        // Relaxed: the threads poll it; their results are joined by the scope.
+        stop.store(true, Ordering::Relaxed);
+        elapsed = start.elapsed();
+    });
+    let during = totals(&counters);
+    workload.finish(&ctx);
+    let after = totals(&counters);
+    let mut findings = alloc.check();
+    if after.live_bytes != 0 && after.corruption == 0 && after.escapes == 0 {
+        findings.push(format!(
+            "{} requested bytes still counted live after the final free",
+            after.live_bytes
+        ));
+    }
+    RunOutcome {
+        alloc: alloc.label(),
+        samples,
+        oom_count: after.oom,
+        corruption_count: after.corruption,
+        escape_count: after.escapes,
+        total_ops: during.ops,
+        elapsed_s: elapsed.as_secs_f64(),
+        class_table_at_peak,
+        residual_reserved_bytes: alloc.reserved_bytes() as u64,
+        exact_peak_reserved_bytes: alloc.peak_reserved_bytes().map(|b| b as u64),
+        findings,
+    }
+}
+
+/// The per-run figures of the summary table.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Summary {
+    /// Allocator label.
+    pub alloc: String,
+    /// Peak live requested bytes (over the samples).
+    pub peak_requested_bytes: u64,
+    /// Peak reserved bytes (over the samples).
+    pub peak_reserved_bytes: u64,
+    /// peak reserved / peak requested - 1.
+    pub overhead: f64,
+    /// Time of the last new peak of reserved bytes, seconds.
+    pub last_peak_s: f64,
+    /// Mean reserved in the last quarter over the mean in the second quarter.
+    pub growth_ratio: f64,
+    /// Operations per second over the run.
+    pub ops_per_s: f64,
+    /// Null returns.
+    pub oom_count: u64,
+    /// Corrupted blocks.
+    pub corruption_count: u64,
+    /// Blocks outside the region.
+    pub escape_count: u64,
+    /// Reserved bytes after everything was freed.
+    pub residual_reserved_bytes: u64,
+    /// The allocator's exact peak of reserved bytes (between samples too),
+    /// where it tracks one.
+    pub exact_peak_reserved_bytes: Option<u64>,
+}
+
+impl Summary {
+    /// Computes the summary of an outcome.
+    pub fn of(o: &RunOutcome) -> Summary {
+        let peak_requested_bytes = o
+            .samples
+            .iter()
+            .map(|s| s.requested_bytes)
+            .max()
+            .unwrap_or(0);
+        let peak_reserved_bytes = o
+            .samples
+            .iter()
+            .map(|s| s.reserved_bytes)
+            .max()
+            .unwrap_or(0);
+        let mut last_peak_s = 0.0;
+        let mut best = 0;
+        for s in &o.samples {
+            if s.reserved_bytes > best {
+                best = s.reserved_bytes;
+                last_peak_s = s.t_s;
+            }
+        }
+        let end = o.samples.last().map_or(0.0, |s| s.t_s);
+        let mean_between = |a: f64, b: f64| {
+            let v: Vec<f64> = o
+                .samples
+                .iter()
+                .filter(|s| s.t_s >= a && s.t_s <= b)
+                .map(|s| s.reserved_bytes as f64)
+                .collect();
+            if v.is_empty() {
+                f64::NAN
+            } else {
+                v.iter().sum::<f64>() / v.len() as f64
+            }
+        };
+        let growth_ratio = mean_between(0.75 * end, end) / mean_between(0.25 * end, 0.5 * end);
+        Summary {
+            alloc: o.alloc.clone(),
+            peak_requested_bytes,
+            peak_reserved_bytes,
+            overhead: if peak_requested_bytes > 0 {
+                peak_reserved_bytes as f64 / peak_requested_bytes as f64 - 1.0
+            } else {
+                f64::NAN
+            },
+            last_peak_s,
+            growth_ratio,
+            ops_per_s: if o.elapsed_s > 0.0 {
+                o.total_ops as f64 / o.elapsed_s
+            } else {
+                0.0
+            },
+            oom_count: o.oom_count,
+            corruption_count: o.corruption_count,
+            escape_count: o.escape_count,
+            residual_reserved_bytes: o.residual_reserved_bytes,
+            exact_peak_reserved_bytes: o.exact_peak_reserved_bytes,
+        }
+    }
+
+    /// Whether the run failed its integrity checks.
+    pub fn failed(&self) -> bool {
+        self.corruption_count > 0 || self.escape_count > 0
+    }
+}

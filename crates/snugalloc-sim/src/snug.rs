@@ -1,0 +1,162 @@
+//! The snugalloc adapter: a [`snugalloc::Heap`] over the region, with one
+//! [`snugalloc::Attached`] per ECall (attach takes an allocator from the
+//! heap's pool, dropping the handle detaches it).
+//!
+//! Reserved bytes: the heap's own `Stats::reserved_bytes` (metadata plus
+//! every chunk handed out), cross-checked at the end of the run against the
+//! region size and the bytes still live. The per-size-class table comes from
+//! `Heap::snapshot`.
+//!
+//! Spec options map onto `Config::for_region(len)`: `chunk=` sets
+//! `chunk_bytes` and, like the core's defaults, slabs of up to four chunks
+//! and slab objects up to one chunk unless `max-slab=` (largest slab object)
+//! or `slab=` (largest slab) say otherwise; `max-allocators=` and
+//! `idle-retain=` set the fields of the same names.
+
+use std::alloc::Layout;
+
+use snugalloc::{Attached, Config, Heap};
+
+use crate::alloc::{ClassRow, ClassTable, Handle, RegionAlloc, SnugOptions};
+use crate::region::Region;
+
+/// snugalloc over one region.
+pub struct SnugRegion {
+    label: String,
+    heap: Heap,
+    region: Region,
+}
+
+/// The configuration a spec asks for over a region of `len` bytes.
+pub fn config_for(o: &SnugOptions, len: usize) -> Config {
+    let mut cfg = Config::for_region(len);
+    if let Some(c) = o.chunk_bytes {
+        cfg.chunk_bytes = c;
+        cfg.max_slab_bytes = (4 * c).min(1 << 20);
+        cfg.max_slab_object_bytes = c;
+    }
+    if let Some(b) = o.max_slab_bytes {
+        cfg.max_slab_bytes = b;
+    }
+    if let Some(b) = o.max_slab_object_bytes {
+        cfg.max_slab_object_bytes = b;
+    }
+    if let Some(n) = o.max_allocators {
+        cfg.max_allocators = n;
+    }
+    if let Some(b) = o.idle_retain_bytes {
+        cfg.idle_retain_bytes = b;
+    }
+    cfg
+}
+
+/// Builds snugalloc over `region`.
+pub fn build(
+    label: String,
+    o: &SnugOptions,
+    region: Region,
+) -> Result<Box<dyn RegionAlloc>, String> {
+    let cfg = config_for(o, region.len());
+    // SAFETY: the region is mapped read-write, used by nothing else, and
+    // outlives the heap and its blocks: `region` is declared after `heap` in
+    // `SnugRegion`, so it is unmapped after the heap is dropped, and the
+    // workloads free every block before the allocator is dropped.
+    let heap = unsafe { Heap::from_region(region.base(), region.len(), cfg) }
+        .map_err(|e| e.to_string())?;
+    Ok(Box::new(SnugRegion {
+        label,
+        heap,
+        region,
+    }))
+}
+
+struct SnugHandle<'h>(Attached<'h>);
+
+impl Handle for SnugHandle<'_> {
+    fn alloc(&mut self, layout: Layout) -> *mut u8 {
+        self.0.alloc(layout)
+    }
+
+    unsafe fn dealloc(&mut self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller guarantees `ptr` came from this heap (any
+        // handle) with `layout` and is not used afterwards.
+        unsafe { self.0.dealloc(ptr, layout) }
+    }
+}
+
+impl RegionAlloc for SnugRegion {
+    fn label(&self) -> String {
+        self.label.clone()
+    }
+
+    fn attach(&self) -> Option<Box<dyn Handle + '_>> {
+        self.heap
+            .attach()
+            .ok()
+            .map(|a| Box::new(SnugHandle(a)) as Box<dyn Handle + '_>)
+    }
+
+    fn reserved_bytes(&self) -> usize {
+        self.heap.stats().reserved_bytes
+    }
+
+    fn peak_reserved_bytes(&self) -> Option<usize> {
+        Some(self.heap.stats().peak_reserved_bytes)
+    }
+
+    fn region(&self) -> Option<&Region> {
+        Some(&self.region)
+    }
+
+    fn class_table(&self) -> Option<ClassTable> {
+        let snap = self.heap.snapshot();
+        let rows = snap
+            .classes()
+            .iter()
+            .filter(|r| r.slab_count > 0 || r.live_objects > 0)
+            .map(|r| ClassRow {
+                class: r.class,
+                object_bytes: r.object_bytes,
+                live_objects: r.live_objects,
+                live_bytes: r.live_bytes,
+                slab_bytes: r.slab_bytes,
+                slab_count: r.slab_count,
+            })
+            .collect();
+        Some(ClassTable {
+            text: snap.to_string(),
+            rows,
+        })
+    }
+
+    fn check(&self) -> Vec<String> {
+        let s = self.heap.stats();
+        let mut findings = Vec::new();
+        if s.heap_bytes > self.region.len() {
+            findings.push(format!(
+                "heap_bytes {} exceeds the region ({})",
+                s.heap_bytes,
+                self.region.len()
+            ));
+        }
+        if s.reserved_bytes > s.heap_bytes {
+            findings.push(format!(
+                "reserved_bytes {} exceeds heap_bytes {}",
+                s.reserved_bytes, s.heap_bytes
+            ));
+        }
+        if s.peak_reserved_bytes < s.reserved_bytes {
+            findings.push(format!(
+                "peak_reserved_bytes {} is below reserved_bytes {}",
+                s.peak_reserved_bytes, s.reserved_bytes
+            ));
+        }
+        if s.live_bytes != 0 {
+            findings.push(format!(
+                "live_bytes is {} after every block was freed",
+                s.live_bytes
+            ));
+        }
+        findings
+    }
+}

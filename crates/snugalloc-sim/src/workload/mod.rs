@@ -1,0 +1,319 @@
+//! Workloads: the allocation patterns the simulator replays, and the
+//! machinery they share (per-thread counters, guard bytes, the ECall helper).
+//!
+//! A workload is a set of threads that run until told to stop. Each thread
+//! draws every random choice from its own [`Rng`] seeded from `--seed` and
+//! its index, so its sequence of requests is a pure function of the seed
+//! (the `trace` function of each workload shows it); the interleaving of
+//! threads is not.
+//!
+//! Every block a workload receives is checked to lie in the allocator's
+//! region, gets guard bytes written at both ends, and has them checked before
+//! it is freed ([`guard`]); a null return counts as out of memory and the
+//! operation is skipped.
+
+pub mod churn;
+pub mod ecall_churn;
+pub mod guard;
+pub mod producer_consumer;
+pub mod sizes;
+
+use std::alloc::Layout;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::alloc::{Handle, RegionAlloc};
+use crate::rng::Rng;
+
+/// Alignment of every block the workloads request.
+pub const BLOCK_ALIGN: usize = 16;
+
+/// The names `--workload` accepts.
+pub const WORKLOAD_ALLOWED: &str = "ecall-churn, churn, producer-consumer, sizes";
+
+/// Counters one thread updates and the sampler reads.
+///
+/// Only the owning thread writes (Relaxed is enough: the sampler wants a
+/// recent value, not a synchronised one); `live_bytes` of one thread can go
+/// negative when it frees blocks other threads allocated; the sum over all
+/// threads is the live requested bytes.
+#[repr(align(128))]
+#[derive(Debug, Default)]
+pub struct ThreadCounters {
+    /// Requested bytes allocated minus freed by this thread.
+    pub live_bytes: AtomicI64,
+    /// Allocations plus frees.
+    pub ops: AtomicU64,
+    /// Null returns.
+    pub oom: AtomicU64,
+    /// Blocks whose guard bytes changed.
+    pub corruption: AtomicU64,
+    /// Blocks outside the region.
+    pub escapes: AtomicU64,
+}
+
+/// Totals over all threads.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Totals {
+    /// Live requested bytes.
+    pub live_bytes: i64,
+    /// Operations so far.
+    pub ops: u64,
+    /// Out-of-memory count.
+    pub oom: u64,
+    /// Corruption count.
+    pub corruption: u64,
+    /// Region escapes.
+    pub escapes: u64,
+}
+
+/// Sums the counters of all threads.
+pub fn totals(counters: &[ThreadCounters]) -> Totals {
+    let mut t = Totals::default();
+    for c in counters {
+        // Relaxed: statistics; see ThreadCounters.
+        t.live_bytes += c.live_bytes.load(Ordering::Relaxed);
+        t.ops += c.ops.load(Ordering::Relaxed);
+        t.oom += c.oom.load(Ordering::Relaxed);
+        t.corruption += c.corruption.load(Ordering::Relaxed);
+        t.escapes += c.escapes.load(Ordering::Relaxed);
+    }
+    t
+}
+
+/// What every workload thread gets.
+pub struct Ctx<'a> {
+    /// The allocator under test.
+    pub alloc: &'a dyn RegionAlloc,
+    /// One counter set per thread, plus one for the final clean-up.
+    pub counters: &'a [ThreadCounters],
+    /// Set when the run's time is up.
+    pub stop: &'a AtomicBool,
+    /// When the run started.
+    pub start: Instant,
+    /// Test hook: damage the guard of every Nth block a thread allocates.
+    pub inject_corruption_every: Option<u64>,
+}
+
+impl Ctx<'_> {
+    /// Whether the run should stop.
+    pub fn stopping(&self) -> bool {
+        // Relaxed: a flag polled between ECalls; nothing is published with it.
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Seconds since the run started.
+    pub fn elapsed_s(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+}
+
+/// A live block the simulator owns.
+#[derive(Debug)]
+pub struct Block {
+    ptr: NonNull<u8>,
+    size: usize,
+}
+
+// SAFETY: a `Block` is exclusive ownership of an allocation; the allocators
+// under test all allow freeing from any thread.
+unsafe impl Send for Block {}
+
+impl Block {
+    /// Requested size in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+}
+
+/// One thread's view while it runs: its counters and its allocation count
+/// (for the corruption-injection hook).
+pub struct Worker<'c> {
+    /// The thread's counters.
+    pub counters: &'c ThreadCounters,
+    allocs: u64,
+    inject_every: Option<u64>,
+    region: Option<(usize, usize)>,
+}
+
+impl<'c> Worker<'c> {
+    /// The worker of thread `index`.
+    pub fn new(ctx: &'c Ctx<'_>, index: usize) -> Worker<'c> {
+        let region = ctx.alloc.region().map(|r| (r.base() as usize, r.len()));
+        Worker {
+            counters: &ctx.counters[index],
+            allocs: 0,
+            inject_every: ctx.inject_corruption_every,
+            region,
+        }
+    }
+
+    /// Attaches (starts an ECall), retrying while snugalloc's pool is empty
+    /// unless the run is stopping.
+    pub fn attach<'h>(&self, ctx: &'h Ctx<'_>) -> Option<Box<dyn Handle + 'h>> {
+        loop {
+            if let Some(h) = ctx.alloc.attach() {
+                return Some(h);
+            }
+            if ctx.stopping() {
+                return None;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// Allocates `size` bytes and writes its guards; `None` on out of memory
+    /// (counted) or a block outside the region (counted, leaked).
+    pub fn alloc(&mut self, h: &mut dyn Handle, size: usize) -> Option<Block> {
+        let layout = layout_of(size);
+        let p = h.alloc(layout);
+        // Relaxed: statistics; see ThreadCounters.
+        self.counters.ops.fetch_add(1, Ordering::Relaxed);
+        let Some(ptr) = NonNull::new(p) else {
+            self.counters.oom.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        if let Some((base, len)) = self.region {
+            let a = p as usize;
+            if a < base || a.saturating_add(size) > base + len {
+                self.counters.escapes.fetch_add(1, Ordering::Relaxed);
+                eprintln!(
+                    "snugalloc-sim: block {p:p} of {size} bytes lies outside the region {base:#x}..{:#x}",
+                    base + len
+                );
+                return None;
+            }
+        }
+        // SAFETY: `p` is a fresh allocation of `size` bytes.
+        unsafe { guard::write(p, size) };
+        self.allocs += 1;
+        if self.inject_every.is_some_and(|n| self.allocs % n == 0) {
+            // SAFETY: the last byte of the block is inside it.
+            unsafe { p.add(size - 1).write(p.add(size - 1).read() ^ 0xFF) };
+        }
+        self.counters
+            .live_bytes
+            .fetch_add(size as i64, Ordering::Relaxed);
+        Some(Block { ptr, size })
+    }
+
+    /// Checks a block's guards and frees it; a damaged block is counted,
+    /// reported and leaked (its neighbours' metadata cannot be trusted).
+    pub fn free(&mut self, h: &mut dyn Handle, block: Block) {
+        let p = block.ptr.as_ptr();
+        // Relaxed: statistics; see ThreadCounters.
+        self.counters.ops.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .live_bytes
+            .fetch_sub(block.size as i64, Ordering::Relaxed);
+        // SAFETY: the block is live and owned by us; guards were written at
+        // allocation.
+        if let Err(at) = unsafe { guard::check(p, block.size) } {
+            let n = self.counters.corruption.fetch_add(1, Ordering::Relaxed);
+            if n < 5 {
+                eprintln!(
+                    "snugalloc-sim: corruption: block {p:p} of {} bytes changed at offset {at}",
+                    block.size
+                );
+            }
+            return;
+        }
+        // SAFETY: `p` came from `alloc` of this allocator with this layout
+        // and is freed exactly once (the `Block` is consumed).
+        unsafe { h.dealloc(p, layout_of(block.size)) };
+    }
+}
+
+/// The layout the workloads use for `size` bytes.
+pub fn layout_of(size: usize) -> Layout {
+    // Sizes are positive and far below isize::MAX; align is a power of two.
+    Layout::from_size_align(size.max(1), BLOCK_ALIGN).unwrap_or(Layout::new::<[u8; 16]>())
+}
+
+/// A size distribution over four bands, in percent:
+/// 16 B-512 B, 512 B-4 KiB, 4-32 KiB (half of them exactly 8, 16 or
+/// 32 KiB), 64-512 KiB; sizes log-uniform within a band.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SizeMix {
+    /// Cumulative thresholds in [0, 1].
+    cumulative: [f64; 4],
+}
+
+/// What `--worker-mix` and `--other-mix` accept.
+pub const MIX_ALLOWED: &str = "four percentages summing to 100, like 70,20,8,2";
+
+impl SizeMix {
+    /// Parses `a,b,c,d` percentages summing to 100.
+    pub fn parse(text: &str) -> Result<SizeMix, String> {
+        let parts: Vec<f64> = text
+            .split(',')
+            .map(|s| s.trim().parse::<f64>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| format!("'{text}' is not {MIX_ALLOWED}"))?;
+        if parts.len() != 4 || parts.iter().any(|p| *p < 0.0) {
+            return Err(format!("'{text}' is not {MIX_ALLOWED}"));
+        }
+        let sum: f64 = parts.iter().sum();
+        if (sum - 100.0).abs() > 0.01 {
+            return Err(format!("'{text}' sums to {sum}, not 100 ({MIX_ALLOWED})"));
+        }
+        let mut cumulative = [0.0; 4];
+        let mut acc = 0.0;
+        for (c, p) in cumulative.iter_mut().zip(&parts) {
+            acc += p / 100.0;
+            *c = acc;
+        }
+        Ok(SizeMix { cumulative })
+    }
+
+    /// Draws one size.
+    pub fn draw(&self, rng: &mut Rng) -> usize {
+        let u = rng.unit();
+        if u < self.cumulative[0] {
+            rng.log_uniform(16, 512)
+        } else if u < self.cumulative[1] {
+            rng.log_uniform(512, 4096)
+        } else if u < self.cumulative[2] {
+            if rng.chance(0.5) {
+                [8 << 10, 16 << 10, 32 << 10][rng.below(3)]
+            } else {
+                rng.log_uniform(4096, 32 << 10)
+            }
+        } else {
+            rng.log_uniform(64 << 10, 512 << 10)
+        }
+    }
+}
+
+/// Bound on the sizes [`SizeMix::draw`] returns (it returns less).
+pub const MIX_MAX_BYTES: usize = 512 << 10;
+
+/// A running workload instance (fresh shared state for every allocator).
+pub trait Workload: Send + Sync {
+    /// Number of threads `run_thread` is called for.
+    fn thread_count(&self) -> usize;
+
+    /// Runs thread `index` until `ctx.stopping()`.
+    fn run_thread(&self, index: usize, ctx: &Ctx<'_>);
+
+    /// Frees every block still held in shared state, using counter set
+    /// `thread_count()` (after all threads have returned).
+    fn finish(&self, ctx: &Ctx<'_>);
+}
+
+/// Frees every block in `blocks` in one ECall, on counter set `index`.
+pub fn free_all(ctx: &Ctx<'_>, index: usize, blocks: Vec<Block>) {
+    let mut w = Worker::new(ctx, index);
+    if blocks.is_empty() {
+        return;
+    }
+    // At the end of a run nothing else holds a handle, so attach succeeds;
+    // if it did not, the blocks are leaked with the region.
+    let Some(mut h) = ctx.alloc.attach() else {
+        return;
+    };
+    for b in blocks {
+        w.free(h.as_mut(), b);
+    }
+}

@@ -1,0 +1,156 @@
+//! The region allocators never hand out memory outside their region, under
+//! random single-thread traffic and under a short multi-threaded run of
+//! every workload.
+
+use std::time::Duration;
+
+use snugalloc_sim::alloc::{parse_alloc_list, AllocSpec};
+use snugalloc_sim::region::Region;
+use snugalloc_sim::rng::Rng;
+use snugalloc_sim::run::run_in_process;
+use snugalloc_sim::workload::{self, layout_of, SizeMix};
+
+/// Every region allocator, or the list in `SNUGALLOC_SIM_TEST_ALLOCS`.
+fn region_specs() -> Vec<AllocSpec> {
+    let list = std::env::var("SNUGALLOC_SIM_TEST_ALLOCS")
+        .unwrap_or_else(|_| "dlmalloc,talc,rlsf,firstfit,snugalloc".to_string());
+    parse_alloc_list(&list).expect("specs")
+}
+
+#[test]
+fn random_traffic_stays_in_the_region_until_exhaustion() {
+    for spec in region_specs() {
+        let region = Region::map(4 << 20).expect("map");
+        let (lo, hi) = (region.base() as usize, region.end_addr());
+        let alloc = spec.build(region).expect("build");
+        let mut h = alloc.attach().expect("attach");
+        let mut rng = Rng::new(11);
+        let mut live = Vec::new();
+        let mut nulls = 0;
+        for _ in 0..20_000 {
+            if live.is_empty() || rng.chance(0.55) {
+                let size = rng.log_uniform(16, 256 << 10);
+                let p = h.alloc(layout_of(size));
+                if p.is_null() {
+                    nulls += 1;
+                    continue;
+                }
+                let a = p as usize;
+                assert!(
+                    a >= lo && a + size <= hi,
+                    "{spec}: block {p:p}+{size} outside {lo:#x}..{hi:#x}"
+                );
+                live.push((p, size));
+            } else {
+                let (p, size) = live.swap_remove(rng.below(live.len()));
+                // SAFETY: `p` came from this allocator with this layout.
+                unsafe { h.dealloc(p, layout_of(size)) };
+            }
+        }
+        // A 4 MiB region under a 55% allocation rate of up to 256 KiB runs
+        // out: the allocators must say so with null, not by escaping.
+        assert!(nulls > 0, "{spec}: expected the region to fill up");
+        for (p, size) in live {
+            // SAFETY: as above.
+            unsafe { h.dealloc(p, layout_of(size)) };
+        }
+    }
+}
+
+/// Builds a fresh workload instance.
+type MakeWorkload = Box<dyn Fn() -> Box<dyn workload::Workload>>;
+
+#[test]
+fn every_workload_stays_in_the_region() {
+    let mix = SizeMix::parse("70,20,8,2").expect("mix");
+    let workloads: Vec<(&str, MakeWorkload)> = vec![
+        (
+            "ecall-churn",
+            Box::new(move || {
+                Box::new(workload::ecall_churn::EcallChurn::new(
+                    workload::ecall_churn::Params {
+                        workers: 3,
+                        others: 1,
+                        worker_ops: 100,
+                        other_ops: 20,
+                        other_sleep: Duration::from_millis(1),
+                        store_share: 0.15,
+                        local_free_prob: 0.5,
+                        store_min_bytes: 2 << 20,
+                        store_max_bytes: 4 << 20,
+                        store_period: Duration::from_millis(200),
+                        worker_mix: mix,
+                        other_mix: SizeMix::parse("40,30,22,8").expect("mix"),
+                        seed: 5,
+                    },
+                ))
+            }),
+        ),
+        (
+            "churn",
+            Box::new(|| {
+                Box::new(workload::churn::Churn::new(workload::churn::Params {
+                    threads: 3,
+                    ops: 50,
+                    queue_capacity: 512,
+                    small_bytes: 48,
+                    buffer_prob: 0.05,
+                    drain_prob: 0.05,
+                    max_sleep: Duration::from_micros(200),
+                    seed: 5,
+                }))
+            }),
+        ),
+        (
+            "producer-consumer",
+            Box::new(move || {
+                Box::new(workload::producer_consumer::ProducerConsumer::new(
+                    workload::producer_consumer::Params {
+                        producers: 2,
+                        consumers: 2,
+                        ops: 50,
+                        queue_bytes: 2 << 20,
+                        mix,
+                        seed: 5,
+                    },
+                ))
+            }),
+        ),
+        (
+            "sizes",
+            Box::new(|| {
+                Box::new(workload::sizes::Sizes::new(workload::sizes::Params {
+                    min_size: 16,
+                    max_size: 256 << 10,
+                    steps_per_doubling: 1,
+                    batch: 32,
+                    batch_bytes: 1 << 20,
+                    rounds: 1,
+                    seed: 5,
+                }))
+            }),
+        ),
+    ];
+    for spec in region_specs() {
+        for (name, make) in &workloads {
+            let alloc = spec
+                .build(Region::map(16 << 20).expect("map"))
+                .expect("build");
+            let wl = make();
+            let o = run_in_process(
+                alloc.as_ref(),
+                wl.as_ref(),
+                Duration::from_millis(250),
+                None,
+                &mut |_| {},
+            );
+            assert_eq!(
+                o.escape_count, 0,
+                "{spec} on {name}: blocks outside the region"
+            );
+            assert_eq!(o.corruption_count, 0, "{spec} on {name}: corrupted blocks");
+            assert!(o.total_ops > 0, "{spec} on {name}: no operations");
+            assert!(o.findings.is_empty(), "{spec} on {name}: {:?}", o.findings);
+        }
+    }
+}
