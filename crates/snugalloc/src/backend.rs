@@ -312,24 +312,15 @@ impl Backend {
         if n == 0 || n > self.chunks {
             return None;
         }
-        let mut from_word = self.hint_word.load(Ordering::Relaxed);
-        let mut retries = 0;
-        let found = loop {
-            // Acquire pairs with the Release bump in `try_claim`.
-            let epoch = self.rollbacks.load(Ordering::Acquire);
-            if let Some(start) = self.search_and_claim(n, align_bytes, from_word) {
-                break Some(start);
-            }
-            if from_word != 0 {
-                from_word = 0;
-                continue;
-            }
-            retries += 1;
-            if self.rollbacks.load(Ordering::Acquire) == epoch || retries > 64 {
-                break None;
-            }
-            spin_hint();
-        };
+        let from_word = self.hint_word.load(Ordering::Relaxed);
+        let found = self.claim_retrying(|| {
+            self.search_and_claim(n, align_bytes, from_word)
+                .or_else(|| {
+                    (from_word != 0)
+                        .then(|| self.search_and_claim(n, align_bytes, 0))
+                        .flatten()
+                })
+        });
         if let Some(start) = found {
             self.claimed(start, n);
             let word = start / WORD_BITS;
@@ -345,6 +336,24 @@ impl Backend {
         }
         self.maybe_decommit();
         found
+    }
+
+    /// Runs `pass` (one search-and-claim) until it claims a run. A failed
+    /// pass is repeated only if another thread rolled a claim back while it
+    /// ran, so a transient claim never causes a false failure.
+    fn claim_retrying(&self, mut pass: impl FnMut() -> Option<usize>) -> Option<usize> {
+        for _ in 0..64 {
+            // Acquire pairs with the Release bump in `try_claim`.
+            let epoch = self.rollbacks.load(Ordering::Acquire);
+            if let Some(start) = pass() {
+                return Some(start);
+            }
+            if self.rollbacks.load(Ordering::Acquire) == epoch {
+                return None;
+            }
+            spin_hint();
+        }
+        None
     }
 
     /// One first-fit pass from `from_word`.
@@ -451,22 +460,12 @@ impl Backend {
         if n == 0 || n > self.chunks {
             return None;
         }
-        let mut retries = 0;
-        let found = loop {
-            // Acquire pairs with the Release bump in `try_claim`.
-            let epoch = self.rollbacks.load(Ordering::Acquire);
-            if let Some(start) = self.find_best_fit(n) {
-                if self.try_claim(start, n) {
-                    break Some(start);
-                }
-                continue;
+        let found = self.claim_retrying(|| loop {
+            let start = self.find_best_fit(n)?;
+            if self.try_claim(start, n) {
+                return Some(start);
             }
-            retries += 1;
-            if self.rollbacks.load(Ordering::Acquire) == epoch || retries > 64 {
-                break None;
-            }
-            spin_hint();
-        };
+        });
         if let Some(start) = found {
             self.claimed(start, n);
         }
