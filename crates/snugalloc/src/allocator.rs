@@ -837,7 +837,7 @@ impl Allocator {
         if align == 0 && chunks >= TOP_RUN_CHUNKS {
             // Long runs from the top, short ones from the bottom: they do
             // not interleave, so long free runs survive in the middle.
-            backend.alloc_run_top(chunks)
+            backend.alloc_run_best(chunks, false)
         } else {
             backend.alloc_run(chunks, align)
         }

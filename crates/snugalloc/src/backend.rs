@@ -67,6 +67,11 @@ pub(crate) struct Backend {
     oldest_dirty_ms: AtomicU64,
     /// Held by the thread giving dirty chunks back (and across `fork`).
     purging: AtomicBool,
+    /// After an over-limit purge that could not get under the limit (only
+    /// short dirty runs were left), the dirty count it left: over-limit
+    /// purges wait until the count has grown past it by a quarter of the
+    /// limit, instead of rescanning on every backend operation.
+    stuck_dirty: AtomicUsize,
     reserved_chunks: AtomicUsize,
     peak_reserved_chunks: AtomicUsize,
     /// One past the highest chunk ever handed out.
@@ -154,6 +159,7 @@ impl Backend {
             dirty_chunks: AtomicUsize::new(0),
             oldest_dirty_ms: AtomicU64::new(0),
             purging: AtomicBool::new(false),
+            stuck_dirty: AtomicUsize::new(0),
             reserved_chunks: AtomicUsize::new(0),
             peak_reserved_chunks: AtomicUsize::new(0),
             high_water: AtomicUsize::new(0),
@@ -457,11 +463,17 @@ impl Backend {
     /// interleave and long objects fill holes left by others before they cut
     /// into the big free space.
     pub(crate) fn alloc_run_top(&self, n: usize) -> Option<usize> {
+        self.alloc_run_best(n, true)
+    }
+
+    /// Claims `n` chunks by best fit (see [`Backend::alloc_run_top`]); in
+    /// untouched space at its bottom unless `untouched_at_top`.
+    pub(crate) fn alloc_run_best(&self, n: usize, untouched_at_top: bool) -> Option<usize> {
         if n == 0 || n > self.chunks {
             return None;
         }
         let found = self.claim_retrying(|| loop {
-            let start = self.find_best_fit(n)?;
+            let start = self.find_best_fit(n, untouched_at_top)?;
             if self.try_claim(start, n) {
                 return Some(start);
             }
@@ -473,22 +485,49 @@ impl Backend {
     }
 
     /// Best fit for a long run (a racy read): the end of the shortest free
-    /// run that holds `n` chunks, the highest of equals, so long objects
-    /// fill holes left by others before they cut into the big free space.
-    fn find_best_fit(&self, n: usize) -> Option<usize> {
+    /// run below the high-water mark that holds `n` chunks, the highest of
+    /// equals, so long objects fill holes left by others before they cut
+    /// into the big free space. Failing that, the start of the free run that
+    /// reaches past the high-water mark (untouched space, which in an OS
+    /// reservation is most of it: the scan never walks it).
+    fn find_best_fit(&self, n: usize, untouched_at_top: bool) -> Option<usize> {
+        let high = self.high_water().min(self.chunks);
         let mut best: Option<(usize, usize)> = None; // (run length, start)
         let mut pos = 0;
-        while let Some(start) = self.next_free(pos) {
-            let len = self.free_run_len(start, self.chunks);
+        while pos < high {
+            let Some(start) = self.next_free(pos) else {
+                return best.map(|(_, start)| start);
+            };
+            if start >= high {
+                break;
+            }
+            let len = self.free_run_len(start, high - start + 1);
+            if len > high - start {
+                // Reaches untouched space: the fallback.
+                return best
+                    .map(|(_, s)| s)
+                    .or_else(|| self.untouched(start, n, untouched_at_top));
+            }
             if len >= n && best.map_or(true, |(b, _)| len <= b) {
                 best = Some((len, start + len - n));
             }
             pos = start + len + 1;
-            if pos >= self.chunks {
-                break;
-            }
         }
         best.map(|(_, start)| start)
+            .or_else(|| self.untouched(high, n, untouched_at_top))
+    }
+
+    /// Where `n` chunks go in the untouched space from `start` to the end:
+    /// its top (metadata of fixed heaps) or its bottom (everything else, so
+    /// an OS reservation's high-water mark grows only as needed).
+    fn untouched(&self, start: usize, n: usize, at_top: bool) -> Option<usize> {
+        if start + n > self.chunks {
+            None
+        } else if at_top {
+            Some(self.chunks - n)
+        } else {
+            Some(start)
+        }
     }
 
     #[cfg(test)]
@@ -554,7 +593,7 @@ impl Backend {
         let limit = self
             .dirty_limit_chunks
             .max(self.reserved_chunks.load(Ordering::Relaxed) / 4);
-        let over = dirty >= limit;
+        let over = dirty >= limit && dirty > self.stuck_dirty.load(Ordering::Relaxed) + limit / 4;
         let old = platform::now_ms().saturating_sub(self.oldest_dirty_ms.load(Ordering::Relaxed))
             >= self.decommit_delay_ms;
         // Acquire pairs with the Release store at the end.
@@ -566,8 +605,10 @@ impl Backend {
         let keep = if old { 0 } else { limit / 2 };
         // Scan by chunk position, so that runs skipped or lost to a racing
         // claim are passed over, never revisited.
+        // Chunks above the high-water mark were never used, so never dirty.
+        let high = self.high_water().min(self.chunks);
         let mut pos = 0;
-        while pos < self.chunks && self.dirty_chunks.load(Ordering::Relaxed) > keep {
+        while pos < high && self.dirty_chunks.load(Ordering::Relaxed) > keep {
             let word = pos / WORD_BITS;
             let d = self.dirty(word).load(Ordering::Relaxed)
                 & !self.used(word).load(Ordering::Relaxed)
@@ -601,7 +642,10 @@ impl Backend {
             }
             pos = start + len;
         }
-        if self.dirty_chunks.load(Ordering::Relaxed) > 0 {
+        let left = self.dirty_chunks.load(Ordering::Relaxed);
+        self.stuck_dirty
+            .store(if left > keep { left } else { 0 }, Ordering::Relaxed);
+        if left > 0 {
             self.oldest_dirty_ms
                 .store(platform::now_ms(), Ordering::Relaxed);
         }
@@ -752,7 +796,7 @@ mod tests {
                 .filter(|r| r.0 >= n)
                 .min_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)))
                 .map(|&(len, s)| s + len - n);
-            assert_eq!(b.find_best_fit(n), want, "best fit of {n}");
+            assert_eq!(b.find_best_fit(n, false), want, "best fit of {n}");
         }
     }
 
