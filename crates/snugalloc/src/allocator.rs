@@ -259,7 +259,12 @@ impl Allocator {
                 slab.free.store(next, Ordering::Relaxed);
                 slab.used
                     .store(slab.used.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-                self.count(if USABLE { class_size(class) } else { size } as isize);
+                let bytes = if USABLE {
+                    self.info(class).object_bytes as usize
+                } else {
+                    size
+                };
+                self.count(bytes as isize);
                 return obj.cast();
             }
         }

@@ -698,36 +698,63 @@ impl Backend {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::source::{FIXED_REGION, OS_REGION};
-    extern crate std;
-    use std::vec::Vec;
+/// A backend that owns its bitmaps, over an imaginary region at `base` (its
+/// chunks are never touched: a fixed source never decommits). For tests,
+/// loom models and the backend benchmark.
+#[cfg(any(test, feature = "internals"))]
+pub(crate) struct OwnedBackend {
+    backend: Backend,
+    _bitmaps: (alloc::vec::Vec<AtomicU64>, alloc::vec::Vec<AtomicU64>),
+}
 
-    fn backend(chunks: usize) -> (Backend, Vec<AtomicU64>, Vec<AtomicU64>) {
+#[cfg(any(test, feature = "internals"))]
+extern crate alloc;
+
+#[cfg(any(test, feature = "internals"))]
+impl OwnedBackend {
+    /// All `chunks` chunks free; chunk `i` at `base + i * 4 KiB`.
+    pub(crate) fn new(chunks: usize, base: usize) -> OwnedBackend {
         let words = bitmap_words(chunks);
-        let mut used: Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();
-        let mut dirty: Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();
-        // SAFETY: both vectors hold `words` words and outlive the backend
-        // (returned alongside it).
-        let b = unsafe {
+        let mut used: alloc::vec::Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();
+        let mut dirty: alloc::vec::Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();
+        // SAFETY: both vectors hold `words` words and live as long as the
+        // backend beside them (moving a Vec does not move its buffer).
+        let backend = unsafe {
             Backend::new(
                 used.as_mut_ptr(),
                 dirty.as_mut_ptr(),
                 chunks,
-                0x1000_0000,
+                base,
                 12,
-                &FIXED_REGION,
+                &crate::source::FIXED_REGION,
                 &Config::for_region(1 << 20),
             )
         };
-        (b, used, dirty)
+        OwnedBackend {
+            backend,
+            _bitmaps: (used, dirty),
+        }
     }
+}
+
+#[cfg(any(test, feature = "internals"))]
+impl core::ops::Deref for OwnedBackend {
+    type Target = Backend;
+    fn deref(&self) -> &Backend {
+        &self.backend
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::OS_REGION;
+    extern crate std;
+    use std::vec::Vec;
 
     #[test]
     fn first_fit_and_merge() {
-        let (b, _u, _d) = backend(200);
+        let b = OwnedBackend::new(200, 0x1000_0000);
         assert_eq!(b.alloc_run(1, 0), Some(0));
         assert_eq!(b.alloc_run(3, 0), Some(1));
         assert_eq!(b.alloc_run(70, 0), Some(4));
@@ -755,7 +782,7 @@ mod tests {
     fn word_level_search_matches_a_bit_by_bit_search() {
         // Random fragmentation, then every run length from 1 to 150: the
         // word-level search finds the same first fit as a naive scan.
-        let (b, _u, _d) = backend(1000);
+        let b = OwnedBackend::new(1000, 0x1000_0000);
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
         let mut held = std::vec::Vec::new();
         for _ in 0..400 {
@@ -802,7 +829,7 @@ mod tests {
 
     #[test]
     fn metadata_runs_come_from_the_top() {
-        let (b, _u, _d) = backend(200);
+        let b = OwnedBackend::new(200, 0x1000_0000);
         assert_eq!(b.alloc_run_top(2), Some(198));
         assert_eq!(b.alloc_run(1, 0), Some(0));
         assert_eq!(b.alloc_run_top(3), Some(195));
@@ -815,7 +842,7 @@ mod tests {
 
     #[test]
     fn aligned_runs_and_growth() {
-        let (b, _u, _d) = backend(300);
+        let b = OwnedBackend::new(300, 0x1000_0000);
         assert_eq!(b.alloc_run(1, 0), Some(0));
         // 64 KiB alignment = 16 chunks from a 0x1000_0000 base.
         assert_eq!(b.alloc_run(2, 64 << 10), Some(16));
@@ -870,30 +897,11 @@ mod tests {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
-    use crate::source::FIXED_REGION;
     extern crate std;
     use loom::sync::Arc;
-    use std::vec::Vec;
 
-    /// A backend over `chunks` chunks whose bitmaps live in the returned box.
-    fn backend(chunks: usize) -> Arc<(Backend, Vec<AtomicU64>, Vec<AtomicU64>)> {
-        let words = bitmap_words(chunks);
-        let mut used: Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();
-        let mut dirty: Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();
-        // SAFETY: the vectors hold `words` words; moving a Vec does not move
-        // its buffer, and both live beside the backend in the Arc.
-        let b = unsafe {
-            Backend::new(
-                used.as_mut_ptr(),
-                dirty.as_mut_ptr(),
-                chunks,
-                1 << 20,
-                12,
-                &FIXED_REGION,
-                &Config::for_region(1 << 20),
-            )
-        };
-        Arc::new((b, used, dirty))
+    fn backend(chunks: usize) -> Arc<OwnedBackend> {
+        Arc::new(OwnedBackend::new(chunks, 1 << 20))
     }
 
     fn overlap(a: (usize, usize), b: (usize, usize)) -> bool {
@@ -910,21 +918,21 @@ mod loom_tests {
         loom::model(|| {
             let b = backend(128);
             let b2 = Arc::clone(&b);
-            let t = loom::thread::spawn(move || b2.0.alloc_run(70, 0).map(|s| (s, 70)));
-            let mine = (b.0.alloc_run(3, 0).expect("room for 3 of 128"), 3);
+            let t = loom::thread::spawn(move || b2.alloc_run(70, 0).map(|s| (s, 70)));
+            let mine = (b.alloc_run(3, 0).expect("room for 3 of 128"), 3);
             match t.join().expect("claimer") {
                 Some(theirs) => {
                     assert!(!overlap(mine, theirs), "{mine:?} overlaps {theirs:?}");
-                    b.0.free_run(theirs.0, theirs.1);
+                    b.free_run(theirs.0, theirs.1);
                 }
                 None => assert!(
-                    b.0.free_summary().1 < 70,
+                    b.free_summary().1 < 70,
                     "70 chunks were free, yet the claim failed"
                 ),
             }
-            b.0.free_run(mine.0, mine.1);
-            assert_eq!(b.0.free_summary(), (128, 128));
-            assert_eq!(b.0.reserved_chunks(), 0);
+            b.free_run(mine.0, mine.1);
+            assert_eq!(b.free_summary(), (128, 128));
+            assert_eq!(b.reserved_chunks(), 0);
         });
     }
 
@@ -935,13 +943,13 @@ mod loom_tests {
         loom::model(|| {
             let b = backend(128);
             // Leave only chunks 63 and 64 free: the run spans two words.
-            assert_eq!(b.0.alloc_run(63, 0), Some(0));
-            assert_eq!(b.0.alloc_run(2, 0), Some(63));
-            assert_eq!(b.0.alloc_run(63, 0), Some(65));
-            b.0.free_run(63, 2);
+            assert_eq!(b.alloc_run(63, 0), Some(0));
+            assert_eq!(b.alloc_run(2, 0), Some(63));
+            assert_eq!(b.alloc_run(63, 0), Some(65));
+            b.free_run(63, 2);
             let b2 = Arc::clone(&b);
-            let t = loom::thread::spawn(move || b2.0.alloc_run(2, 0));
-            let mine = b.0.alloc_run(2, 0);
+            let t = loom::thread::spawn(move || b2.alloc_run(2, 0));
+            let mine = b.alloc_run(2, 0);
             let theirs = t.join().expect("claimer");
             assert!(mine.is_some() != theirs.is_some(), "{mine:?} {theirs:?}");
             assert_eq!(mine.or(theirs), Some(63));
@@ -954,13 +962,13 @@ mod loom_tests {
     fn frees_merge_with_neighbours() {
         loom::model(|| {
             let b = backend(64);
-            assert_eq!(b.0.alloc_run(32, 0), Some(0));
-            assert_eq!(b.0.alloc_run(32, 0), Some(32));
+            assert_eq!(b.alloc_run(32, 0), Some(0));
+            assert_eq!(b.alloc_run(32, 0), Some(32));
             let b2 = Arc::clone(&b);
-            let t = loom::thread::spawn(move || b2.0.free_run(0, 32));
-            b.0.free_run(32, 32);
+            let t = loom::thread::spawn(move || b2.free_run(0, 32));
+            b.free_run(32, 32);
             t.join().expect("freer");
-            assert_eq!(b.0.alloc_run(64, 0), Some(0));
+            assert_eq!(b.alloc_run(64, 0), Some(0));
         });
     }
 }

@@ -73,42 +73,19 @@ mod sync;
 #[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod internals {
-    use crate::backend::{bitmap_words, Backend};
-    use crate::config::Config;
-    use crate::source::FIXED_REGION;
-    use crate::sync::model::AtomicU64;
-    use std::vec::Vec;
+    use crate::backend::OwnedBackend;
 
     /// The chunk backend over `chunks` chunks of an imaginary region (it
     /// never touches chunk memory), owning its bitmaps.
     pub struct ChunkBackend {
-        backend: Backend,
-        _bitmaps: (Vec<AtomicU64>, Vec<AtomicU64>),
+        backend: OwnedBackend,
     }
 
     impl ChunkBackend {
         /// All chunks free.
         pub fn new(chunks: usize) -> ChunkBackend {
-            let words = bitmap_words(chunks);
-            let mut used: Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();
-            let mut dirty: Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();
-            // SAFETY: both vectors hold `words` words and move with the
-            // backend (a Vec's buffer does not move with it); the region is
-            // never touched, since a fixed source never decommits.
-            let backend = unsafe {
-                Backend::new(
-                    used.as_mut_ptr(),
-                    dirty.as_mut_ptr(),
-                    chunks,
-                    1 << 30,
-                    12,
-                    &FIXED_REGION,
-                    &Config::for_region(1 << 30),
-                )
-            };
             ChunkBackend {
-                backend,
-                _bitmaps: (used, dirty),
+                backend: OwnedBackend::new(chunks, 1 << 30),
             }
         }
 
