@@ -93,7 +93,7 @@ pub fn child_main(
             err.get_or_insert(e);
         }
     };
-    let mut outcome = run_in_process(&alloc, workload, duration, inject, &mut emit);
+    let mut outcome = run_in_process(&alloc, workload, duration, inject, false, &mut emit);
     if let Some(e) = err {
         return Err(format!("writing samples: {e}"));
     }

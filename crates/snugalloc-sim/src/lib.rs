@@ -12,6 +12,7 @@
 //! | `workload` | the workloads, guard bytes, per-thread counters |
 //! | `run` | one workload on one allocator, sampled every 100 ms |
 //! | `child` | process allocators in a child process |
+//! | `replay` | ecall-churn on one thread with virtual threads, exactly repeatable |
 //! | `minheap` | bisection for the smallest heap |
 //! | `output`, `plot` | table, CSV, JSON, PNG and SVG |
 //! | `cli`, `main` | flags, checks, orchestration |
@@ -27,6 +28,7 @@ pub mod minheap;
 pub mod output;
 pub mod plot;
 pub mod region;
+pub mod replay;
 pub mod rng;
 pub mod run;
 pub mod snug;

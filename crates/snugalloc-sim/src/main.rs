@@ -84,7 +84,7 @@ fn list_text() -> String {
 churn              short ECalls around a bounded queue of 48-byte objects\n  \
 producer-consumer  objects allocated on some threads, freed on others\n  \
 sizes              single-thread alloc/free batches per size\nallocators:\n  \
-snugalloc          this project, over the region (options: chunk, max-slab, slab, max-allocators, idle-retain)\n  \
+snugalloc          this project, over the region (options: chunk, max-slab, slab, max-allocators, idle-retain, classes, cache)\n  \
 dlmalloc           dlmalloc crate over the region, one lock, sbrk (Open Enclave's default)\n  \
 talc               talc over the region, one lock\n  \
 rlsf               rlsf (TLSF) over the region, one lock\n  \
@@ -194,6 +194,7 @@ fn cmd_run(args: &RunArgs) -> Result<bool, Failure> {
                     wl.as_ref(),
                     args.duration,
                     inject(common),
+                    false,
                     &mut on_sample,
                 )
             }
@@ -375,7 +376,14 @@ fn cmd_min_heap(args: &MinHeapArgs) -> Result<bool, Failure> {
     );
     let probe = |a: &dyn RegionAlloc| {
         let wl = common.wl.instantiate(common.workload, common.seed);
-        run_in_process(a, wl.as_ref(), args.duration, inject(common), &mut |_| {})
+        run_in_process(
+            a,
+            wl.as_ref(),
+            args.duration,
+            inject(common),
+            true,
+            &mut |_| {},
+        )
     };
     let report = |label: &str, p: &minheap::Probe| {
         eprintln!(

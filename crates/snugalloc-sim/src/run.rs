@@ -62,12 +62,15 @@ pub struct RunOutcome {
 }
 
 /// Runs `workload` on `alloc` for `duration`, calling `on_sample` for each
-/// sample as it is taken.
+/// sample as it is taken. With `stop_on_oom` the run ends at the first
+/// sample that sees an out-of-memory failure (a min-heap probe has failed
+/// by then; the rest of its time would be wasted).
 pub fn run_in_process(
     alloc: &dyn RegionAlloc,
     workload: &dyn Workload,
     duration: Duration,
     inject_corruption_every: Option<u64>,
+    stop_on_oom: bool,
     on_sample: &mut dyn FnMut(&Sample),
 ) -> RunOutcome {
     let n = workload.thread_count();
@@ -124,7 +127,7 @@ pub fn run_in_process(
             }
             on_sample(&sample);
             samples.push(sample);
-            if t >= duration || crate::interrupt::requested() {
+            if t >= duration || crate::interrupt::requested() || (stop_on_oom && tot.oom > 0) {
                 break;
             }
             tick += 1;

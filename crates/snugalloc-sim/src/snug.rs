@@ -11,9 +11,12 @@
 //! `chunk_bytes` and, like the core's defaults, slabs of up to four chunks
 //! and slab objects up to one chunk unless `max-slab=` (largest slab object)
 //! or `slab=` (largest slab) say otherwise; `max-allocators=` and
-//! `idle-retain=` set the fields of the same names.
+//! `idle-retain=` set the fields of the same names, `classes=` sets
+//! `classes_per_doubling`, and `cache=` sets `chunk_cache_bytes` with the
+//! cache in force whatever the region size.
 
 use std::alloc::Layout;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use snugalloc::{Attached, Config, Heap};
 
@@ -47,6 +50,13 @@ pub fn config_for(o: &SnugOptions, len: usize) -> Config {
     if let Some(b) = o.idle_retain_bytes {
         cfg.idle_retain_bytes = b;
     }
+    if let Some(n) = o.classes_per_doubling {
+        cfg.classes_per_doubling = n;
+    }
+    if let Some(b) = o.chunk_cache_bytes {
+        cfg.chunk_cache_bytes = b;
+        cfg.chunk_cache_min_heap_bytes = 0;
+    }
     cfg
 }
 
@@ -70,11 +80,37 @@ pub fn build(
     }))
 }
 
-struct SnugHandle<'h>(Attached<'h>);
+struct SnugHandle<'h>(Attached<'h>, &'h Heap);
+
+/// Tables printed so far by [`report_oom`].
+static OOM_TABLES: AtomicUsize = AtomicUsize::new(0);
+
+/// With `SNUGALLOC_SIM_OOM_TABLES=N` in the environment, prints the heap's
+/// size-class table and free runs to stderr at the first N out-of-memory
+/// failures of the process: what held the memory when a request failed.
+fn report_oom(heap: &Heap, size: usize) {
+    let Some(limit) = std::env::var("SNUGALLOC_SIM_OOM_TABLES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    else {
+        return;
+    };
+    // Relaxed: a count of reports, nothing else depends on it.
+    if OOM_TABLES.fetch_add(1, Ordering::Relaxed) < limit {
+        eprintln!(
+            "snugalloc-sim: out of memory for {size} bytes:\n{}",
+            heap.snapshot()
+        );
+    }
+}
 
 impl Handle for SnugHandle<'_> {
     fn alloc(&mut self, layout: Layout) -> *mut u8 {
-        self.0.alloc(layout)
+        let p = self.0.alloc(layout);
+        if p.is_null() {
+            report_oom(self.1, layout.size());
+        }
+        p
     }
 
     unsafe fn dealloc(&mut self, ptr: *mut u8, layout: Layout) {
@@ -93,7 +129,7 @@ impl RegionAlloc for SnugRegion {
         self.heap
             .attach()
             .ok()
-            .map(|a| Box::new(SnugHandle(a)) as Box<dyn Handle + '_>)
+            .map(|a| Box::new(SnugHandle(a, &self.heap)) as Box<dyn Handle + '_>)
     }
 
     fn reserved_bytes(&self) -> usize {
@@ -158,5 +194,37 @@ impl RegionAlloc for SnugRegion {
             ));
         }
         findings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_reach_the_config_and_bad_ones_fail_validation() {
+        let o = SnugOptions {
+            classes_per_doubling: Some(2),
+            chunk_cache_bytes: Some(256 << 10),
+            ..SnugOptions::default()
+        };
+        let cfg = config_for(&o, 64 << 20);
+        assert_eq!(cfg.classes_per_doubling, 2);
+        assert_eq!(
+            (cfg.chunk_cache_bytes, cfg.chunk_cache_min_heap_bytes),
+            (256 << 10, 0)
+        );
+        assert_eq!(
+            config_for(&SnugOptions::default(), 64 << 20),
+            Config::for_region(64 << 20)
+        );
+        let bad = SnugOptions {
+            classes_per_doubling: Some(3),
+            ..SnugOptions::default()
+        };
+        let err = build("x".into(), &bad, Region::map(4 << 20).expect("map"))
+            .err()
+            .expect("classes=3 is rejected");
+        assert!(err.contains("classes_per_doubling"), "{err}");
     }
 }

@@ -142,6 +142,7 @@ fn every_workload_stays_in_the_region() {
                 wl.as_ref(),
                 Duration::from_millis(250),
                 None,
+                false,
                 &mut |_| {},
             );
             assert_eq!(

@@ -37,7 +37,9 @@ use crate::heap::{HeapInner, Located};
 use crate::pagemap::{ChunkMeta, Desc, FreeObject, Kind, Pagemap, NIL};
 use crate::platform::fatal;
 use crate::remote::{Batch, Inbox, Outgoing};
-use crate::size_class::{class_of, class_size, ClassInfo, NUM_CLASSES};
+use crate::size_class::{
+    class_of_computed, class_size, ClassInfo, LOOKUP_LEN, LOOKUP_LIMIT, NUM_CLASSES,
+};
 use crate::sync::{AtomicBool, AtomicIsize, AtomicU32, AtomicUsize, CachePadded, Ordering};
 
 /// Alignment every object has without asking.
@@ -95,6 +97,9 @@ struct Bin {
 /// its invariants.
 pub(crate) struct Allocator {
     bins: [Bin; NUM_CLASSES],
+    /// A copy of the heap's `ClassTable::lookup` (sizes up to 1 KiB), next
+    /// to the bins the fast path reads anyway.
+    lookup: [u8; LOOKUP_LEN],
     heap: *const HeapInner,
     pagemap: Pagemap,
     small_limit: usize,
@@ -180,6 +185,7 @@ impl Allocator {
                 head: NIL,
                 tail: NIL,
             }; NUM_CLASSES],
+            lookup: heap.classes.lookup,
             heap,
             pagemap: heap.pagemap,
             small_limit: heap.classes.small_limit_bytes,
@@ -230,6 +236,17 @@ impl Allocator {
         unsafe { self.heap().classes.info.get_unchecked(class) }
     }
 
+    /// The class this heap serves `size` (at most `small_limit`) from.
+    #[inline(always)]
+    fn class_of(&self, size: usize) -> usize {
+        if size <= LOOKUP_LIMIT {
+            // SAFETY: `(size + 15) >> 4 <= LOOKUP_LIMIT / 16 < LOOKUP_LEN`.
+            unsafe { *self.lookup.get_unchecked((size + 15) >> 4) as usize }
+        } else {
+            self.heap().classes.serves[class_of_computed(size)] as usize
+        }
+    }
+
     #[inline(always)]
     fn count(&self, bytes: isize) {
         let c = &self.shared().counters;
@@ -247,7 +264,7 @@ impl Allocator {
     #[inline(always)]
     pub(crate) fn alloc<const USABLE: bool>(&mut self, size: usize, align: usize) -> *mut u8 {
         if size <= self.small_limit && align <= MIN_ALIGN {
-            let class = class_of(size);
+            let class = self.class_of(size);
             // SAFETY: `current` is the heap's sentinel or the entry of a
             // slab head in our pagemap (bin invariant); both outlive us.
             let slab = unsafe { &*self.bins[class].current };
@@ -293,12 +310,12 @@ impl Allocator {
         if size > self.small_limit || align > (1 << self.chunk_shift) {
             return None;
         }
-        let max_small = self.heap().classes.max_small;
-        let mut class = class_of(size.max(align).min(self.small_limit));
+        let classes = &self.heap().classes;
+        let mut class = self.class_of(size.max(align).min(self.small_limit));
         // Slabs start chunk-aligned, so a class whose size is a multiple of
-        // `align` gives aligned objects; powers of two are classes.
-        while class <= max_small {
-            if class_size(class) % align == 0 {
+        // `align` gives aligned objects; powers of two are served classes.
+        while class <= classes.max_small {
+            if classes.serves[class] as usize == class && class_size(class) % align == 0 {
                 return Some(class);
             }
             class += 1;

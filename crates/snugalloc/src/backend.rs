@@ -676,25 +676,55 @@ impl Backend {
 
     /// Free chunks, and the longest run of free chunks (a racy snapshot).
     /// Chunks above the high-water mark were never used: one free run.
-    pub(crate) fn free_summary(&self) -> (usize, usize) {
+    pub(crate) fn free_summary(&self) -> FreeSummary {
         let high = self.high_water().min(self.chunks);
-        let mut free = 0;
-        let mut longest = 0;
+        let mut summary = FreeSummary::default();
         let mut run = 0;
-        for chunk in 0..high {
-            let in_use =
-                self.used(chunk / WORD_BITS).load(Ordering::Relaxed) >> (chunk % WORD_BITS) & 1
+        for chunk in 0..=high {
+            let in_use = chunk == high
+                || self.used(chunk / WORD_BITS).load(Ordering::Relaxed) >> (chunk % WORD_BITS) & 1
                     == 1;
             if in_use {
+                if chunk == high {
+                    // The free run below the high-water mark continues into
+                    // the untouched chunks above it.
+                    run += self.chunks - high;
+                }
+                summary.add_run(run);
                 run = 0;
             } else {
-                free += 1;
                 run += 1;
-                longest = longest.max(run);
             }
         }
-        let untouched = self.chunks - high;
-        (free + untouched, longest.max(run + untouched))
+        summary
+    }
+}
+
+/// Free chunk runs of a backend by length: `runs[b]` and `chunks[b]` count
+/// the runs of `2^b ..= 2^(b+1) - 1` chunks (the last bucket takes every
+/// longer run).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct FreeSummary {
+    pub(crate) runs: [usize; FREE_RUN_BUCKETS],
+    pub(crate) chunks: [usize; FREE_RUN_BUCKETS],
+    pub(crate) free: usize,
+    pub(crate) longest: usize,
+}
+
+/// Buckets of [`FreeSummary`]: 1, 2-3, 4-7, ... chunks, the last open-ended.
+pub(crate) const FREE_RUN_BUCKETS: usize = 10;
+
+impl FreeSummary {
+    fn add_run(&mut self, run: usize) {
+        if run == 0 {
+            return;
+        }
+        let bucket = (usize::BITS - 1 - run.leading_zeros()) as usize;
+        let bucket = bucket.min(FREE_RUN_BUCKETS - 1);
+        self.runs[bucket] += 1;
+        self.chunks[bucket] += run;
+        self.free += run;
+        self.longest = self.longest.max(run);
     }
 }
 
@@ -772,7 +802,10 @@ mod tests {
         b.free_run(74, 4);
         assert_eq!(b.reserved_chunks(), 0);
         assert_eq!(b.peak_reserved_chunks(), 78);
-        assert_eq!(b.free_summary(), (200, 200));
+        assert_eq!(
+            (b.free_summary().free, b.free_summary().longest),
+            (200, 200)
+        );
         // The whole region is one run again.
         assert_eq!(b.alloc_run(200, 0), Some(0));
         assert_eq!(b.alloc_run(1, 0), None);
@@ -825,6 +858,24 @@ mod tests {
                 .map(|&(len, s)| s + len - n);
             assert_eq!(b.find_best_fit(n, false), want, "best fit of {n}");
         }
+    }
+
+    #[test]
+    fn free_summary_buckets_runs_by_length() {
+        let b = OwnedBackend::new(200, 0x1000_0000);
+        // In use: 0, 2..5, 9..11; free: 1 (1 chunk), 5..9 (4), 11..200 (189).
+        assert_eq!(b.alloc_run(1, 0), Some(0));
+        assert_eq!(b.alloc_run(10, 0), Some(1));
+        b.free_run(1, 1);
+        b.free_run(5, 4);
+        let s = b.free_summary();
+        assert_eq!((s.free, s.longest), (194, 189));
+        let mut runs = [0; FREE_RUN_BUCKETS];
+        (runs[0], runs[2], runs[7]) = (1, 1, 1);
+        assert_eq!(s.runs, runs);
+        let mut chunks = [0; FREE_RUN_BUCKETS];
+        (chunks[0], chunks[2], chunks[7]) = (1, 4, 189);
+        assert_eq!(s.chunks, chunks);
     }
 
     #[test]
@@ -887,7 +938,10 @@ mod tests {
         assert_eq!(b.dirty_chunks.load(Ordering::Relaxed), 0);
         // SAFETY: the mapping is still ours; decommitted pages read as zero.
         assert_eq!(unsafe { *region.as_ptr().add(5 << 12) }, 0);
-        assert_eq!(b.free_summary(), (100, 100));
+        assert_eq!(
+            (b.free_summary().free, b.free_summary().longest),
+            (100, 100)
+        );
         // SAFETY: the reservation made above, no longer used.
         unsafe { crate::platform::release(region.as_ptr(), 100 << 12) };
     }
@@ -926,12 +980,15 @@ mod loom_tests {
                     b.free_run(theirs.0, theirs.1);
                 }
                 None => assert!(
-                    b.free_summary().1 < 70,
+                    b.free_summary().longest < 70,
                     "70 chunks were free, yet the claim failed"
                 ),
             }
             b.free_run(mine.0, mine.1);
-            assert_eq!(b.free_summary(), (128, 128));
+            assert_eq!(
+                (b.free_summary().free, b.free_summary().longest),
+                (128, 128)
+            );
             assert_eq!(b.reserved_chunks(), 0);
         });
     }

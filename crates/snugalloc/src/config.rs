@@ -30,6 +30,11 @@ pub struct Config {
     /// Granularity of the chunk backend: slabs and large objects are whole
     /// runs of chunks. A power of two from 4 KiB to 64 KiB.
     pub chunk_bytes: usize,
+    /// Size classes per power of two above 128 B: 8 (worst rounding 11%),
+    /// 4 (25%) or 2 (50%). Fewer classes mean fewer partly used slabs per
+    /// allocator, which in a small heap with many allocators outweighs the
+    /// rounding.
+    pub classes_per_doubling: usize,
     /// Requests up to this size are served from slabs of size-classed
     /// objects; larger ones take whole chunk runs. From 16 B to 64 KiB, and
     /// at most `max_slab_bytes`.
@@ -72,6 +77,7 @@ impl Config {
         let chunk_bytes = if small { 4 * KIB } else { 16 * KIB };
         Config {
             chunk_bytes,
+            classes_per_doubling: if small { 4 } else { 8 },
             // Measured on ecall-churn (64 MiB, 20 threads): every attached
             // allocator keeps a partly used slab per class it touches, so in
             // a small heap mid-sized objects cost less as chunk runs, which
@@ -94,6 +100,7 @@ impl Config {
     pub const fn for_os() -> Config {
         Config {
             chunk_bytes: 16 * KIB,
+            classes_per_doubling: 8,
             max_slab_object_bytes: 16 * KIB,
             max_slab_bytes: 64 * KIB,
             max_allocators: MAX_ALLOCATORS,
@@ -118,6 +125,13 @@ impl Config {
         let c = self.chunk_bytes;
         if !c.is_power_of_two() || !(MIN_CHUNK_BYTES..=MAX_CHUNK_BYTES).contains(&c) {
             return bad("chunk_bytes", c, "a power of two from 4 KiB to 64 KiB");
+        }
+        if ![2, 4, 8].contains(&self.classes_per_doubling) {
+            return bad(
+                "classes_per_doubling",
+                self.classes_per_doubling,
+                "2, 4 or 8",
+            );
         }
         let s = self.max_slab_bytes;
         if s % c != 0 || s < c || s / c > 64 || s > MIB {
@@ -344,6 +358,13 @@ mod tests {
                     ..base
                 },
                 "chunk_bytes",
+            ),
+            (
+                Config {
+                    classes_per_doubling: 3,
+                    ..base
+                },
+                "classes_per_doubling",
             ),
             (
                 Config {

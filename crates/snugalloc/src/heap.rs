@@ -25,7 +25,7 @@ use crate::size_class::{class_of, ClassTable, NUM_CLASSES};
 #[cfg(feature = "std")]
 use crate::source::OS_REGION;
 use crate::source::{Source, FIXED_REGION};
-use crate::stats::{ClassRow, Snapshot, Stats};
+use crate::stats::{ClassRow, FreeRuns, Snapshot, Stats};
 use crate::sync::{
     spin_hint, AtomicBool, AtomicIsize, AtomicPtr, AtomicU32, AtomicUsize, CachePadded, Ordering,
 };
@@ -183,6 +183,7 @@ impl HeapInner {
                     config.chunk_bytes,
                     config.max_slab_bytes,
                     config.max_slab_object_bytes,
+                    config.classes_per_doubling,
                 ),
                 config,
                 empty_slab: ChunkMeta::empty(),
@@ -458,7 +459,15 @@ impl HeapInner {
             .filter_map(|id| self.pool.try_slot(id))
             .map(|s| s.shared.counters.cached.load(Ordering::Relaxed))
             .sum();
-        let (_, longest) = self.backend.free_summary();
+        let free = self.backend.free_summary();
+        let mut free_runs = [FreeRuns::default(); crate::backend::FREE_RUN_BUCKETS];
+        for (b, row) in free_runs.iter_mut().enumerate() {
+            *row = FreeRuns {
+                min_bytes: 1 << (b + shift as usize),
+                runs: free.runs[b],
+                bytes: free.chunks[b] << shift,
+            };
+        }
         Snapshot {
             cached_bytes: cached_chunks << shift,
             rows,
@@ -468,7 +477,8 @@ impl HeapInner {
             remote_in_flight: remote_inbox + remote_outgoing,
             remote_outgoing,
             remote_inbox,
-            largest_free_bytes: longest << shift,
+            largest_free_bytes: free.longest << shift,
+            free_runs,
             stats: self.stats(),
         }
     }
@@ -584,7 +594,8 @@ impl Heap {
     /// The size class that serves `size` in this heap, or `None` when it is
     /// served as a run of whole chunks.
     pub fn size_class_of(&self, size: usize) -> Option<usize> {
-        (size <= self.inner().classes.small_limit_bytes).then(|| class_of(size))
+        let classes = &self.inner().classes;
+        (size <= classes.small_limit_bytes).then(|| classes.serves[class_of(size)] as usize)
     }
 
     /// Takes the heap's internal lock so that a `fork()` does not copy it

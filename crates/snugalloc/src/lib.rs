@@ -115,4 +115,4 @@ pub use global::FixedGlobal;
 pub use global::SnugAlloc;
 pub use heap::{Attached, Heap};
 pub use size_class::{class_size, size_class_of, MAX_CLASS_BYTES, NUM_CLASSES};
-pub use stats::{ClassRow, Snapshot, Stats};
+pub use stats::{ClassRow, FreeRuns, Snapshot, Stats};

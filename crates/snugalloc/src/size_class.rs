@@ -13,7 +13,11 @@
 //! Every class size is a multiple of 16, so every object is 16-byte aligned
 //! (slab starts are chunk-aligned). Which classes a heap serves from slabs,
 //! and how many chunks each slab takes, is decided per heap by
-//! [`ClassTable::new`] from the [`Config`](crate::Config).
+//! [`ClassTable::new`] from the [`Config`](crate::Config). A heap may also
+//! serve fewer classes (`Config::classes_per_doubling`: 4 or 2 per power of
+//! two above 128 B, worst waste 25% or 50%): a request then takes the next
+//! class the heap keeps. Small fixed heaps use 4, because every attached
+//! allocator holds a partly used slab for each class it touches.
 
 /// Number of size classes.
 pub const NUM_CLASSES: usize = 80;
@@ -50,18 +54,21 @@ const fn computed_class_size(class: usize) -> usize {
 
 /// The class for sizes above 1 KiB, computed from the bit length.
 #[inline]
-const fn class_of_computed(size: usize) -> usize {
+pub(crate) const fn class_of_computed(size: usize) -> usize {
     let s = size - 1;
     let bits = (usize::BITS - 1 - s.leading_zeros()) as usize;
     let mantissa = (s >> (bits - 3)) & 7;
     8 + (bits - 7) * 8 + mantissa
 }
 
-const LOOKUP_LIMIT: usize = 1024;
+/// Sizes up to this are mapped to classes by table.
+pub(crate) const LOOKUP_LIMIT: usize = 1024;
+/// Entries of a size-to-class table.
+pub(crate) const LOOKUP_LEN: usize = LOOKUP_LIMIT / 16 + 1;
 
 /// `SMALL_LOOKUP[(size + 15) / 16]` is the class of `size` for sizes up to 1 KiB.
-static SMALL_LOOKUP: [u8; LOOKUP_LIMIT / 16 + 1] = {
-    let mut table = [0u8; LOOKUP_LIMIT / 16 + 1];
+static SMALL_LOOKUP: [u8; LOOKUP_LEN] = {
+    let mut table = [0u8; LOOKUP_LEN];
     let mut i = 1;
     while i < table.len() {
         let size = i * 16;
@@ -125,6 +132,13 @@ impl ClassInfo {
 /// `slab_chunks * chunk_bytes <= max_slab_bytes`.
 pub(crate) struct ClassTable {
     pub(crate) info: [ClassInfo; NUM_CLASSES],
+    /// The classes this heap serves, as a map: `serves[c]` is the class
+    /// that serves requests of class `c` (itself, or the next larger class
+    /// when the heap uses fewer classes per power of two).
+    pub(crate) serves: [u8; NUM_CLASSES],
+    /// `lookup[(size + 15) / 16]` is the serving class of `size`, for sizes
+    /// up to 1 KiB.
+    pub(crate) lookup: [u8; LOOKUP_LEN],
     /// The largest class served from slabs.
     pub(crate) max_small: usize,
     /// `class_size(max_small)`: requests up to this size use slabs.
@@ -157,19 +171,39 @@ fn slab_chunks_for(size: usize, chunk_bytes: usize, max_chunks: usize) -> usize 
 
 impl ClassTable {
     /// Computes the table for a validated configuration.
+    ///
+    /// `classes_per_doubling` (8, 4 or 2) thins the classes above 128 B: with
+    /// 4, every other class is served by the next one (worst waste 25%
+    /// instead of 11%), so an allocator keeps half as many partly used slabs.
     pub(crate) fn new(
         chunk_bytes: usize,
         max_slab_bytes: usize,
         max_slab_object_bytes: usize,
+        classes_per_doubling: usize,
     ) -> Self {
+        // Classes above 128 B are `8 + 8 * octave + m`, m = 0..8; keep those
+        // with `m | keep == m`, so the largest of each octave always stays.
+        let keep = (8 / classes_per_doubling.clamp(1, 8)) - 1;
+        let mut serves = [0u8; NUM_CLASSES];
+        for (class, s) in serves.iter_mut().enumerate() {
+            *s = if class < 8 {
+                class as u8
+            } else {
+                (8 + ((class - 8) | keep)) as u8
+            };
+        }
         let max_chunks = max_slab_bytes / chunk_bytes;
         let max_small = class_of(max_slab_object_bytes.min(MAX_CLASS_BYTES));
         // class_of rounds up; step back if that class is above the limit.
-        let max_small = if class_size(max_small) > max_slab_object_bytes && max_small > 0 {
+        let mut max_small = if class_size(max_small) > max_slab_object_bytes && max_small > 0 {
             max_small - 1
         } else {
             max_small
         };
+        // ... and further down to a class this heap serves.
+        while serves[max_small] as usize != max_small {
+            max_small -= 1;
+        }
         let mut info = [ClassInfo {
             object_bytes: 0,
             slab_chunks: 0,
@@ -193,8 +227,14 @@ impl ClassTable {
                 divide_magic: u64::MAX / size as u64 + 1,
             };
         }
+        let mut lookup = SMALL_LOOKUP;
+        for class in lookup.iter_mut() {
+            *class = serves[*class as usize];
+        }
         ClassTable {
             info,
+            serves,
+            lookup,
             max_small,
             small_limit_bytes: class_size(max_small),
         }
@@ -280,7 +320,7 @@ mod tests {
             (4096, 4096, 4096),
             (65536, 1 << 20, 65536),
         ] {
-            let table = ClassTable::new(chunk, slab, obj);
+            let table = ClassTable::new(chunk, slab, obj, 8);
             assert!(class_size(table.max_small) <= obj);
             for class in 0..=table.max_small {
                 let i = table.info[class];
@@ -291,9 +331,40 @@ mod tests {
                 );
             }
         }
-        let table = ClassTable::new(4096, 16384, 4096);
+        let table = ClassTable::new(4096, 16384, 4096, 8);
         // 4 KiB objects get four to a 16 KiB slab; tiny ones one chunk.
         assert_eq!(table.info[class_of(4096)].capacity, 4);
         assert_eq!(table.info[0].slab_chunks, 1);
+    }
+
+    #[test]
+    fn fewer_classes_per_doubling_serve_every_size_from_a_larger_kept_class() {
+        for per in [2, 4, 8] {
+            let table = ClassTable::new(4096, 16384, 4096, per);
+            assert_eq!(table.serves[table.max_small] as usize, table.max_small);
+            for size in 1..=table.small_limit_bytes {
+                let served = table.serves[class_of(size)] as usize;
+                // Kept classes map to themselves, so serving is idempotent.
+                assert_eq!(table.serves[served] as usize, served, "size {size}");
+                assert!(served <= table.max_small && class_size(served) >= size);
+                if size <= LOOKUP_LIMIT {
+                    assert_eq!(table.lookup[(size + 15) >> 4] as usize, served);
+                }
+                // Worst rounding: one step of `per` classes per doubling.
+                if size > 128 {
+                    let waste = class_size(served) - size;
+                    assert!(
+                        waste * per < size,
+                        "per {per} size {size} -> {}",
+                        class_size(served)
+                    );
+                }
+            }
+            let kept = (0..=table.max_small)
+                .filter(|&c| table.serves[c] as usize == c)
+                .count();
+            // 8 classes up to 128 B, then `per` per power of two to 4 KiB.
+            assert_eq!(kept, 8 + 5 * per, "per {per}");
+        }
     }
 }

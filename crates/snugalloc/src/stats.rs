@@ -71,8 +71,23 @@ pub struct Snapshot {
     /// Longest run of free chunks, in bytes: the largest block that can
     /// be allocated now.
     pub largest_free_bytes: usize,
+    /// Free chunk runs by length, shortest first: where the free bytes are
+    /// and how large a block each can hold (chunk-level holes).
+    pub free_runs: [FreeRuns; 10],
     /// The counters at the time of the snapshot.
     pub stats: Stats,
+}
+
+/// Free chunk runs of one length range in a [`Snapshot`]: runs of at least
+/// `min_bytes` and less than twice that (the last row is open-ended).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FreeRuns {
+    /// Shortest run of the range, bytes.
+    pub min_bytes: usize,
+    /// Runs in the range.
+    pub runs: usize,
+    /// Free bytes in them.
+    pub bytes: usize,
 }
 
 impl Snapshot {
@@ -141,6 +156,11 @@ impl fmt::Display for Snapshot {
             self.remote_inbox,
             kib(self.largest_free_bytes)
         )?;
+        write!(f, "free runs (from KiB: runs/KiB):")?;
+        for r in self.free_runs.iter().filter(|r| r.runs > 0) {
+            write!(f, " {}: {}/{:.0}", r.min_bytes / 1024, r.runs, kib(r.bytes))?;
+        }
+        writeln!(f)?;
         write!(f, "{}", self.stats)
     }
 }

@@ -176,6 +176,11 @@ pub struct SnugOptions {
     pub max_allocators: Option<usize>,
     /// `idle-retain=`: bytes an idle allocator may keep.
     pub idle_retain_bytes: Option<usize>,
+    /// `classes=`: size classes per power of two above 128 B (2, 4 or 8).
+    pub classes_per_doubling: Option<usize>,
+    /// `cache=`: a per-allocator chunk cache of this many bytes, in force
+    /// whatever the region size (`0` turns it off).
+    pub chunk_cache_bytes: Option<usize>,
 }
 
 /// A parsed `--alloc` entry.
@@ -200,7 +205,7 @@ pub enum AllocSpec {
 
 /// Allocator names `--alloc` accepts, for error messages.
 pub const ALLOC_ALLOWED: &str =
-    "snugalloc[:chunk=SIZE,max-slab=SIZE,slab=SIZE,max-allocators=N,idle-retain=SIZE], \
+    "snugalloc[:chunk=SIZE,max-slab=SIZE,slab=SIZE,max-allocators=N,idle-retain=SIZE,classes=N,cache=SIZE], \
 dlmalloc[:granularity=SIZE], talc, rlsf, firstfit, system, mimalloc, jemalloc, snmalloc";
 
 impl AllocSpec {
@@ -244,9 +249,15 @@ impl AllocSpec {
                             })?)
                         }
                         "idle-retain" => o.idle_retain_bytes = Some(bytes()?),
+                        "cache" => o.chunk_cache_bytes = Some(bytes()?),
+                        "classes" => {
+                            o.classes_per_doubling = Some(v.parse().map_err(|_| {
+                                format!("snugalloc classes: '{v}' is not a count (allowed: 2, 4 or 8)")
+                            })?)
+                        }
                         _ => {
                             return Err(format!(
-                                "unknown snugalloc option '{k}' (allowed: chunk, max-slab, slab, max-allocators, idle-retain)"
+                                "unknown snugalloc option '{k}' (allowed: chunk, max-slab, slab, max-allocators, idle-retain, classes, cache)"
                             ))
                         }
                     }
@@ -340,6 +351,12 @@ impl fmt::Display for AllocSpec {
                 if let Some(b) = o.idle_retain_bytes {
                     parts.push(format!("idle-retain={}", kib(b)));
                 }
+                if let Some(n) = o.classes_per_doubling {
+                    parts.push(format!("classes={n}"));
+                }
+                if let Some(b) = o.chunk_cache_bytes {
+                    parts.push(format!("cache={}", kib(b)));
+                }
                 if parts.is_empty() {
                     f.write_str("snugalloc")
                 } else {
@@ -406,5 +423,8 @@ mod tests {
         assert!(parse_alloc_list("nosuch").is_err());
         assert!(parse_alloc_list("talc:x=1").is_err());
         assert!(parse_alloc_list("snugalloc:chunk=4Q").is_err());
+        let v = parse_alloc_list("snugalloc:classes=2,cache=256k").expect("parse");
+        assert_eq!(v[0].to_string(), "snugalloc:classes=2,cache=256k");
+        assert!(parse_alloc_list("snugalloc:classes=many").is_err());
     }
 }

@@ -81,10 +81,10 @@ impl Params {
 /// The request generator of one thread: every random choice that shapes its
 /// requests.
 pub struct Gen {
-    rng: Rng,
-    mix: SizeMix,
-    store_share: f64,
-    local_free_prob: f64,
+    pub(crate) rng: Rng,
+    pub(crate) mix: SizeMix,
+    pub(crate) store_share: f64,
+    pub(crate) local_free_prob: f64,
 }
 
 impl Gen {

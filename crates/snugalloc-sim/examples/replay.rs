@@ -1,0 +1,107 @@
+//! Deterministic ecall-churn replay (see `snugalloc_sim::replay`): for each
+//! allocator, the exact peaks in a 64 MiB region and the smallest region, in
+//! 1 MiB steps, with no out-of-memory failure.
+//!
+//! `cargo run --release -p snugalloc-sim --example replay -- [ALLOCS] [OPS]`
+//! (default `snugalloc,dlmalloc,firstfit` and 50 million operations).
+
+use snugalloc_sim::alloc::parse_alloc_list;
+use snugalloc_sim::region::Region;
+use snugalloc_sim::replay::{replay, Schedule};
+use snugalloc_sim::workload::ecall_churn::Params;
+use snugalloc_sim::workload::SizeMix;
+
+const MIB: usize = 1 << 20;
+
+fn main() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().collect();
+    let list = args.get(1).map_or("snugalloc,dlmalloc,firstfit", |s| s);
+    let ops: u64 = args
+        .get(2)
+        .map_or(Ok(50_000_000), |s| s.parse())
+        .map_err(|e| format!("OPS: {e}"))?;
+    let p = Params {
+        workers: 16,
+        others: 4,
+        worker_ops: 200,
+        other_ops: 50,
+        other_sleep: std::time::Duration::from_millis(1),
+        store_share: 0.15,
+        local_free_prob: 0.5,
+        store_min_bytes: 15 * MIB,
+        store_max_bytes: 25 * MIB,
+        store_period: std::time::Duration::from_secs(10),
+        worker_mix: SizeMix::parse("70,20,8,2")?,
+        other_mix: SizeMix::parse("40,30,22,8")?,
+        seed: std::env::var("SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1),
+    };
+    // A third argument: one replay in a region of that many MiB.
+    let only: Option<usize> = args.get(3).and_then(|s| s.parse().ok());
+    let s = Schedule {
+        ops,
+        ..Schedule::default()
+    };
+    println!("| allocator | peak req MiB | peak res MiB (64 MiB) | overhead | min heap MiB |");
+    println!("|:--|--:|--:|--:|--:|");
+    // GRID=40,41,42 and SEEDS=n: out-of-memory counts at those sizes for
+    // seeds 1..=n (a finer comparison than the bisection's answer).
+    if let Ok(grid) = std::env::var("GRID") {
+        let sizes: Vec<usize> = grid.split(',').filter_map(|v| v.parse().ok()).collect();
+        let seeds: u64 = std::env::var("SEEDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3);
+        for spec in parse_alloc_list(list)? {
+            let mut total = 0;
+            let mut cells = Vec::new();
+            for seed in 1..=seeds {
+                let p = Params { seed, ..p.clone() };
+                for &mib in &sizes {
+                    let a = spec.build(Region::map(mib * MIB)?)?;
+                    let o = replay(a.as_ref(), &p, s);
+                    total += o.oom_count;
+                    cells.push(o.oom_count.to_string());
+                }
+            }
+            println!("{spec}: total OOM {total} [{}]", cells.join(" "));
+        }
+        return Ok(());
+    }
+    for spec in parse_alloc_list(list)? {
+        let run = |mib: usize| -> Result<_, String> {
+            let a = spec.build(Region::map(mib * MIB)?)?;
+            Ok(replay(a.as_ref(), &p, s))
+        };
+        if let Some(mib) = only {
+            let o = run(mib)?;
+            println!(
+                "| {spec} | {mib} MiB: {} OOM, peak reserved {} |",
+                o.oom_count, o.peak_reserved_bytes
+            );
+            continue;
+        }
+        let top = run(64)?;
+        let (mut lo, mut hi) = ((top.peak_requested_bytes as usize / MIB).max(1), 64);
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            let o = run(mid)?;
+            eprintln!("  {spec} {mid} MiB: {} OOM", o.oom_count);
+            if o.oom_count == 0 {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        let mib = |b: u64| b as f64 / MIB as f64;
+        println!(
+            "| {spec} | {:.2} | {:.2} | {:+.1}% | {hi} |",
+            mib(top.peak_requested_bytes),
+            mib(top.peak_reserved_bytes),
+            100.0 * (top.peak_reserved_bytes as f64 / top.peak_requested_bytes as f64 - 1.0),
+        );
+    }
+    Ok(())
+}

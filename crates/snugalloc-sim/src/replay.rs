@@ -1,0 +1,305 @@
+//! Replay: `ecall-churn` on one OS thread, with its 20 threads played as
+//! virtual threads by a seeded scheduler, so a run is exactly repeatable.
+//!
+//! The threaded runs of `run` and `min-heap` depend on how the OS schedules
+//! 20 threads on the machine's cores, so two runs of the same seed differ,
+//! and a min-heap answer moves by a MiB or two between runs. Placement
+//! policies and size-class choices need a comparison without that noise:
+//! here every virtual thread holds its own attached handle (as a thread that
+//! is preempted in the middle of an ECall holds its allocator), and the
+//! scheduler runs one virtual thread for a random slice of operations (a
+//! timeslice, 1 to `2 * mean_slice - 1` operations) before it switches to
+//! another, anywhere in an ECall. Time is virtual too: `ops_per_s`
+//! operations make one second of the store's triangle wave, and an other
+//! thread's sleep between ECalls skips it for that many operations' worth of
+//! turns.
+//!
+//! What it measures is memory only: peak live requested bytes, peak
+//! reserved bytes (sampled every 1000 operations, plus the allocator's exact
+//! peak) and out-of-memory failures. Blocks carry no guard bytes; the
+//! threaded runs check integrity.
+
+use std::alloc::Layout;
+
+use crate::alloc::{Handle, RegionAlloc};
+use crate::rng::Rng;
+use crate::workload::ecall_churn::{Gen, Params};
+use crate::workload::layout_of;
+
+/// How a replay is scheduled.
+#[derive(Clone, Copy, Debug)]
+pub struct Schedule {
+    /// Operations (allocations and frees) in the whole replay.
+    pub ops: u64,
+    /// Mean operations a virtual thread runs before the scheduler switches.
+    pub mean_slice: u64,
+    /// Operations that make one virtual second.
+    pub ops_per_s: u64,
+}
+
+impl Default for Schedule {
+    fn default() -> Schedule {
+        Schedule {
+            ops: 100_000_000,
+            mean_slice: 1500,
+            ops_per_s: 10_000_000,
+        }
+    }
+}
+
+/// What a replay measured.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReplayOutcome {
+    /// Allocations that returned null.
+    pub oom_count: u64,
+    /// Peak live requested bytes (exact).
+    pub peak_requested_bytes: u64,
+    /// Peak reserved bytes: the allocator's exact peak where it keeps one,
+    /// else the sampled peak.
+    pub peak_reserved_bytes: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Blk {
+    ptr: *mut u8,
+    layout: Layout,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Between ECalls (detached); an other thread may be asleep until the
+    /// given operation count.
+    Out { wake_at: u64 },
+    /// Allocating: operations left in the ECall.
+    Alloc { left: usize },
+    /// Freeing what is left of the ECall's local blocks.
+    Drain,
+    /// Trimming the store.
+    Trim,
+}
+
+struct VThread<'a> {
+    gen: Gen,
+    trim_rng: Rng,
+    ops: usize,
+    other: bool,
+    handle: Option<Box<dyn Handle + 'a>>,
+    local: Vec<Blk>,
+    to_store: Vec<Blk>,
+    victims: Vec<Blk>,
+    phase: Phase,
+}
+
+struct World {
+    store: Vec<Blk>,
+    store_bytes: usize,
+    live: u64,
+    peak_live: u64,
+    oom: u64,
+    done: u64,
+}
+
+/// Replays ecall-churn with `p` on `alloc`; every block is freed at the end.
+pub fn replay(alloc: &dyn RegionAlloc, p: &Params, s: Schedule) -> ReplayOutcome {
+    let n = p.workers + p.others;
+    let mut threads: Vec<VThread<'_>> = (0..n)
+        .map(|i| VThread {
+            gen: Gen::new(p, i),
+            trim_rng: Rng::for_thread(p.seed ^ 0x7121_3000, i),
+            ops: if i >= p.workers {
+                p.other_ops
+            } else {
+                p.worker_ops
+            },
+            other: i >= p.workers,
+            handle: None,
+            local: Vec::new(),
+            to_store: Vec::new(),
+            victims: Vec::new(),
+            phase: Phase::Out { wake_at: 0 },
+        })
+        .collect();
+    let mut sched = Rng::new(p.seed ^ 0x5c4e_d011);
+    let mut w = World {
+        store: Vec::new(),
+        store_bytes: 0,
+        live: 0,
+        peak_live: 0,
+        oom: 0,
+        done: 0,
+    };
+    let mut peak_reserved = 0u64;
+    let sleep_ops = (p.other_sleep.as_secs_f64() * s.ops_per_s as f64) as u64;
+    while w.done < s.ops {
+        let t = &mut threads[sched.below(n)];
+        let slice = 1 + sched.below((2 * s.mean_slice.max(1) - 1) as usize) as u64;
+        let end = w.done + slice;
+        while w.done < end {
+            if !step(alloc, p, &s, t, &mut w, sleep_ops) {
+                break;
+            }
+            if w.done % 1000 == 0 {
+                peak_reserved = peak_reserved.max(alloc.reserved_bytes() as u64);
+            }
+        }
+    }
+    // Finish: detach everyone (so an allocator is free to attach even in a
+    // full region), then free the store and what ECalls held.
+    for t in threads.iter_mut() {
+        t.handle = None;
+    }
+    let mut h = alloc.attach();
+    for t in threads.iter_mut() {
+        let blocks = t
+            .local
+            .drain(..)
+            .chain(t.to_store.drain(..))
+            .chain(t.victims.drain(..));
+        for b in blocks.collect::<Vec<_>>() {
+            free(h.as_deref_mut(), &mut w, b);
+        }
+    }
+    for b in std::mem::take(&mut w.store) {
+        free(h.as_deref_mut(), &mut w, b);
+    }
+    ReplayOutcome {
+        oom_count: w.oom,
+        peak_requested_bytes: w.peak_live,
+        peak_reserved_bytes: alloc
+            .peak_reserved_bytes()
+            .map_or(peak_reserved, |b| b as u64),
+    }
+}
+
+/// One step of virtual thread `t`: one operation, or a phase change.
+/// Returns false when the thread cannot go on now (asleep).
+fn step<'a>(
+    alloc: &'a dyn RegionAlloc,
+    p: &Params,
+    s: &Schedule,
+    t: &mut VThread<'a>,
+    w: &mut World,
+    sleep_ops: u64,
+) -> bool {
+    match t.phase {
+        Phase::Out { wake_at } => {
+            if w.done < wake_at {
+                return false;
+            }
+            t.handle = alloc.attach();
+            if t.handle.is_none() {
+                return false;
+            }
+            t.phase = Phase::Alloc { left: t.ops };
+        }
+        Phase::Alloc { left: 0 } => t.phase = Phase::Drain,
+        Phase::Alloc { left } => {
+            let size = t.gen.mix.draw(&mut t.gen.rng);
+            let to_store = t.gen.rng.chance(t.gen.store_share);
+            let layout = layout_of(size);
+            let h = t.handle.as_deref_mut();
+            if let Some(ptr) = h.map(|h| h.alloc(layout)).filter(|p| !p.is_null()) {
+                w.live += layout.size() as u64;
+                w.peak_live = w.peak_live.max(w.live);
+                let b = Blk { ptr, layout };
+                if to_store {
+                    t.to_store.push(b);
+                } else {
+                    t.local.push(b);
+                }
+            } else {
+                w.oom += 1;
+            }
+            w.done += 1;
+            if !t.local.is_empty() && t.gen.rng.chance(t.gen.local_free_prob) {
+                let i = t.gen.rng.below(t.local.len());
+                let b = t.local.swap_remove(i);
+                free(t.handle.as_deref_mut(), w, b);
+            }
+            t.phase = Phase::Alloc { left: left - 1 };
+        }
+        Phase::Drain => {
+            if t.local.is_empty() {
+                let now_s = w.done as f64 / s.ops_per_s as f64;
+                let target = p.store_target_bytes(now_s);
+                for b in t.to_store.drain(..) {
+                    w.store_bytes += b.layout.size();
+                    w.store.push(b);
+                }
+                while w.store_bytes > target && !w.store.is_empty() {
+                    let i = t.trim_rng.below(w.store.len());
+                    let b = w.store.swap_remove(i);
+                    w.store_bytes -= b.layout.size();
+                    t.victims.push(b);
+                }
+                t.phase = Phase::Trim;
+            } else {
+                let i = t.gen.rng.below(t.local.len());
+                let b = t.local.swap_remove(i);
+                free(t.handle.as_deref_mut(), w, b);
+            }
+        }
+        Phase::Trim => match t.victims.pop() {
+            Some(b) => free(t.handle.as_deref_mut(), w, b),
+            None => {
+                t.handle = None;
+                let wake_at = if t.other { w.done + sleep_ops } else { 0 };
+                t.phase = Phase::Out { wake_at };
+            }
+        },
+    }
+    true
+}
+
+fn free(h: Option<&mut (dyn Handle + '_)>, w: &mut World, b: Blk) {
+    let Some(h) = h else { return };
+    // SAFETY: `b` came from a handle of this allocator with this layout and
+    // leaves the replay's books here, so it is freed once.
+    unsafe { h.dealloc(b.ptr, b.layout) };
+    w.live -= b.layout.size() as u64;
+    w.done += 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alloc::AllocSpec;
+    use crate::region::Region;
+    use crate::workload::ecall_churn::tests::params;
+
+    fn once(spec: &str, mib: usize, seed: u64) -> ReplayOutcome {
+        let a = AllocSpec::parse(spec)
+            .and_then(|s| s.build(Region::map(mib << 20)?))
+            .expect("build");
+        let s = Schedule {
+            ops: 3_000_000,
+            ..Schedule::default()
+        };
+        let o = replay(a.as_ref(), &params(seed), s);
+        // Everything was freed at the end.
+        assert!(a.check().is_empty(), "{spec}: {:?}", a.check());
+        o
+    }
+
+    #[test]
+    fn a_replay_is_exactly_repeatable() {
+        for spec in ["snugalloc", "dlmalloc"] {
+            let (a, b) = (once(spec, 64, 7), once(spec, 64, 7));
+            assert_eq!(a.oom_count, 0, "{spec}");
+            assert_eq!(a.peak_requested_bytes, b.peak_requested_bytes, "{spec}");
+            assert_eq!(a.peak_reserved_bytes, b.peak_reserved_bytes, "{spec}");
+            assert!(a.peak_reserved_bytes >= a.peak_requested_bytes, "{spec}");
+        }
+        assert_ne!(
+            once("snugalloc", 64, 7).peak_requested_bytes,
+            once("snugalloc", 64, 8).peak_requested_bytes
+        );
+    }
+
+    #[test]
+    fn a_region_too_small_counts_failures_and_frees_everything() {
+        let o = once("snugalloc", 8, 1);
+        assert!(o.oom_count > 0);
+        assert!(o.peak_reserved_bytes <= 8 << 20);
+    }
+}
