@@ -2,8 +2,12 @@
 //! allocator, the exact peaks in a 64 MiB region and the smallest region, in
 //! 1 MiB steps, with no out-of-memory failure.
 //!
-//! `cargo run --release -p snugalloc-sim --example replay -- [ALLOCS] [OPS]`
-//! (default `snugalloc,dlmalloc,firstfit` and 50 million operations).
+//! `cargo run --release -p snugalloc-sim --example replay -- [ALLOCS] [OPS] [MIB]`
+//! (default `snugalloc,dlmalloc,firstfit` and 50 million operations; with
+//! MIB, one replay in a region of that size instead of the search).
+//! Environment: `SEED` (default 1); `GRID=40,42 SEEDS=2` prints the
+//! out-of-memory counts at those sizes for seeds 1..=2 instead (a finer
+//! comparison of configurations than the search's answer).
 
 use snugalloc_sim::alloc::parse_alloc_list;
 use snugalloc_sim::region::Region;
@@ -84,6 +88,10 @@ fn main() -> Result<(), String> {
             continue;
         }
         let top = run(64)?;
+        if top.oom_count > 0 {
+            println!("| {spec} | {} OOM in 64 MiB: no answer |", top.oom_count);
+            continue;
+        }
         let (mut lo, mut hi) = ((top.peak_requested_bytes as usize / MIB).max(1), 64);
         while hi - lo > 1 {
             let mid = (lo + hi) / 2;

@@ -16,7 +16,8 @@
 //!
 //! What it measures is memory only: peak live requested bytes, peak
 //! reserved bytes (sampled every 1000 operations, plus the allocator's exact
-//! peak) and out-of-memory failures. Blocks carry no guard bytes; the
+//! peak) and out-of-memory failures. A virtual thread that cannot run
+//! (asleep, or failing to attach) lets one operation's worth of time pass. Blocks carry no guard bytes; the
 //! threaded runs check integrity.
 
 use std::alloc::Layout;
@@ -135,10 +136,14 @@ pub fn replay(alloc: &dyn RegionAlloc, p: &Params, s: Schedule) -> ReplayOutcome
         let slice = 1 + sched.below((2 * s.mean_slice.max(1) - 1) as usize) as u64;
         let end = w.done + slice;
         while w.done < end {
+            let before = w.done;
             if !step(alloc, p, &s, t, &mut w, sleep_ops) {
+                // Asleep: the core idles for a turn, and virtual time goes
+                // on (so a replay of sleeping threads alone still ends).
+                w.done += 1;
                 break;
             }
-            if w.done % 1000 == 0 {
+            if w.done / 1000 != before / 1000 {
                 peak_reserved = peak_reserved.max(alloc.reserved_bytes() as u64);
             }
         }
@@ -148,7 +153,11 @@ pub fn replay(alloc: &dyn RegionAlloc, p: &Params, s: Schedule) -> ReplayOutcome
     for t in threads.iter_mut() {
         t.handle = None;
     }
-    let mut h = alloc.attach();
+    let mut h = Some(
+        alloc
+            .attach()
+            .expect("an allocator can attach once every virtual thread has detached"),
+    );
     for t in threads.iter_mut() {
         let blocks = t
             .local

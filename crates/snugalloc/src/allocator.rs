@@ -243,7 +243,10 @@ impl Allocator {
             // SAFETY: `(size + 15) >> 4 <= LOOKUP_LIMIT / 16 < LOOKUP_LEN`.
             unsafe { *self.lookup.get_unchecked((size + 15) >> 4) as usize }
         } else {
-            self.heap().classes.serves[class_of_computed(size)] as usize
+            let class = class_of_computed(size);
+            // SAFETY: `size <= small_limit <= MAX_CLASS_BYTES`, so `class <
+            // NUM_CLASSES`, the length of `serves`.
+            unsafe { *self.heap().classes.serves.get_unchecked(class) as usize }
         }
     }
 

@@ -35,9 +35,9 @@ pub struct Config {
     /// allocator, which in a small heap with many allocators outweighs the
     /// rounding.
     pub classes_per_doubling: usize,
-    /// Requests up to this size are served from slabs of size-classed
-    /// objects; larger ones take whole chunk runs. From 16 B to 64 KiB, and
-    /// at most `max_slab_bytes`.
+    /// Requests up to the largest served class not above this size are
+    /// served from slabs of size-classed objects; larger ones take whole
+    /// chunk runs. From 16 B to 64 KiB, and at most `max_slab_bytes`.
     pub max_slab_object_bytes: usize,
     /// Largest slab: a multiple of `chunk_bytes`, at most 64 chunks and
     /// 1 MiB. Slabs are sized per class to waste little of this.

@@ -34,7 +34,7 @@ pub struct Stats {
 /// One size class in a [`Snapshot`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClassRow {
-    /// Class index (see [`crate::size_class_of`]).
+    /// Class index (see [`crate::Heap::size_class_of`]).
     pub class: usize,
     /// Object size of the class.
     pub object_bytes: usize,
