@@ -147,3 +147,131 @@ fn headers_compile_as_c_and_cxx() {
         .unwrap();
     assert!(status.success());
 }
+
+/// Global symbols an archive's members define and those they leave
+/// undefined, from `readelf -sW` (`nm` reports no symbols for members that
+/// carry LLVM bitcode it cannot read).
+fn archive_symbols(path: &std::path::Path) -> (BTreeSet<String>, BTreeSet<String>) {
+    let out = Command::new("readelf")
+        .arg("-sW")
+        .arg(path)
+        .output()
+        .expect("readelf (binutils) runs");
+    assert!(out.status.success(), "readelf failed on {}", path.display());
+    let (mut defined, mut undefined) = (BTreeSet::new(), BTreeSet::new());
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // Num: Value Size Type Bind Vis Ndx Name
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 8 || !f[0].ends_with(':') || !matches!(f[4], "GLOBAL" | "WEAK") {
+            continue;
+        }
+        let name = f[7].to_string();
+        if f[6] == "UND" {
+            undefined.insert(name);
+        } else {
+            defined.insert(name);
+        }
+    }
+    assert!(
+        defined.len() > 100,
+        "readelf found too few symbols: {defined:?}"
+    );
+    (defined, undefined)
+}
+
+/// The enclave build (`--features enclave`: no Rust std) links into an
+/// enclave: its static library needs nothing from outside but `abort` and
+/// the mem* functions every C library has, and defines no malloc family.
+#[test]
+fn enclave_build_needs_only_abort_and_mem_functions() {
+    let dir = common::root().join("target").join("enclave-check");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .current_dir(common::root())
+        .args([
+            "build",
+            "-p",
+            "snugalloc-oe",
+            "--release",
+            "--features",
+            "enclave",
+        ])
+        .arg("--target-dir")
+        .arg(&dir)
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "the enclave build failed");
+    let (defined, undefined) = archive_symbols(&dir.join("release").join("libsnugalloc_oe.a"));
+    let external: BTreeSet<&String> = undefined.difference(&defined).collect();
+    println!("external symbols: {external:?}");
+    let allowed = ["abort", "memcpy", "memmove", "memset", "memcmp", "bcmp"];
+    for name in &external {
+        assert!(
+            allowed.contains(&name.as_str()),
+            "the enclave library needs {name} from outside (allowed: {allowed:?})"
+        );
+    }
+    assert!(
+        external.iter().any(|n| *n == "abort"),
+        "panics must go to abort"
+    );
+    for f in [
+        "malloc",
+        "free",
+        "calloc",
+        "realloc",
+        "dlmalloc",
+        "posix_memalign",
+    ] {
+        assert!(!defined.contains(f), "the enclave library defines {f}");
+    }
+    for f in [
+        "oe_allocator_init",
+        "oe_allocator_malloc",
+        "oe_allocator_mallinfo",
+    ] {
+        assert!(defined.contains(f), "the enclave library lacks {f}");
+    }
+    // And it links: a C program over a static buffer, like an enclave's heap.
+    let exe = dir.join("enclave-link-check");
+    let src = r#"
+#include <stdint.h>
+#include <string.h>
+#include "snugalloc_oe.h"
+static _Alignas(4096) unsigned char heap[8 << 20];
+int main(void) {
+    oe_allocator_init(heap, heap + sizeof heap);
+    oe_allocator_thread_init();
+    char *p = oe_allocator_malloc(1000);
+    if (!p || (unsigned char *)p < heap || (unsigned char *)p >= heap + sizeof heap) return 1;
+    memset(p, 7, 1000);
+    oe_allocator_free(p);
+    if (oe_allocator_malloc(sizeof heap)) return 2;
+    oe_allocator_thread_cleanup();
+    oe_allocator_cleanup();
+    return 0;
+}
+"#;
+    let mut cc = Command::new("cc")
+        .args(["-x", "c", "-std=c11", "-I"])
+        .arg(common::root().join("include"))
+        .args(["-", "-x", "none"])
+        .arg(dir.join("release").join("libsnugalloc_oe.a"))
+        .arg("-o")
+        .arg(&exe)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("cc runs");
+    use std::io::Write;
+    cc.stdin
+        .take()
+        .expect("stdin")
+        .write_all(src.as_bytes())
+        .expect("write");
+    assert!(
+        cc.wait().expect("cc").success(),
+        "linking the enclave library failed"
+    );
+    let status = Command::new(&exe).status().expect("runs");
+    assert!(status.success(), "the linked program failed: {status}");
+}

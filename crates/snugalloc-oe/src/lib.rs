@@ -340,6 +340,15 @@ pub unsafe extern "C" fn snugalloc_stats(out: *mut CStats) {
     unsafe { CStats::write_to(out, snapshot.as_ref()) };
 }
 
+/// The personality routine that the prebuilt `core` objects name for
+/// unwinding. With `panic = "abort"` nothing unwinds, so it is never
+/// called; it is defined so that the static library links into an enclave
+/// with no Rust std to provide it (found by `tests/headers.rs` in
+/// `snugalloc-c`, which lists what the enclave library needs from outside).
+#[cfg(feature = "enclave")]
+#[no_mangle]
+pub extern "C" fn rust_eh_personality() {}
+
 #[cfg(feature = "enclave")]
 #[panic_handler]
 fn on_panic(_: &core::panic::PanicInfo<'_>) -> ! {
