@@ -358,7 +358,9 @@ pub fn time_series(
     let svg = stem.with_extension("svg");
     let both = runs.iter().any(|r| r.in_region) && runs.iter().any(|r| !r.in_region);
     let size = if both { (1400, 1100) } else { (1400, 800) };
-    write_png(&png, size, |area| draw_series(area, title, heap_bytes, runs))?;
+    write_png(&png, size, |area| {
+        draw_series(area, title, heap_bytes, runs)
+    })?;
     draw_series(
         SVGBackend::new(&svg, size).into_drawing_area(),
         title,

@@ -40,7 +40,7 @@ use crate::config::Config;
 use crate::platform;
 use crate::source::Source;
 use crate::sync::model::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use crate::sync::spin_hint;
+use crate::sync::{spin_hint, CachePadded};
 
 const WORD_BITS: usize = 64;
 /// Shortest run of dirty chunks given back when over the dirty limit.
@@ -60,7 +60,10 @@ pub(crate) struct Backend {
     source: &'static dyn Source,
     dirty_limit_chunks: usize,
     decommit_delay_ms: u64,
-    hint_word: AtomicUsize,
+    /// Written by every free (and the counters below by every claim and
+    /// free), so each sits on a cache line of its own: a write must not
+    /// evict the read-only fields every search reads.
+    hint_word: CachePadded<AtomicUsize>,
     /// Bumped after every rolled-back claim and every purge.
     rollbacks: AtomicUsize,
     dirty_chunks: AtomicUsize,
@@ -72,7 +75,7 @@ pub(crate) struct Backend {
     /// purges wait until the count has grown past it by a quarter of the
     /// limit, instead of rescanning on every backend operation.
     stuck_dirty: AtomicUsize,
-    reserved_chunks: AtomicUsize,
+    reserved_chunks: CachePadded<AtomicUsize>,
     peak_reserved_chunks: AtomicUsize,
     /// One past the highest chunk ever handed out.
     high_water: AtomicUsize,
@@ -154,13 +157,13 @@ impl Backend {
             source,
             dirty_limit_chunks: (config.dirty_limit_bytes >> chunk_shift).max(1),
             decommit_delay_ms: config.decommit_delay_ms,
-            hint_word: AtomicUsize::new(0),
+            hint_word: CachePadded(AtomicUsize::new(0)),
             rollbacks: AtomicUsize::new(0),
             dirty_chunks: AtomicUsize::new(0),
             oldest_dirty_ms: AtomicU64::new(0),
             purging: AtomicBool::new(false),
             stuck_dirty: AtomicUsize::new(0),
-            reserved_chunks: AtomicUsize::new(0),
+            reserved_chunks: CachePadded(AtomicUsize::new(0)),
             peak_reserved_chunks: AtomicUsize::new(0),
             high_water: AtomicUsize::new(0),
         }
@@ -306,9 +309,15 @@ impl Backend {
             self.dirty_chunks.fetch_sub(dirty, Ordering::Relaxed);
         }
         // Relaxed: statistics.
+        // Read-modify-writes only when they change something: a load keeps
+        // the cache line shared between cores.
         let now = self.reserved_chunks.fetch_add(n, Ordering::Relaxed) + n;
-        self.peak_reserved_chunks.fetch_max(now, Ordering::Relaxed);
-        self.high_water.fetch_max(start + n, Ordering::Relaxed);
+        if now > self.peak_reserved_chunks.load(Ordering::Relaxed) {
+            self.peak_reserved_chunks.fetch_max(now, Ordering::Relaxed);
+        }
+        if start + n > self.high_water.load(Ordering::Relaxed) {
+            self.high_water.fetch_max(start + n, Ordering::Relaxed);
+        }
     }
 
     /// Claims the lowest run of `n` free chunks whose first chunk's address
@@ -561,8 +570,10 @@ impl Backend {
         self.release_bits(start, n);
         self.reserved_chunks.fetch_sub(n, Ordering::Relaxed);
         // Relaxed: a hint (see the module documentation).
-        self.hint_word
-            .fetch_min(start / WORD_BITS, Ordering::Relaxed);
+        if start / WORD_BITS < self.hint_word.load(Ordering::Relaxed) {
+            self.hint_word
+                .fetch_min(start / WORD_BITS, Ordering::Relaxed);
+        }
         self.maybe_decommit();
     }
 

@@ -209,9 +209,12 @@ impl HeapInner {
     /// Adds `delta` to the published live bytes and raises the peak.
     pub(crate) fn publish_live(&self, delta: isize) {
         // Relaxed: statistics only.
-        let total = self.live_published.fetch_add(delta, Ordering::Relaxed) + delta;
-        self.peak_live
-            .fetch_max(total.max(0) as usize, Ordering::Relaxed);
+        let total =
+            (self.live_published.fetch_add(delta, Ordering::Relaxed) + delta).max(0) as usize;
+        // A read-modify-write only for a new peak, so the line stays shared.
+        if total > self.peak_live.load(Ordering::Relaxed) {
+            self.peak_live.fetch_max(total, Ordering::Relaxed);
+        }
     }
 
     /// Finds the allocation `addr` starts; a fatal error naming `op` if it
