@@ -234,6 +234,19 @@ where
     Ok(())
 }
 
+/// Bar charts side by side for a few allocators, one above the other for
+/// more (so each label has room).
+const BARS_SIDE_BY_SIDE: usize = 5;
+
+/// The bar chart's size for `rows` allocators.
+fn bars_size(rows: usize) -> (u32, u32) {
+    if rows > BARS_SIDE_BY_SIDE {
+        (1400, 1100)
+    } else {
+        (1400, 600)
+    }
+}
+
 fn draw_bars<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     title: &str,
@@ -244,15 +257,20 @@ where
 {
     root.fill(&WHITE)?;
     let root = root.titled(title, (FONT, 24))?;
-    let (left, right) = root.split_horizontally(root.dim_in_pixel().0 / 2);
-    let n = rows.len().max(1) as f64;
-    let names: Vec<String> = rows.iter().map(|r| r.alloc.clone()).collect();
+    let (first, second) = if rows.len() > BARS_SIDE_BY_SIDE {
+        root.split_vertically(root.dim_in_pixel().1 / 2)
+    } else {
+        root.split_horizontally(root.dim_in_pixel().0 / 2)
+    };
+    // One bar: the allocator's index (its colour), label and value.
+    type Bar = (usize, String, f64);
     let panel = |area: &DrawingArea<DB, Shift>,
                  desc: &str,
-                 values: Vec<f64>,
+                 bars: Vec<Bar>,
                  fmt: &dyn Fn(f64) -> String|
      -> DrawResult {
-        let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+        let n = bars.len().max(1) as f64;
+        let finite: Vec<f64> = bars.iter().map(|b| b.2).filter(|v| v.is_finite()).collect();
         let hi = finite.iter().copied().fold(0.0, f64::max);
         let lo = finite.iter().copied().fold(0.0, f64::min);
         let pad = (hi - lo).max(1e-9) * 0.15;
@@ -261,11 +279,11 @@ where
             .x_label_area_size(60)
             .y_label_area_size(70)
             .build_cartesian_2d(0.0..n, (lo - if lo < 0.0 { pad } else { 0.0 })..(hi + pad))?;
-        let names = names.clone();
+        let names: Vec<String> = bars.iter().map(|b| b.1.clone()).collect();
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_labels(rows.len().max(1) * 2 + 1)
+            .x_labels(bars.len().max(1) * 2 + 1)
             .x_label_formatter(&move |x: &f64| {
                 let i = x.floor() as usize;
                 if (x - i as f64 - 0.5).abs() < 1e-6 {
@@ -285,15 +303,15 @@ where
             .label_style((FONT, 15))
             .axis_desc_style((FONT, 17))
             .draw()?;
-        for (i, v) in values.iter().enumerate() {
+        for (slot, (index, _, v)) in bars.iter().enumerate() {
             if !v.is_finite() {
                 continue;
             }
-            let x0 = i as f64 + 0.2;
-            let x1 = i as f64 + 0.8;
+            let x0 = slot as f64 + 0.2;
+            let x1 = slot as f64 + 0.8;
             chart.draw_series(std::iter::once(Rectangle::new(
                 [(x0, 0.0), (x1, *v)],
-                colour(i).filled(),
+                colour(*index).filled(),
             )))?;
             chart.draw_series(std::iter::once(Text::new(
                 fmt(*v),
@@ -310,16 +328,35 @@ where
         }
         Ok(())
     };
+    // Overhead is bytes taken from the region for the region allocators
+    // (those with an exact peak) but resident memory of a whole process for
+    // the others: not comparable, so when both kinds ran only the region
+    // allocators are in the overhead panel.
+    let in_region = |r: &Summary| r.exact_peak_reserved_bytes.is_some();
+    let mixed = rows.iter().any(in_region) && !rows.iter().all(in_region);
+    let overhead: Vec<Bar> = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !mixed || in_region(r))
+        .map(|(i, r)| (i, r.alloc.clone(), r.overhead * 100.0))
+        .collect();
     panel(
-        &left,
-        "overhead at peak (%)",
-        rows.iter().map(|r| r.overhead * 100.0).collect(),
+        &first,
+        if mixed {
+            "overhead at peak (%), region allocators"
+        } else {
+            "overhead at peak (%)"
+        },
+        overhead,
         &|v| format!("{v:.1}%"),
     )?;
     panel(
-        &right,
+        &second,
         "throughput (million ops/s)",
-        rows.iter().map(|r| r.ops_per_s / 1e6).collect(),
+        rows.iter()
+            .enumerate()
+            .map(|(i, r)| (i, r.alloc.clone(), r.ops_per_s / 1e6))
+            .collect(),
         &|v| format!("{v:.2}"),
     )?;
     root.present()?;
@@ -376,12 +413,9 @@ pub fn bars(stem: &Path, title: &str, rows: &[Summary]) -> Result<Vec<String>, S
     ensure_font()?;
     let png = stem.with_extension("png");
     let svg = stem.with_extension("svg");
-    write_png(&png, (1400, 600), |area| draw_bars(area, title, rows))?;
-    draw_bars(
-        SVGBackend::new(&svg, (1400, 600)).into_drawing_area(),
-        title,
-        rows,
-    )
-    .map_err(|e| format!("drawing {}: {e}", svg.display()))?;
+    let size = bars_size(rows.len());
+    write_png(&png, size, |area| draw_bars(area, title, rows))?;
+    draw_bars(SVGBackend::new(&svg, size).into_drawing_area(), title, rows)
+        .map_err(|e| format!("drawing {}: {e}", svg.display()))?;
     Ok(vec![png.display().to_string(), svg.display().to_string()])
 }
