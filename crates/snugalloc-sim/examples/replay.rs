@@ -9,11 +9,12 @@
 //! out-of-memory counts at those sizes for seeds 1..=2 instead (a finer
 //! comparison of configurations than the search's answer).
 
+use clap::Parser;
 use snugalloc_sim::alloc::parse_alloc_list;
+use snugalloc_sim::cli::{Cli, Cmd};
 use snugalloc_sim::region::Region;
 use snugalloc_sim::replay::{replay, Schedule};
 use snugalloc_sim::workload::ecall_churn::Params;
-use snugalloc_sim::workload::SizeMix;
 
 const MIB: usize = 1 << 20;
 
@@ -24,23 +25,16 @@ fn main() -> Result<(), String> {
         .get(2)
         .map_or(Ok(50_000_000), |s| s.parse())
         .map_err(|e| format!("OPS: {e}"))?;
-    let p = Params {
-        workers: 16,
-        others: 4,
-        worker_ops: 200,
-        other_ops: 50,
-        other_sleep: std::time::Duration::from_millis(1),
-        store_share: 0.15,
-        local_free_prob: 0.5,
-        store_min_bytes: 15 * MIB,
-        store_max_bytes: 25 * MIB,
-        store_period: std::time::Duration::from_secs(10),
-        worker_mix: SizeMix::parse("70,20,8,2")?,
-        other_mix: SizeMix::parse("40,30,22,8")?,
-        seed: std::env::var("SEED")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1),
+    // The workload's parameters are the command line's defaults.
+    let seed = std::env::var("SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let p = match Cli::try_parse_from(["snugalloc-sim", "run"]).map_err(|e| e.to_string())? {
+        Cli {
+            cmd: Cmd::Run(args),
+        } => args.common.wl.ecall_churn(seed),
+        _ => return Err("unexpected command".into()),
     };
     // A third argument: one replay in a region of that many MiB.
     let only: Option<usize> = args.get(3).and_then(|s| s.parse().ok());
@@ -48,8 +42,6 @@ fn main() -> Result<(), String> {
         ops,
         ..Schedule::default()
     };
-    println!("| allocator | peak req MiB | peak res MiB (64 MiB) | overhead | min heap MiB |");
-    println!("|:--|--:|--:|--:|--:|");
     // GRID=40,41,42 and SEEDS=n: out-of-memory counts at those sizes for
     // seeds 1..=n (a finer comparison than the bisection's answer).
     if let Ok(grid) = std::env::var("GRID") {
@@ -74,6 +66,8 @@ fn main() -> Result<(), String> {
         }
         return Ok(());
     }
+    println!("| allocator | peak req MiB | peak res MiB (64 MiB) | overhead | min heap MiB |");
+    println!("|:--|--:|--:|--:|--:|");
     for spec in parse_alloc_list(list)? {
         let run = |mib: usize| -> Result<_, String> {
             let a = spec.build(Region::map(mib * MIB)?)?;

@@ -685,8 +685,9 @@ impl Backend {
         self.purging.store(false, Ordering::Release);
     }
 
-    /// Free chunks, and the longest run of free chunks (a racy snapshot).
-    /// Chunks above the high-water mark were never used: one free run.
+    /// Free chunk runs by length, their total and the longest (a racy
+    /// snapshot). Chunks above the high-water mark were never used: they
+    /// extend the free run that reaches the mark.
     pub(crate) fn free_summary(&self) -> FreeSummary {
         let high = self.high_water().min(self.chunks);
         let mut summary = FreeSummary::default();

@@ -73,7 +73,7 @@ pub struct Snapshot {
     pub largest_free_bytes: usize,
     /// Free chunk runs by length, shortest first: where the free bytes are
     /// and how large a block each can hold (chunk-level holes).
-    pub free_runs: [FreeRuns; 10],
+    pub free_runs: [FreeRuns; crate::backend::FREE_RUN_BUCKETS],
     /// The counters at the time of the snapshot.
     pub stats: Stats,
 }
