@@ -499,29 +499,57 @@ impl Backend {
     /// into the big free space. Failing that, the start of the free run that
     /// reaches past the high-water mark (untouched space, which in an OS
     /// reservation is most of it: the scan never walks it).
+    ///
+    /// Word by word, like [`Backend::find_free_run`]: a run crossing words
+    /// is carried as (start, length); runs strictly inside a word are looked
+    /// at only if the word has `n` clear bits, so a scan costs a few
+    /// instructions per word however many short holes there are.
     fn find_best_fit(&self, n: usize, untouched_at_top: bool) -> Option<usize> {
         let high = self.high_water().min(self.chunks);
         let mut best: Option<(usize, usize)> = None; // (run length, start)
-        let mut pos = 0;
-        while pos < high {
-            let Some(start) = self.next_free(pos) else {
-                return best.map(|(_, start)| start);
-            };
-            if start >= high {
-                break;
-            }
-            let len = self.free_run_len(start, high - start + 1);
-            if len > high - start {
-                // Reaches untouched space: the fallback.
-                return best
-                    .map(|(_, s)| s)
-                    .or_else(|| self.untouched(start, n, untouched_at_top));
-            }
+        let mut consider = |start: usize, len: usize| {
             if len >= n && best.map_or(true, |(b, _)| len <= b) {
                 best = Some((len, start + len - n));
             }
-            pos = start + len + 1;
+        };
+        // The run open at the top of the words scanned so far.
+        let (mut run_start, mut run_len) = (0, 0);
+        let words = high.div_ceil(WORD_BITS);
+        for word in 0..words {
+            let mut used = self.used(word).load(Ordering::Relaxed);
+            if word + 1 == words && high < self.chunks && high % WORD_BITS != 0 {
+                // Chunks from `high` on are untouched: free, whatever the
+                // padding bits past `chunks` say.
+                used &= (1u64 << (high % WORD_BITS)) - 1;
+            }
+            if used == 0 {
+                run_len += WORD_BITS;
+                continue;
+            }
+            let low = used.trailing_zeros() as usize;
+            let top = used.leading_zeros() as usize;
+            consider(run_start, run_len + low);
+            // Runs inside the word, touching neither end, if one is long enough.
+            let mut inner = !used & (!0u64 << low) & (!0u64 >> top);
+            if n < WORD_BITS - 1 && inner != 0 && runs_of(inner, n) != 0 {
+                while inner != 0 {
+                    let at = inner.trailing_zeros() as usize;
+                    // Bit 63 of `inner` is clear, so the run ends below it.
+                    let len = (!(inner >> at)).trailing_zeros() as usize;
+                    consider(word * WORD_BITS + at, len);
+                    inner &= !(((1u64 << len) - 1) << at);
+                }
+            }
+            run_start = (word + 1) * WORD_BITS - top;
+            run_len = top;
         }
+        if high < self.chunks {
+            // The open run reaches untouched space: the fallback.
+            return best
+                .map(|(_, s)| s)
+                .or_else(|| self.untouched(run_start, n, untouched_at_top));
+        }
+        consider(run_start, run_len);
         best.map(|(_, start)| start)
             .or_else(|| self.untouched(high, n, untouched_at_top))
     }
@@ -825,50 +853,80 @@ mod tests {
 
     #[test]
     fn word_level_search_matches_a_bit_by_bit_search() {
-        // Random fragmentation, then every run length from 1 to 150: the
-        // word-level search finds the same first fit as a naive scan.
-        let b = OwnedBackend::new(1000, 0x1000_0000);
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let mut held = std::vec::Vec::new();
-        for _ in 0..400 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let n = 1 + (x % 7) as usize;
-            if let Some(s) = b.alloc_run(n, 0) {
-                held.push((s, n));
-            }
-        }
-        for (i, &(s, n)) in held.iter().enumerate() {
-            if i % 3 != 0 {
-                b.free_run(s, n);
-            }
-        }
-        let naive = |n: usize| (0..=1000 - n).find(|&s| (s..s + n).all(|c| b.is_free(c)));
-        for n in 1..=150 {
-            assert_eq!(b.find_free_run(n, 0), naive(n), "run of {n}");
-        }
-        // Best fit: the end of the shortest run that holds n, highest of equals.
-        let mut runs = std::vec::Vec::new();
-        let mut c = 0;
-        while c < 1000 {
-            if b.is_free(c) {
-                let s = c;
-                while c < 1000 && b.is_free(c) {
-                    c += 1;
+        // Region sizes with and without padding bits in the last word, and
+        // fragmentation that fills the region or stops below its top (so
+        // the untouched-space fallback of best fit is exercised).
+        for (chunks, claims) in [(1000, 400), (1024, 400), (1000, 120), (1024, 90), (64, 9)] {
+            let b = OwnedBackend::new(chunks, 0x1000_0000);
+            let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ chunks as u64 ^ claims;
+            let mut held = Vec::new();
+            for _ in 0..claims {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let n = 1 + (x % 7) as usize;
+                if let Some(s) = b.alloc_run(n, 0) {
+                    held.push((s, n));
                 }
-                runs.push((c - s, s));
-            } else {
+            }
+            for (i, &(s, n)) in held.iter().enumerate() {
+                if i % 3 != 0 {
+                    b.free_run(s, n);
+                }
+            }
+            check_searches(&b, chunks);
+        }
+    }
+
+    /// Checks first fit and best fit against naive bit-by-bit versions.
+    fn check_searches(b: &Backend, chunks: usize) {
+        let naive =
+            |n: usize| (0..=chunks.saturating_sub(n)).find(|&s| (s..s + n).all(|c| b.is_free(c)));
+        for n in 1..=150.min(chunks) {
+            assert_eq!(
+                b.find_free_run(n, 0),
+                naive(n),
+                "first fit of {n} in {chunks}"
+            );
+        }
+        // Best fit: the end of the shortest run below the high-water mark
+        // that holds n, highest of equals; else the run reaching past the
+        // mark, at its start or the region's top.
+        let high = b.high_water();
+        let mut runs = Vec::new(); // (length, start) of runs below `high`
+        let mut open = high; // start of the run reaching past `high`
+        let mut c = 0;
+        while c < chunks {
+            if !b.is_free(c) {
+                c += 1;
+                continue;
+            }
+            let s = c;
+            while c < chunks && b.is_free(c) {
                 c += 1;
             }
+            if c < chunks && c > high || c == chunks && high < chunks {
+                open = s.min(high);
+            } else if s < high {
+                runs.push((c - s, s));
+            }
         }
-        for n in [1, 3, 16, 40, 100] {
-            let want = runs
-                .iter()
-                .filter(|r| r.0 >= n)
-                .min_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)))
-                .map(|&(len, s)| s + len - n);
-            assert_eq!(b.find_best_fit(n, false), want, "best fit of {n}");
+        for n in [1, 3, 16, 40, 62, 63, 64, 65, 100, 300] {
+            for at_top in [false, true] {
+                let want = runs
+                    .iter()
+                    .filter(|r| r.0 >= n)
+                    .min_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)))
+                    .map(|&(len, s)| s + len - n)
+                    .or_else(|| {
+                        (open + n <= chunks).then_some(if at_top { chunks - n } else { open })
+                    });
+                assert_eq!(
+                    b.find_best_fit(n, at_top),
+                    want,
+                    "best fit of {n} in {chunks}, high {high}"
+                );
+            }
         }
     }
 
