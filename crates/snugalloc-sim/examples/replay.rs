@@ -5,7 +5,8 @@
 //! `cargo run --release -p snugalloc-sim --example replay -- [ALLOCS] [OPS] [MIB]`
 //! (default `snugalloc,dlmalloc,firstfit` and 50 million operations; with
 //! MIB, one replay in a region of that size instead of the search).
-//! Environment: `SEED` (default 1); `GRID=40,42 SEEDS=2` prints the
+//! Environment: `SEED` (default 1); `SLICE` (mean operations between
+//! thread switches, default 1500); `GRID=40,42 SEEDS=2` prints the
 //! out-of-memory counts at those sizes for seeds 1..=2 instead (a finer
 //! comparison of configurations than the search's answer).
 
@@ -38,10 +39,14 @@ fn main() -> Result<(), String> {
     };
     // A third argument: one replay in a region of that many MiB.
     let only: Option<usize> = args.get(3).and_then(|s| s.parse().ok());
-    let s = Schedule {
+    // SLICE: mean operations a virtual thread runs before a switch.
+    let mut s = Schedule {
         ops,
         ..Schedule::default()
     };
+    if let Some(slice) = std::env::var("SLICE").ok().and_then(|v| v.parse().ok()) {
+        s.mean_slice = slice;
+    }
     // GRID=40,41,42 and SEEDS=n: out-of-memory counts at those sizes for
     // seeds 1..=n (a finer comparison than the bisection's answer).
     if let Ok(grid) = std::env::var("GRID") {

@@ -202,10 +202,11 @@ pub struct WorkloadArgs {
     /// Other threads (fewer, larger allocations, sleeping between ECalls).
     #[arg(long, default_value = "4", value_parser = parse_count, help_heading = "ecall-churn")]
     pub others: usize,
-    /// Allocations per worker ECall (K).
+    /// Operations per worker ECall (K): allocations and frees of the
+    /// ECall's own blocks.
     #[arg(long, default_value = "200", value_parser = parse_positive, help_heading = "ecall-churn")]
     pub worker_ops: usize,
-    /// Allocations per other-thread ECall.
+    /// Operations per other-thread ECall.
     #[arg(long, default_value = "50", value_parser = parse_positive, help_heading = "ecall-churn")]
     pub other_ops: usize,
     /// Sleep of other threads between ECalls.

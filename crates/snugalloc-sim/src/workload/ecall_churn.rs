@@ -3,9 +3,11 @@
 //!
 //! It models an Open Enclave application with a fixed heap, 16 worker
 //! threads and 4 other threads that enter and leave the enclave thousands of
-//! times a second. Each ECall attaches an allocator, performs K allocations
+//! times a second. Each ECall attaches an allocator, performs K operations
 //! (workers K = 200; others K = 50 with sizes biased larger, sleeping 1 ms
-//! between ECalls), and detaches.
+//! between ECalls), and detaches. An operation is an allocation or a free,
+//! as in the operations-per-second figure; the K include the frees of the
+//! ECall's own blocks, so a worker ECall makes about 108 allocations.
 //!
 //! Within an ECall, after each allocation the thread frees one of its
 //! ECall-local blocks chosen at random with probability `--local-free-prob`
@@ -34,9 +36,9 @@ pub struct Params {
     pub workers: usize,
     /// Other threads.
     pub others: usize,
-    /// Allocations per worker ECall.
+    /// Operations (allocations and local frees) per worker ECall.
     pub worker_ops: usize,
-    /// Allocations per other-thread ECall.
+    /// Operations per other-thread ECall.
     pub other_ops: usize,
     /// Sleep of other threads between ECalls.
     pub other_sleep: Duration,
@@ -114,8 +116,11 @@ pub trait Sink {
     fn free(&mut self, b: Self::B);
 }
 
-/// One ECall of `ops` allocations; store-bound blocks are appended to
-/// `to_store`. `local` is scratch space, empty on entry and exit.
+/// One ECall of `ops` operations: allocations, and frees of its local
+/// blocks (an allocation is made only while the budget still covers freeing
+/// every local block afterwards, so the ECall makes `ops` or `ops - 1`
+/// operations). Store-bound blocks are appended to `to_store`. `local` is
+/// scratch space, empty on entry and exit.
 pub fn one_ecall<S: Sink>(
     g: &mut Gen,
     ops: usize,
@@ -123,7 +128,10 @@ pub fn one_ecall<S: Sink>(
     local: &mut Vec<S::B>,
     to_store: &mut Vec<S::B>,
 ) {
-    for _ in 0..ops {
+    let mut done = 0;
+    // Room for this allocation, its free, and the frees already owed.
+    while done + local.len() + 2 <= ops {
+        done += 1;
         let size = g.mix.draw(&mut g.rng);
         let store = g.rng.chance(g.store_share);
         if let Some(b) = sink.alloc(size) {
@@ -134,6 +142,7 @@ pub fn one_ecall<S: Sink>(
             }
         }
         if !local.is_empty() && g.rng.chance(g.local_free_prob) {
+            done += 1;
             let i = g.rng.below(local.len());
             sink.free(local.swap_remove(i));
         }
@@ -316,7 +325,8 @@ pub(crate) mod tests {
 
     #[test]
     fn mix_and_lifetimes_match_the_definition() {
-        let t = trace(&params(9), 0, 500);
+        let ecalls = 1000;
+        let t = trace(&params(9), 0, ecalls);
         let sizes: Vec<usize> = t
             .iter()
             .filter_map(|e| {
@@ -328,7 +338,21 @@ pub(crate) mod tests {
             })
             .collect();
         let n = sizes.len() as f64;
-        assert_eq!(sizes.len(), 500 * 200);
+        // K = 200 operations per ECall, allocations and local frees
+        // together (199 when the last allocation would leave no room for
+        // its free); every local block is freed, so about 0.85 frees per
+        // allocation and 200 / 1.85 = 108 allocations per ECall.
+        let frees = t.iter().filter(|e| matches!(e, Event::Free(_))).count();
+        let ops = sizes.len() + frees;
+        assert!(
+            (ecalls * 199..=ecalls * 200).contains(&ops),
+            "{ops} operations"
+        );
+        let per_ecall = n / ecalls as f64;
+        assert!(
+            (104.0..112.0).contains(&per_ecall),
+            "{per_ecall} allocations per ECall"
+        );
         let share = |lo: usize, hi: usize| {
             sizes.iter().filter(|s| (lo..hi).contains(*s)).count() as f64 / n
         };
