@@ -11,10 +11,16 @@
 //!   the words already set are cleared again (roll back) and the scan goes
 //!   on. A run within one word is claimed by one CAS.
 //! - **Free** (`free_run`): one atomic AND per word. Merging is implicit.
-//! - **Search start**: `hint_word` is a lower bound of the first word with a
-//!   free bit, lowered by every free. It can go stale upwards under races,
-//!   so a search that fails from the hint is repeated from word 0, and one
-//!   that fails while another thread rolled back a claim is repeated, so a
+//! - **Search start**: `hints[k]` is a lower bound of the word in which the
+//!   lowest free run of at least `k + 1` chunks starts (`HINTS` of them). A
+//!   first-fit search for `n` chunks starts at the hint of `min(n, HINTS)`,
+//!   so searches for runs of several chunks skip the single-chunk holes at
+//!   the bottom of a fragmented region; a search for exactly `k + 1` raises
+//!   hint `k` to where it found its run, and a free lowers the hints of the
+//!   lengths its merged run reaches. Hints can go stale upwards under races
+//!   (two neighbouring frees that each miss the other's chunks), so a
+//!   search that fails from a hint is repeated from word 0, and one that
+//!   fails while another thread rolled back a claim is repeated, so a
 //!   transient claim never causes a false out-of-memory.
 //! - **Under contention** first fit is a preference: a multi-word claim in
 //!   progress holds its low words for a moment, so a concurrent claim may
@@ -43,6 +49,9 @@ use crate::sync::model::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{spin_hint, CachePadded};
 
 const WORD_BITS: usize = 64;
+/// Run lengths (1 ..= HINTS chunks) whose first-fit searches have a hint
+/// of their own; longer runs share the last.
+const HINTS: usize = 8;
 /// Shortest run of dirty chunks given back when over the dirty limit.
 const MIN_PURGE_CHUNKS: usize = 4;
 
@@ -60,10 +69,11 @@ pub(crate) struct Backend {
     source: &'static dyn Source,
     dirty_limit_chunks: usize,
     decommit_delay_ms: u64,
-    /// Written by every free (and the counters below by every claim and
-    /// free), so each sits on a cache line of its own: a write must not
-    /// evict the read-only fields every search reads.
-    hint_word: CachePadded<AtomicUsize>,
+    /// Written by frees and searches (and the counters below by every claim
+    /// and free), so each sits on a cache line of its own: a write must not
+    /// evict the read-only fields every search reads. See the module
+    /// documentation.
+    hints: CachePadded<[AtomicUsize; HINTS]>,
     /// Bumped after every rolled-back claim and every purge.
     rollbacks: AtomicUsize,
     dirty_chunks: AtomicUsize,
@@ -157,7 +167,7 @@ impl Backend {
             source,
             dirty_limit_chunks: (config.dirty_limit_bytes >> chunk_shift).max(1),
             decommit_delay_ms: config.decommit_delay_ms,
-            hint_word: CachePadded(AtomicUsize::new(0)),
+            hints: CachePadded(core::array::from_fn(|_| AtomicUsize::new(0))),
             rollbacks: AtomicUsize::new(0),
             dirty_chunks: AtomicUsize::new(0),
             oldest_dirty_ms: AtomicU64::new(0),
@@ -251,6 +261,11 @@ impl Backend {
             loop {
                 if cur & mask != 0 {
                     self.release_bits(start, pos - start);
+                    if pos > start {
+                        // A search may have raised a hint past these chunks
+                        // while we held them.
+                        self.lower_hints(start, pos - start);
+                    }
                     // Release pairs with the Acquire load in `alloc_run`: a
                     // search that failed meanwhile sees the change and retries.
                     self.rollbacks.fetch_add(1, Ordering::Release);
@@ -327,7 +342,9 @@ impl Backend {
         if n == 0 || n > self.chunks {
             return None;
         }
-        let from_word = self.hint_word.load(Ordering::Relaxed);
+        let k = n.min(HINTS) - 1;
+        let hint = &self.hints[k];
+        let from_word = hint.load(Ordering::Relaxed);
         let found = self.claim_retrying(|| {
             self.search_and_claim(n, align_bytes, from_word)
                 .or_else(|| {
@@ -338,19 +355,66 @@ impl Backend {
         });
         if let Some(start) = found {
             self.claimed(start, n);
-            let word = start / WORD_BITS;
+            let mut word = start / WORD_BITS;
             if self.used(word).load(Ordering::Relaxed) == !0 {
-                // Relaxed: a hint; a failed exchange means a free lowered it.
-                let _ = self.hint_word.compare_exchange(
-                    word,
-                    word + 1,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
+                word += 1;
+            }
+            // Relaxed: hints. No run of `n` started below `word` when the
+            // search passed, so the hint of exactly `n` may rise to it; a
+            // failed exchange means a free lowered it meanwhile. A run
+            // found below the hint (by the search from word 0) shows the
+            // hint was stale.
+            if word > from_word && n == k + 1 && align_bytes <= 1 << self.chunk_shift {
+                let _ =
+                    hint.compare_exchange(from_word, word, Ordering::Relaxed, Ordering::Relaxed);
+            } else if word < from_word {
+                hint.fetch_min(word, Ordering::Relaxed);
             }
         }
         self.maybe_decommit();
         found
+    }
+
+    /// After `[start, start + n)` was freed: lowers the hint of every run
+    /// length the merged free run around it reaches to the word it starts
+    /// in. Looks at most `HINTS` chunks to either side: a free run longer
+    /// than that before `start` was already a run of every hinted length,
+    /// so the hints are at or below its start.
+    fn lower_hints(&self, start: usize, n: usize) {
+        let before = self.free_len_before(start, HINTS);
+        let reach = if before + n >= HINTS {
+            HINTS
+        } else {
+            (before + n + self.free_run_len(start + n, HINTS)).min(HINTS)
+        };
+        let word = (start - before) / WORD_BITS;
+        for hint in &self.hints[..reach] {
+            // Relaxed: hints (see the module documentation).
+            if hint.load(Ordering::Relaxed) > word {
+                hint.fetch_min(word, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Length of the run of clear bits ending just below `end`, up to
+    /// `limit` (racy).
+    fn free_len_before(&self, end: usize, limit: usize) -> usize {
+        let mut len = 0;
+        let mut pos = end;
+        while len < limit && pos > 0 {
+            let bit = pos % WORD_BITS;
+            let take = if bit == 0 { WORD_BITS } else { bit };
+            let word = (pos - 1) / WORD_BITS;
+            // The `take` bits below `pos`, moved to the top of the word.
+            let bits = self.used(word).load(Ordering::Relaxed) << (WORD_BITS - take);
+            let zeros = (bits.leading_zeros() as usize).min(take);
+            len += zeros;
+            if zeros < take {
+                break;
+            }
+            pos -= take;
+        }
+        len.min(limit)
     }
 
     /// Runs `pass` (one search-and-claim) until it claims a run. A failed
@@ -597,11 +661,7 @@ impl Backend {
         }
         self.release_bits(start, n);
         self.reserved_chunks.fetch_sub(n, Ordering::Relaxed);
-        // Relaxed: a hint (see the module documentation).
-        if start / WORD_BITS < self.hint_word.load(Ordering::Relaxed) {
-            self.hint_word
-                .fetch_min(start / WORD_BITS, Ordering::Relaxed);
-        }
+        self.lower_hints(start, n);
         self.maybe_decommit();
     }
 
@@ -673,8 +733,7 @@ impl Backend {
                 // claimed above so nobody else touches them now.
                 unsafe { self.source.decommit(addr, len << self.chunk_shift) };
                 self.release_bits(start, len);
-                self.hint_word
-                    .fetch_min(start / WORD_BITS, Ordering::Relaxed);
+                self.lower_hints(start, len);
                 // Release pairs with the Acquire in `alloc_run`: a search
                 // that failed while we held these chunks retries.
                 self.rollbacks.fetch_add(1, Ordering::Release);
@@ -875,6 +934,34 @@ mod tests {
                 }
             }
             check_searches(&b, chunks);
+        }
+    }
+
+    #[test]
+    fn hinted_first_fit_is_first_fit() {
+        // One thread: the per-length hints never skip a run, so every claim
+        // lands where a naive scan finds the first fit, through thousands
+        // of claims and frees of runs shorter and longer than `HINTS`.
+        let chunks = 700;
+        let b = OwnedBackend::new(chunks, 0x1000_0000);
+        let naive = |n: usize| (0..=chunks - n).find(|&s| (s..s + n).all(|c| b.is_free(c)));
+        let mut held = Vec::new();
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if !held.is_empty() && x % 5 < 2 {
+                let (s, n) = held.swap_remove((x >> 8) as usize % held.len());
+                b.free_run(s, n);
+            } else {
+                let n = 1 + (x >> 16) as usize % (2 * HINTS + 4);
+                let want = naive(n);
+                assert_eq!(b.alloc_run(n, 0), want, "run of {n}");
+                if let Some(s) = want {
+                    held.push((s, n));
+                }
+            }
         }
     }
 
