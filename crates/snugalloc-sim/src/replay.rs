@@ -24,7 +24,7 @@ use std::alloc::Layout;
 
 use crate::alloc::{Handle, RegionAlloc};
 use crate::rng::Rng;
-use crate::workload::ecall_churn::{Gen, Params};
+use crate::workload::ecall_churn::{alloc_step, Gen, Params, Sink};
 use crate::workload::layout_of;
 
 /// How a replay is scheduled.
@@ -71,8 +71,8 @@ enum Phase {
     /// Between ECalls (detached); an other thread may be asleep until the
     /// given operation count.
     Out { wake_at: u64 },
-    /// Allocating: operations left in the ECall.
-    Alloc { left: usize },
+    /// Allocating: operations made so far in the ECall.
+    Alloc { done: usize },
     /// Freeing what is left of the ECall's local blocks.
     Drain,
     /// Trimming the store.
@@ -199,33 +199,24 @@ fn step<'a>(
             if t.handle.is_none() {
                 return false;
             }
-            t.phase = Phase::Alloc { left: t.ops };
+            t.phase = Phase::Alloc { done: 0 };
         }
-        Phase::Alloc { left: 0 } => t.phase = Phase::Drain,
-        Phase::Alloc { left } => {
-            let size = t.gen.mix.draw(&mut t.gen.rng);
-            let to_store = t.gen.rng.chance(t.gen.store_share);
-            let layout = layout_of(size);
-            let h = t.handle.as_deref_mut();
-            if let Some(ptr) = h.map(|h| h.alloc(layout)).filter(|p| !p.is_null()) {
-                w.live += layout.size() as u64;
-                w.peak_live = w.peak_live.max(w.live);
-                let b = Blk { ptr, layout };
-                if to_store {
-                    t.to_store.push(b);
-                } else {
-                    t.local.push(b);
-                }
-            } else {
-                w.oom += 1;
-            }
-            w.done += 1;
-            if !t.local.is_empty() && t.gen.rng.chance(t.gen.local_free_prob) {
-                let i = t.gen.rng.below(t.local.len());
-                let b = t.local.swap_remove(i);
-                free(t.handle.as_deref_mut(), w, b);
-            }
-            t.phase = Phase::Alloc { left: left - 1 };
+        Phase::Alloc { done } => {
+            let mut sink = ReplaySink {
+                h: t.handle.as_deref_mut(),
+                w,
+            };
+            t.phase = match alloc_step(
+                &mut t.gen,
+                t.ops,
+                done,
+                &mut sink,
+                &mut t.local,
+                &mut t.to_store,
+            ) {
+                Some(done) => Phase::Alloc { done },
+                None => Phase::Drain,
+            };
         }
         Phase::Drain => {
             if t.local.is_empty() {
@@ -258,6 +249,36 @@ fn step<'a>(
         },
     }
     true
+}
+
+/// The allocator and books of a replay, as an ECall sees them.
+struct ReplaySink<'h, 'w> {
+    h: Option<&'h mut (dyn Handle + 'w)>,
+    w: &'h mut World,
+}
+
+impl Sink for ReplaySink<'_, '_> {
+    type B = Blk;
+    fn alloc(&mut self, size: usize) -> Option<Blk> {
+        let layout = layout_of(size);
+        let w = &mut *self.w;
+        w.done += 1;
+        let ptr = self
+            .h
+            .as_deref_mut()
+            .map(|h| h.alloc(layout))
+            .filter(|p| !p.is_null());
+        let Some(ptr) = ptr else {
+            w.oom += 1;
+            return None;
+        };
+        w.live += layout.size() as u64;
+        w.peak_live = w.peak_live.max(w.live);
+        Some(Blk { ptr, layout })
+    }
+    fn free(&mut self, b: Blk) {
+        free(self.h.as_deref_mut(), self.w, b);
+    }
 }
 
 fn free(h: Option<&mut (dyn Handle + '_)>, w: &mut World, b: Blk) {

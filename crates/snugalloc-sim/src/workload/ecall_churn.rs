@@ -117,10 +117,8 @@ pub trait Sink {
 }
 
 /// One ECall of `ops` operations: allocations, and frees of its local
-/// blocks (an allocation is made only while the budget still covers freeing
-/// every local block afterwards, so the ECall makes `ops` or `ops - 1`
-/// operations). Store-bound blocks are appended to `to_store`. `local` is
-/// scratch space, empty on entry and exit.
+/// blocks (see [`alloc_step`]). Store-bound blocks are appended to
+/// `to_store`. `local` is scratch space, empty on entry and exit.
 pub fn one_ecall<S: Sink>(
     g: &mut Gen,
     ops: usize,
@@ -129,28 +127,50 @@ pub fn one_ecall<S: Sink>(
     to_store: &mut Vec<S::B>,
 ) {
     let mut done = 0;
-    // Room for this allocation, its free, and the frees already owed.
-    while done + local.len() + 2 <= ops {
-        done += 1;
-        let size = g.mix.draw(&mut g.rng);
-        let store = g.rng.chance(g.store_share);
-        if let Some(b) = sink.alloc(size) {
-            if store {
-                to_store.push(b);
-            } else {
-                local.push(b);
-            }
-        }
-        if !local.is_empty() && g.rng.chance(g.local_free_prob) {
-            done += 1;
-            let i = g.rng.below(local.len());
-            sink.free(local.swap_remove(i));
-        }
+    while let Some(now) = alloc_step(g, ops, done, sink, local, to_store) {
+        done = now;
     }
     while !local.is_empty() {
         let i = g.rng.below(local.len());
         sink.free(local.swap_remove(i));
     }
+}
+
+/// The next allocation of an ECall that has made `done` of its `ops`
+/// operations, and the free of a local block that may follow it; returns
+/// the operations made after them. `None` when the ECall has no room for
+/// another allocation: an allocation is made only while the budget still
+/// covers freeing every local block afterwards (which the caller then
+/// does), so an ECall makes `ops` or `ops - 1` operations. The replay
+/// drives ECalls through this too, so both make the same requests.
+pub fn alloc_step<S: Sink>(
+    g: &mut Gen,
+    ops: usize,
+    done: usize,
+    sink: &mut S,
+    local: &mut Vec<S::B>,
+    to_store: &mut Vec<S::B>,
+) -> Option<usize> {
+    // Room for this allocation, its free, and the frees already owed.
+    if done + local.len() + 2 > ops {
+        return None;
+    }
+    let mut done = done + 1;
+    let size = g.mix.draw(&mut g.rng);
+    let store = g.rng.chance(g.store_share);
+    if let Some(b) = sink.alloc(size) {
+        if store {
+            to_store.push(b);
+        } else {
+            local.push(b);
+        }
+    }
+    if !local.is_empty() && g.rng.chance(g.local_free_prob) {
+        done += 1;
+        let i = g.rng.below(local.len());
+        sink.free(local.swap_remove(i));
+    }
+    Some(done)
 }
 
 /// A recorded request: `Alloc(size)`, `Free(size)` of a local block, or
