@@ -5,13 +5,15 @@
 //! ```text
 //! alloc ── fast: class table → bin's current slab → pop its free list
 //!   └─ alloc_slow (cold) ─┬─ drain_inbox (frees sent to us)
-//!                         ├─ alloc_from_class ─┬─ pop / carve / drop a full slab from the bin
+//!                         ├─ alloc_from_class ─┬─ pop a kept foreign object (see below)
+//!                         │                    ├─ pop / carve / drop a full slab from the bin
 //!                         │                    └─ new_slab ── claim_run (cache, else backend)
 //!                         ├─ alloc_large ── claim_run (any length, aligned)
 //!                         └─ on failure: heap.reclaim, retry once, else null
 //! dealloc ── fast: pagemap → slab head → slot check → owner == us: push on slab
 //!   ├─ slab_changed (cold): full → partial (relink), empty → back to backend
-//!   ├─ dealloc_remote: outgoing.push → full batch: post to owner's inbox
+//!   ├─ dealloc_remote: keep it to hand out again (foreign), else
+//!   │    outgoing.push → full batch: post to owner's inbox
 //!   └─ dealloc_other (cold): large → give_run (cache, else backend); else fatal
 //! ```
 //!
@@ -26,6 +28,12 @@
 //! - A listed slab with no object in use is its bin's head or alone in its
 //!   bin (an empty slab is kept only while it is the next to serve its
 //!   class), and its class's bit in `empty_mask` is set.
+//! - `foreign[c]` lists objects of class `c` in other allocators' slabs,
+//!   freed through this allocator and kept to be handed out again (their
+//!   slabs still count them as in use); `foreign_bytes` is their total
+//!   size, at most `foreign_limit`. While `foreign[c]` is not empty,
+//!   `bins[c].current` is the sentinel, so allocations of class `c` take
+//!   the slow path, which hands these out first.
 //! - `shared.counters.live` is the bytes allocated minus bytes freed
 //!   through this allocator (it can be negative); `published_live` is the
 //!   part of it already added to the heap's published total.
@@ -69,6 +77,8 @@ pub(crate) struct Counters {
     pub(crate) outgoing: AtomicUsize,
     /// Chunks in the allocator's chunk cache.
     pub(crate) cached: AtomicUsize,
+    /// Bytes of other allocators' objects kept to hand out again.
+    pub(crate) foreign: AtomicUsize,
 }
 
 /// One allocator as it lives in heap metadata: the shared part, and the
@@ -112,6 +122,11 @@ pub(crate) struct Allocator {
     empty_mask: [u64; 2],
     outgoing: Outgoing,
     cache: ChunkCache,
+    /// Other allocators' objects freed through us, by class, to hand out
+    /// again (see the module documentation).
+    foreign: [*mut FreeObject; NUM_CLASSES],
+    foreign_bytes: usize,
+    foreign_limit: usize,
 }
 
 /// Free chunk runs an allocator keeps for its next slab or large object
@@ -206,6 +221,9 @@ impl Allocator {
                     0
                 },
             },
+            foreign: [null_mut(); NUM_CLASSES],
+            foreign_bytes: 0,
+            foreign_limit: heap.config.idle_retain_bytes,
         }
     }
 
@@ -327,6 +345,19 @@ impl Allocator {
     }
 
     fn alloc_from_class(&mut self, class: usize) -> *mut u8 {
+        let obj = self.foreign[class];
+        if !obj.is_null() {
+            // SAFETY: `obj` is on our foreign list of this class: a free
+            // object of another allocator's slab, whose first word is its
+            // link. Its slab counts it as in use, so it stays in use.
+            self.foreign[class] = unsafe { (*obj).next };
+            self.set_foreign_bytes(self.foreign_bytes - class_size(class));
+            if self.foreign[class].is_null() {
+                // Back to the fast path.
+                self.set_head(class, self.bins[class].head);
+            }
+            return obj.cast();
+        }
         let mut reclaimed = false;
         loop {
             let head = self.bins[class].head;
@@ -480,7 +511,7 @@ impl Allocator {
                     // SAFETY: `locate` checked the slot; the slab is ours.
                     unsafe { self.free_to_slab(head, class, ptr.cast()) }
                 } else {
-                    self.dealloc_remote(owner, ptr.cast());
+                    self.dealloc_remote(owner, class, ptr.cast());
                 }
             }
             Located::Large { index, chunks } => {
@@ -567,8 +598,67 @@ impl Allocator {
         }
     }
 
+    /// Keeps `obj`, an object of class `class` of `owner`'s slab, to hand
+    /// out again if there is room; else queues it for its owner.
+    ///
+    /// Kept objects do not wait in the inbox of an owner whose thread is
+    /// descheduled in the middle of its work (with more threads than cores,
+    /// thousands of them did, and their slabs with them): the next
+    /// allocation of the class here takes one.
+    fn dealloc_remote(&mut self, owner: u16, class: usize, obj: *mut FreeObject) {
+        let size = class_size(class);
+        if self.foreign_bytes + size <= self.foreign_limit {
+            // SAFETY: the client gave `obj` up; its first word becomes the
+            // link of our foreign list.
+            unsafe { (*obj).next = self.foreign[class] };
+            self.foreign[class] = obj;
+            self.set_foreign_bytes(self.foreign_bytes + size);
+            // Allocations of the class now take the slow path, which hands
+            // kept objects out first.
+            self.set_head(class, self.bins[class].head);
+            return;
+        }
+        self.send_home(owner, obj);
+    }
+
+    fn set_foreign_bytes(&mut self, bytes: usize) {
+        self.foreign_bytes = bytes;
+        self.shared()
+            .counters
+            .foreign
+            .store(bytes, Ordering::Relaxed);
+    }
+
+    /// Sends every kept foreign object back to its owner.
+    fn flush_foreign(&mut self) {
+        if self.foreign_bytes == 0 {
+            return;
+        }
+        for class in 0..NUM_CLASSES {
+            let mut obj = self.foreign[class];
+            if obj.is_null() {
+                continue;
+            }
+            self.foreign[class] = null_mut();
+            while !obj.is_null() {
+                // SAFETY: foreign lists link free objects through `next`.
+                let next = unsafe { (*obj).next };
+                let Some(index) = self.pagemap.index_of(obj as usize) else {
+                    fatal("foreign object outside the heap", obj as usize)
+                };
+                // A slab that holds a kept object counts it as in use, so it
+                // keeps its owner.
+                let owner = self.pagemap.entry(index).desc().owner();
+                self.send_home(owner, obj);
+                obj = next;
+            }
+            self.set_head(class, self.bins[class].head);
+        }
+        self.set_foreign_bytes(0);
+    }
+
     /// Queues `obj` for its owner.
-    fn dealloc_remote(&mut self, owner: u16, obj: *mut FreeObject) {
+    fn send_home(&mut self, owner: u16, obj: *mut FreeObject) {
         // SAFETY: `obj` is a checked object slot of a slab owned by `owner`,
         // given up by the client.
         if let Some(batch) = unsafe { self.outgoing.push(owner, obj) } {
@@ -655,7 +745,7 @@ impl Allocator {
             );
         }
         if desc.owner() != self.id {
-            self.dealloc_remote(desc.owner(), obj);
+            self.send_home(desc.owner(), obj);
             return;
         }
         let head = index - desc.run() as usize;
@@ -763,9 +853,10 @@ impl Allocator {
     // ----- bins ---------------------------------------------------------
 
     fn set_head(&mut self, class: usize, head: u32) {
+        let keeps_foreign = !self.foreign[class].is_null();
         let bin = &mut self.bins[class];
         bin.head = head;
-        bin.current = if head == NIL {
+        bin.current = if head == NIL || keeps_foreign {
             // SAFETY: the heap outlives its allocators.
             &unsafe { &*self.heap }.empty_slab
         } else {
@@ -948,7 +1039,9 @@ impl Allocator {
     }
 
     /// Called when a thread detaches: nothing is left in flight, and at most
-    /// `idle_retain_bytes` of empty slabs stay.
+    /// `idle_retain_bytes` of empty slabs stay, beside at most as many bytes
+    /// of foreign objects (kept for the next thread to attach; a reclaim
+    /// sends them home).
     pub(crate) fn on_detach(&mut self) {
         #[cfg(debug_assertions)]
         self.check_invariants();
@@ -960,11 +1053,18 @@ impl Allocator {
 
     /// Gives back everything this allocator holds that nothing uses.
     pub(crate) fn reclaim_own(&mut self) {
+        self.flush_foreign();
         self.flush_outgoing();
         self.drain_inbox();
         self.release_empty_slabs(0);
         self.flush_cache();
         self.publish_live();
+    }
+
+    /// Sends the foreign objects this allocator keeps to their owners.
+    pub(crate) fn send_foreign_home(&mut self) {
+        self.flush_foreign();
+        self.flush_outgoing();
     }
 
     fn reclaim_heap(&mut self) {

@@ -45,7 +45,10 @@ pub struct Config {
     /// Most allocators the pool will create (attached at once): 1 to 16384.
     pub max_allocators: usize,
     /// Bytes of empty slabs a detached allocator may keep for its next
-    /// attach; the rest go back to the chunk backend at detach.
+    /// attach; the rest go back to the chunk backend at detach. Also the
+    /// bound on the bytes of other allocators' objects an allocator keeps
+    /// to hand out again (freed through it, attached or not), instead of
+    /// sending them to an owner that may be descheduled for milliseconds.
     pub idle_retain_bytes: usize,
     /// Bytes of free chunk runs each allocator may cache instead of giving
     /// them back to the backend (a speed policy for big heaps). In force only

@@ -324,6 +324,7 @@ impl HeapInner {
                     live: AtomicIsize::new(0),
                     outgoing: AtomicUsize::new(0),
                     cached: AtomicUsize::new(0),
+                    foreign: AtomicUsize::new(0),
                 }),
             });
             let shared = core::ptr::addr_of!((*slot).shared);
@@ -351,8 +352,18 @@ impl HeapInner {
         self.pool.push_idle(id as usize);
     }
 
-    /// Drains and trims every allocator nobody is attached to.
+    /// Drains and trims every allocator nobody is attached to. Two passes:
+    /// the first sends home the foreign objects idle allocators keep (an
+    /// idle owner frees them at once), so the second finds every slab they
+    /// emptied.
     pub(crate) fn reclaim_idle(&self) {
+        self.for_each_idle(Allocator::send_foreign_home);
+        self.for_each_idle(Allocator::reclaim_own);
+    }
+
+    /// Runs `f` on every allocator nobody is attached to, holding its
+    /// `busy` flag meanwhile (skipping any that is taken).
+    fn for_each_idle(&self, f: fn(&mut Allocator)) {
         for id in 0..self.pool.created() {
             let Some(slot) = self.pool.try_slot(id) else {
                 continue;
@@ -365,7 +376,7 @@ impl HeapInner {
                 .is_ok()
             {
                 // SAFETY: we hold `busy`.
-                unsafe { &mut *slot.local.get() }.reclaim_own();
+                f(unsafe { &mut *slot.local.get() });
                 // Release pairs with the Acquire in `attach`.
                 slot.shared.busy.store(false, Ordering::Release);
             }
@@ -458,9 +469,11 @@ impl HeapInner {
             .map(|s| s.shared.counters.outgoing.load(Ordering::Relaxed))
             .sum();
 
-        let cached_chunks: usize = (0..self.pool.created())
-            .filter_map(|id| self.pool.try_slot(id))
+        let cached_chunks: usize = slots()
             .map(|s| s.shared.counters.cached.load(Ordering::Relaxed))
+            .sum();
+        let foreign_bytes: usize = slots()
+            .map(|s| s.shared.counters.foreign.load(Ordering::Relaxed))
             .sum();
         let free = self.backend.free_summary();
         let mut free_runs = [FreeRuns::default(); crate::backend::FREE_RUN_BUCKETS];
@@ -473,6 +486,7 @@ impl HeapInner {
         }
         Snapshot {
             cached_bytes: cached_chunks << shift,
+            foreign_bytes,
             rows,
             large_objects,
             large_bytes,

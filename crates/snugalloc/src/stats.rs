@@ -38,7 +38,8 @@ pub struct ClassRow {
     pub class: usize,
     /// Object size of the class.
     pub object_bytes: usize,
-    /// Objects handed out (not on a free list; includes remote frees in flight).
+    /// Objects handed out (not on a free list; includes remote frees in
+    /// flight and foreign objects kept for reuse).
     pub live_objects: usize,
     /// `live_objects * object_bytes`.
     pub live_bytes: usize,
@@ -68,6 +69,9 @@ pub struct Snapshot {
     pub remote_inbox: usize,
     /// Bytes of free chunk runs held in allocators' chunk caches.
     pub cached_bytes: usize,
+    /// Bytes of objects freed through an allocator that does not own them,
+    /// kept by it to hand out again (counted in their slabs' live objects).
+    pub foreign_bytes: usize,
     /// Longest run of free chunks, in bytes: the largest block that can
     /// be allocated now.
     pub largest_free_bytes: usize,
@@ -146,11 +150,12 @@ impl fmt::Display for Snapshot {
         }
         writeln!(
             f,
-            "large objects {}, {:.1} KiB; idle allocators hold {:.1} KiB free in slabs; chunk caches {:.1} KiB; remote frees in flight {} ({} outgoing, {} in inboxes); largest free run {:.1} KiB",
+            "large objects {}, {:.1} KiB; idle allocators hold {:.1} KiB free in slabs; chunk caches {:.1} KiB; foreign objects kept for reuse {:.1} KiB; remote frees in flight {} ({} outgoing, {} in inboxes); largest free run {:.1} KiB",
             self.large_objects,
             kib(self.large_bytes),
             kib(self.idle_bytes),
             kib(self.cached_bytes),
+            kib(self.foreign_bytes),
             self.remote_in_flight,
             self.remote_outgoing,
             self.remote_inbox,

@@ -463,3 +463,48 @@ fn chunk_cache_is_a_policy_off_in_small_heaps() {
     assert_eq!(big.snapshot().cached_bytes, 0, "reclaim empties caches");
     assert_eq!(object_chunk_bytes(&big), 0);
 }
+
+#[test]
+fn foreign_objects_are_reused_by_the_freeing_allocator_and_bounded() {
+    let heap = fixed_heap(16 * MIB);
+    let retain = Config::for_region(16 * MIB).idle_retain_bytes;
+    let l = Layout::from_size_align(200, 8).expect("layout");
+    let size = snugalloc::class_size(heap.size_class_of(l.size()).expect("a slab class"));
+    let mut owner = heap.attach().expect("attach");
+    let mut other = heap.attach().expect("attach");
+    // Objects of `owner`'s slabs freed through `other`: kept by `other`
+    // up to the bound, the rest sent home.
+    let n = 2 * retain / size + 8;
+    let objs: Vec<_> = (0..n).map(|_| owner.alloc(l)).collect();
+    for &p in &objs {
+        // SAFETY: allocated above with `l`, freed once.
+        unsafe { other.dealloc(p, l) };
+    }
+    let kept = heap.snapshot().foreign_bytes;
+    assert!(
+        kept > 0 && kept <= retain,
+        "kept {kept} of at most {retain}"
+    );
+    // `other`'s next allocations of the class hand the kept objects out.
+    let again: Vec<_> = (0..kept / size).map(|_| other.alloc(l)).collect();
+    assert!(
+        again.iter().all(|p| objs.contains(p)),
+        "kept objects reused"
+    );
+    assert_eq!(heap.snapshot().foreign_bytes, 0);
+    for &p in &again {
+        // SAFETY: allocated above with `l`, freed once, by their owner now.
+        unsafe { owner.dealloc(p, l) };
+    }
+    // Kept objects survive a detach (bounded) and go home on reclaim.
+    let p = owner.alloc(l);
+    // SAFETY: allocated above with `l`.
+    unsafe { other.dealloc(p, l) };
+    drop(other);
+    drop(owner);
+    assert_eq!(heap.snapshot().foreign_bytes, size);
+    heap.reclaim();
+    assert_eq!(heap.snapshot().foreign_bytes, 0);
+    assert_eq!(heap.stats().live_bytes, 0);
+    assert_eq!(object_chunk_bytes(&heap), 0, "{}", heap.snapshot());
+}
