@@ -312,6 +312,16 @@ impl Allocator {
     #[cold]
     #[inline(never)]
     fn alloc_slow<const USABLE: bool>(&mut self, size: usize, align: usize) -> *mut u8 {
+        if size <= self.small_limit && align <= MIN_ALIGN {
+            // A kept foreign object first: no publishing, no inbox check
+            // (kept objects can go round one allocator many times).
+            let class = self.class_of(size);
+            let obj = self.pop_foreign(class);
+            if !obj.is_null() {
+                self.count(if USABLE { class_size(class) } else { size } as isize);
+                return obj.cast();
+            }
+        }
         self.publish_live();
         if !self.shared().inbox.is_empty() {
             self.drain_inbox();
@@ -344,7 +354,9 @@ impl Allocator {
         None
     }
 
-    fn alloc_from_class(&mut self, class: usize) -> *mut u8 {
+    /// Takes a kept foreign object of `class`, or null.
+    #[inline(always)]
+    fn pop_foreign(&mut self, class: usize) -> *mut FreeObject {
         let obj = self.foreign[class];
         if !obj.is_null() {
             // SAFETY: `obj` is on our foreign list of this class: a free
@@ -356,6 +368,13 @@ impl Allocator {
                 // Back to the fast path.
                 self.set_head(class, self.bins[class].head);
             }
+        }
+        obj
+    }
+
+    fn alloc_from_class(&mut self, class: usize) -> *mut u8 {
+        let obj = self.pop_foreign(class);
+        if !obj.is_null() {
             return obj.cast();
         }
         let mut reclaimed = false;
