@@ -20,6 +20,13 @@ pub const MAX_CHUNK_BYTES: usize = 64 * KIB;
 pub const MAX_ALLOCATORS: usize = 16 * 1024;
 /// Fixed regions above this size default to 16 KiB chunks.
 pub const SMALL_HEAP_BYTES: usize = 256 * MIB;
+/// Largest `Config::decommit_delay_ms` and `Config::decommit_epoch_ms`: a
+/// minute.
+pub const MAX_DECOMMIT_DELAY_MS: u64 = 60_000;
+/// Default `Config::decommit_epoch_ms`. The sqlite3 workload of the C
+/// library's tests reuses memory that stayed free for 1 to 1.5 s (see
+/// docs/architecture.md, "Decommit"); twice that, for slower machines.
+const DECOMMIT_EPOCH_MS: u64 = 4000;
 
 /// How a heap is laid out and how much it may keep in reserve.
 ///
@@ -60,12 +67,22 @@ pub struct Config {
     /// OS heaps only: address space to reserve (at least 1 MiB, a multiple
     /// of `chunk_bytes`). Memory is committed on first touch.
     pub os_reserve_bytes: usize,
-    /// OS heaps only: free chunks still resident are returned to the OS once
-    /// they exceed this many bytes.
+    /// OS heaps only: free chunks still resident ("dirty") are returned to
+    /// the OS at once when they exceed the most of this many bytes, a
+    /// quarter of the chunks in use, and the room from the chunks in use up
+    /// to their peak over this and the last `decommit_epoch_ms` epoch (at
+    /// most as much as is in use). Any value; below one chunk counts as one.
     pub dirty_limit_bytes: usize,
-    /// OS heaps only: free chunks still resident are returned to the OS at
-    /// the first backend operation after this many milliseconds.
+    /// OS heaps only: when no chunk was freed and no dirty chunk reused for
+    /// this many milliseconds, every dirty chunk is returned to the OS at
+    /// the next chunk backend operation. 0 returns free chunks at once; at
+    /// most 60 000 (a minute).
     pub decommit_delay_ms: u64,
+    /// OS heaps only: the length of a purge epoch in milliseconds. At the
+    /// first backend operation after an epoch, as many dirty chunks as
+    /// stayed unused throughout it are returned to the OS, so a busy
+    /// program keeps what it reuses within an epoch. At most 60 000.
+    pub decommit_epoch_ms: u64,
 }
 
 impl Config {
@@ -95,6 +112,7 @@ impl Config {
             os_reserve_bytes: 64 * GIB,
             dirty_limit_bytes: 16 * MIB,
             decommit_delay_ms: 1000,
+            decommit_epoch_ms: DECOMMIT_EPOCH_MS,
         }
     }
 
@@ -113,6 +131,7 @@ impl Config {
             os_reserve_bytes: 64 * GIB,
             dirty_limit_bytes: 16 * MIB,
             decommit_delay_ms: 1000,
+            decommit_epoch_ms: DECOMMIT_EPOCH_MS,
         }
     }
 
@@ -161,6 +180,18 @@ impl Config {
         }
         if !(1..=MAX_ALLOCATORS).contains(&self.max_allocators) {
             return bad("max_allocators", self.max_allocators, "1 to 16384");
+        }
+        for (field, ms) in [
+            ("decommit_delay_ms", self.decommit_delay_ms),
+            ("decommit_epoch_ms", self.decommit_epoch_ms),
+        ] {
+            if ms > MAX_DECOMMIT_DELAY_MS {
+                return bad(
+                    field,
+                    usize::try_from(ms).unwrap_or(usize::MAX),
+                    "0 to 60000 (a minute)",
+                );
+            }
         }
         let r = self.os_reserve_bytes;
         if r < MIB || r % c != 0 {
@@ -403,6 +434,20 @@ mod tests {
                     ..base
                 },
                 "os_reserve_bytes",
+            ),
+            (
+                Config {
+                    decommit_delay_ms: MAX_DECOMMIT_DELAY_MS + 1,
+                    ..base
+                },
+                "decommit_delay_ms",
+            ),
+            (
+                Config {
+                    decommit_epoch_ms: MAX_DECOMMIT_DELAY_MS + 1,
+                    ..base
+                },
+                "decommit_epoch_ms",
             ),
         ];
         for (config, field) in cases {
