@@ -29,11 +29,29 @@
 //!
 //! For sources that decommit, a second bitmap marks free chunks that are
 //! still resident ("dirty"): set before a free clears the used bits, cleared
-//! after a claim sets them. They are given back to the OS when their total
-//! passes `dirty_limit_bytes`, or at the first backend operation
-//! `decommit_delay_ms` after the oldest was freed, by one thread at a time
-//! (a flag, never waited on): it claims a dirty run like an allocation,
-//! calls `madvise`, and frees it.
+//! after a claim sets them. Dirty chunks are given back to the OS by one
+//! thread at a time (a flag, never waited on), which claims a dirty run
+//! like an allocation, calls `madvise`, and frees it, from the top of the
+//! heap down (first fit reuses the bottom first). There is no timer thread:
+//! each rule is checked at backend operations (claims and frees).
+//!
+//! - **Quiet**: when no chunk was freed and no dirty chunk reused for
+//!   `decommit_delay_ms`, all of them, at the next backend operation.
+//! - **Epochs**: time is cut into epochs of `decommit_epoch_ms`, each ended
+//!   by the first backend operation after that long. At its end, as many
+//!   chunks as stayed dirty throughout it (the fewest dirty at any moment
+//!   of the epoch: that many were not needed) are given back, so a busy
+//!   program returns what it stopped using but keeps what it reuses within
+//!   an epoch.
+//! - **Over the limit**: at once, down to three quarters of the limit,
+//!   only runs of at least `MIN_PURGE_CHUNKS`, when dirty chunks exceed the
+//!   most of `dirty_limit_bytes`, a quarter of the chunks in use, and the
+//!   room from the chunks in use up to their peak over this epoch and the
+//!   last (but at most the chunks in use). A program that frees a phase's
+//!   memory and builds a next phase about as big soon after keeps it
+//!   resident instead of faulting it in again, while one that frees nearly
+//!   everything gives most of it back during the frees (an idle server
+//!   after a flush may make no backend operation for a long time).
 //!
 //! Invariants:
 //! - bits past `chunks` in the last word are set, so they are never handed out;
@@ -54,6 +72,8 @@ const WORD_BITS: usize = 64;
 const HINTS: usize = 8;
 /// Shortest run of dirty chunks given back when over the dirty limit.
 const MIN_PURGE_CHUNKS: usize = 4;
+/// Longest run given back by one system call.
+const MAX_PURGE_RUN_CHUNKS: usize = 4096;
 
 /// The chunk backend over one region.
 ///
@@ -69,6 +89,7 @@ pub(crate) struct Backend {
     source: &'static dyn Source,
     dirty_limit_chunks: usize,
     decommit_delay_ms: u64,
+    decommit_epoch_ms: u64,
     /// Written by frees and searches (and the counters below by every claim
     /// and free), so each sits on a cache line of its own: a write must not
     /// evict the read-only fields every search reads. See the module
@@ -77,7 +98,16 @@ pub(crate) struct Backend {
     /// Bumped after every rolled-back claim and every purge.
     rollbacks: AtomicUsize,
     dirty_chunks: AtomicUsize,
-    oldest_dirty_ms: AtomicU64,
+    /// When chunks were last marked dirty (freed) or dirty chunks reused.
+    last_dirty_change_ms: AtomicU64,
+    /// When the current purge epoch began.
+    epoch_ms: AtomicU64,
+    /// Fewest dirty chunks at any moment of this epoch: that many stayed
+    /// unused throughout it (lowered by claims, reset by the purger).
+    epoch_low_dirty: AtomicUsize,
+    /// Most chunks in use at any moment of this epoch, and of the last one.
+    epoch_peak_reserved: AtomicUsize,
+    prev_peak_reserved: AtomicUsize,
     /// Held by the thread giving dirty chunks back (and across `fork`).
     purging: AtomicBool,
     /// After an over-limit purge that could not get under the limit (only
@@ -167,10 +197,15 @@ impl Backend {
             source,
             dirty_limit_chunks: (config.dirty_limit_bytes >> chunk_shift).max(1),
             decommit_delay_ms: config.decommit_delay_ms,
+            decommit_epoch_ms: config.decommit_epoch_ms,
             hints: CachePadded(core::array::from_fn(|_| AtomicUsize::new(0))),
             rollbacks: AtomicUsize::new(0),
             dirty_chunks: AtomicUsize::new(0),
-            oldest_dirty_ms: AtomicU64::new(0),
+            last_dirty_change_ms: AtomicU64::new(platform::now_ms()),
+            epoch_ms: AtomicU64::new(platform::now_ms()),
+            epoch_low_dirty: AtomicUsize::new(0),
+            epoch_peak_reserved: AtomicUsize::new(0),
+            prev_peak_reserved: AtomicUsize::new(0),
             purging: AtomicBool::new(false),
             stuck_dirty: AtomicUsize::new(0),
             reserved_chunks: CachePadded(AtomicUsize::new(0)),
@@ -321,7 +356,13 @@ impl Backend {
     fn claimed(&self, start: usize, n: usize) {
         let dirty = self.clear_dirty(start, n);
         if dirty > 0 {
-            self.dirty_chunks.fetch_sub(dirty, Ordering::Relaxed);
+            let left = self.dirty_chunks.fetch_sub(dirty, Ordering::Relaxed) - dirty;
+            // Relaxed: purge heuristics, like the dirty count itself.
+            if left < self.epoch_low_dirty.load(Ordering::Relaxed) {
+                self.epoch_low_dirty.fetch_min(left, Ordering::Relaxed);
+            }
+            self.last_dirty_change_ms
+                .store(platform::now_ms(), Ordering::Relaxed);
         }
         // Relaxed: statistics.
         // Read-modify-writes only when they change something: a load keeps
@@ -329,6 +370,9 @@ impl Backend {
         let now = self.reserved_chunks.fetch_add(n, Ordering::Relaxed) + n;
         if now > self.peak_reserved_chunks.load(Ordering::Relaxed) {
             self.peak_reserved_chunks.fetch_max(now, Ordering::Relaxed);
+        }
+        if now > self.epoch_peak_reserved.load(Ordering::Relaxed) {
+            self.epoch_peak_reserved.fetch_max(now, Ordering::Relaxed);
         }
         if start + n > self.high_water.load(Ordering::Relaxed) {
             self.high_water.fetch_max(start + n, Ordering::Relaxed);
@@ -652,17 +696,21 @@ impl Backend {
     /// Returns `[start, start + n)` to the free pool.
     pub(crate) fn free_run(&self, start: usize, n: usize) {
         debug_assert!(n > 0 && start + n <= self.chunks);
+        // Whether this free ends a quiet time (see the module documentation):
+        // the time is read before the free counts as a change.
+        let mut quiet = false;
         if self.source.decommits() {
             self.set_dirty(start, n);
-            if self.dirty_chunks.fetch_add(n, Ordering::Relaxed) == 0 {
-                self.oldest_dirty_ms
-                    .store(platform::now_ms(), Ordering::Relaxed);
-            }
+            self.dirty_chunks.fetch_add(n, Ordering::Relaxed);
+            let now = platform::now_ms();
+            // Relaxed: a purge heuristic; a stale read only delays a purge.
+            let before = self.last_dirty_change_ms.swap(now, Ordering::Relaxed);
+            quiet = now.saturating_sub(before) >= self.decommit_delay_ms;
         }
         self.release_bits(start, n);
         self.reserved_chunks.fetch_sub(n, Ordering::Relaxed);
         self.lower_hints(start, n);
-        self.maybe_decommit();
+        self.decommit_if_due(quiet);
     }
 
     fn set_dirty(&self, start: usize, n: usize) {
@@ -676,9 +724,16 @@ impl Backend {
         }
     }
 
-    /// Gives dirty chunks back to the OS when there are too many or they
-    /// are old enough. One thread at a time; others go on at once.
+    /// Gives dirty chunks back to the OS when the backend was quiet, they
+    /// stayed unused for an epoch, or there are too many (see the module
+    /// documentation). One thread at a time; others go on at once.
     fn maybe_decommit(&self) {
+        self.decommit_if_due(false);
+    }
+
+    /// As [`Backend::maybe_decommit`]; `quiet` if the caller's free came
+    /// after `decommit_delay_ms` without a change to the dirty chunks.
+    fn decommit_if_due(&self, quiet: bool) {
         if !self.source.decommits() {
             return;
         }
@@ -686,73 +741,143 @@ impl Backend {
         if dirty == 0 {
             return;
         }
-        // Over the limit, or over a quarter of what is in use: a busy big
-        // heap keeps a proportionate reserve of resident free chunks rather
-        // than refaulting them at once.
-        let limit = self
-            .dirty_limit_chunks
-            .max(self.reserved_chunks.load(Ordering::Relaxed) / 4);
-        let over = dirty >= limit && dirty > self.stuck_dirty.load(Ordering::Relaxed) + limit / 4;
-        let old = platform::now_ms().saturating_sub(self.oldest_dirty_ms.load(Ordering::Relaxed))
-            >= self.decommit_delay_ms;
+        let now = platform::now_ms();
+        let reserved = self.reserved_chunks.load(Ordering::Relaxed);
+        let limit = self.dirty_limit(reserved);
+        let over = dirty > limit && dirty > self.stuck_dirty.load(Ordering::Relaxed) + limit / 4;
+        let quiet = quiet
+            || now.saturating_sub(self.last_dirty_change_ms.load(Ordering::Relaxed))
+                >= self.decommit_delay_ms;
+        let epoch_over =
+            now.saturating_sub(self.epoch_ms.load(Ordering::Relaxed)) >= self.decommit_epoch_ms;
         // Acquire pairs with the Release store at the end.
-        if (!over && !old) || self.purging.swap(true, Ordering::Acquire) {
+        if (!over && !quiet && !epoch_over) || self.purging.swap(true, Ordering::Acquire) {
             return;
         }
-        // Over the limit: purge down to half of it, keeping the rest for
-        // reuse. Old: purge everything.
-        let keep = if old { 0 } else { limit / 2 };
-        // Scan by chunk position, so that runs skipped or lost to a racing
-        // claim are passed over, never revisited.
-        // Chunks above the high-water mark were never used, so never dirty.
-        let high = self.high_water().min(self.chunks);
-        let mut pos = 0;
-        while pos < high && self.dirty_chunks.load(Ordering::Relaxed) > keep {
-            let word = pos / WORD_BITS;
-            let d = self.dirty(word).load(Ordering::Relaxed)
-                & !self.used(word).load(Ordering::Relaxed)
-                & (!0u64 << (pos % WORD_BITS));
-            if d == 0 {
-                pos = (word + 1) * WORD_BITS;
-                continue;
-            }
-            let start = word * WORD_BITS + d.trailing_zeros() as usize;
-            let mut len = 1;
-            while start + len < self.chunks && self.is_dirty(start + len) && len < 4096 {
-                len += 1;
-            }
-            let len = self.free_run_len(start, len).max(1);
-            // Over the limit, only runs of at least MIN_PURGE_CHUNKS are
-            // worth a system call; short holes are reused soon. Age purges
-            // take everything.
-            if (old || len >= MIN_PURGE_CHUNKS) && self.try_claim(start, len) {
-                let cleared = self.clear_dirty(start, len);
-                self.dirty_chunks.fetch_sub(cleared, Ordering::Relaxed);
-                let addr = (self.base + (start << self.chunk_shift)) as *mut u8;
-                // SAFETY: these chunks are free chunks of this heap's source,
-                // claimed above so nobody else touches them now.
-                unsafe { self.source.decommit(addr, len << self.chunk_shift) };
-                self.release_bits(start, len);
-                self.lower_hints(start, len);
-                // Release pairs with the Acquire in `alloc_run`: a search
-                // that failed while we held these chunks retries.
-                self.rollbacks.fetch_add(1, Ordering::Release);
-            }
-            pos = start + len;
+        // Chunks to keep: none after a quiet time; at the end of an epoch,
+        // the ones it needed at some moment; over the limit, at most three
+        // quarters of it, so that purges come in batches.
+        let mut keep = dirty;
+        if quiet {
+            keep = 0;
+        } else if epoch_over {
+            keep = dirty.saturating_sub(self.epoch_low_dirty.load(Ordering::Relaxed));
         }
+        if over {
+            keep = keep.min(limit - limit / 4);
+        }
+        // Over the limit alone, only runs of at least MIN_PURGE_CHUNKS are
+        // worth a system call; short holes are reused soon. Unused chunks
+        // go whatever their run.
+        self.purge_from_top(dirty.saturating_sub(keep), !quiet && !epoch_over);
         let left = self.dirty_chunks.load(Ordering::Relaxed);
-        self.stuck_dirty
-            .store(if left > keep { left } else { 0 }, Ordering::Relaxed);
-        if left > 0 {
-            self.oldest_dirty_ms
-                .store(platform::now_ms(), Ordering::Relaxed);
+        if over {
+            let limit = self.dirty_limit(self.reserved_chunks.load(Ordering::Relaxed));
+            self.stuck_dirty
+                .store(if left > limit { left } else { 0 }, Ordering::Relaxed);
+        }
+        if epoch_over {
+            // Relaxed: heuristics; a claim racing with these stores only
+            // makes the next epoch's low mark or peak slightly off.
+            self.epoch_ms.store(now, Ordering::Relaxed);
+            self.epoch_low_dirty.store(left, Ordering::Relaxed);
+            let peak = self.epoch_peak_reserved.swap(
+                self.reserved_chunks.load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+            self.prev_peak_reserved.store(peak, Ordering::Relaxed);
         }
         // Release pairs with the Acquire swap above.
         self.purging.store(false, Ordering::Release);
     }
 
-    fn is_dirty(&self, chunk: usize) -> bool {
-        self.dirty(chunk / WORD_BITS).load(Ordering::Relaxed) >> (chunk % WORD_BITS) & 1 == 1
+    /// Most dirty chunks kept at once with `reserved` chunks in use: the
+    /// configured floor, a quarter of those in use, or the room up to the
+    /// recent peak of chunks in use but no more than those in use,
+    /// whichever is most. So a phase's memory freed while the next phase
+    /// is about as big stays resident, but a program that frees nearly
+    /// everything gives it back at once (it may make no backend operation
+    /// afterwards that could end a quiet time or an epoch).
+    fn dirty_limit(&self, reserved: usize) -> usize {
+        let recent_peak = self
+            .epoch_peak_reserved
+            .load(Ordering::Relaxed)
+            .max(self.prev_peak_reserved.load(Ordering::Relaxed));
+        self.dirty_limit_chunks
+            .max(reserved / 4)
+            .max(recent_peak.saturating_sub(reserved).min(reserved))
+    }
+
+    /// Gives back about `target` dirty chunks (more by less than a run),
+    /// highest first, passing over runs shorter than `MIN_PURGE_CHUNKS`
+    /// if `long_runs_only`. The caller holds the `purging` flag.
+    fn purge_from_top(&self, target: usize, long_runs_only: bool) {
+        // Chunks above the high-water mark were never used, so never dirty.
+        // Scan down by chunk position, so that runs skipped or lost to a
+        // racing claim are passed over, never revisited.
+        let mut end = self.high_water().min(self.chunks);
+        let mut purged = 0;
+        while end > 0 && purged < target {
+            let top = end - 1;
+            let word = top / WORD_BITS;
+            let below_end = !0u64 >> (WORD_BITS - 1 - top % WORD_BITS);
+            let d = self.dirty(word).load(Ordering::Relaxed)
+                & !self.used(word).load(Ordering::Relaxed)
+                & below_end;
+            if d == 0 {
+                end = word * WORD_BITS;
+                continue;
+            }
+            let last = word * WORD_BITS + (WORD_BITS - 1 - d.leading_zeros() as usize);
+            let run = last + 1 - self.dirty_free_run_start(last, MAX_PURGE_RUN_CHUNKS);
+            // Age purges take only what they need, from the top of the run.
+            let len = if long_runs_only {
+                run
+            } else {
+                run.min(target - purged)
+            };
+            let start = last + 1 - len;
+            end = start;
+            if long_runs_only && len < MIN_PURGE_CHUNKS {
+                continue;
+            }
+            if !self.try_claim(start, len) {
+                continue;
+            }
+            let cleared = self.clear_dirty(start, len);
+            self.dirty_chunks.fetch_sub(cleared, Ordering::Relaxed);
+            purged += cleared;
+            let addr = (self.base + (start << self.chunk_shift)) as *mut u8;
+            // SAFETY: these chunks are free chunks of this heap's source,
+            // claimed above so nobody else touches them now.
+            unsafe { self.source.decommit(addr, len << self.chunk_shift) };
+            self.release_bits(start, len);
+            self.lower_hints(start, len);
+            // Release pairs with the Acquire in `alloc_run`: a search
+            // that failed while we held these chunks retries.
+            self.rollbacks.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// First chunk of the run of chunks that read dirty and free (racy),
+    /// ending at `last` inclusive, at most `max_len` long.
+    fn dirty_free_run_start(&self, last: usize, max_len: usize) -> usize {
+        let mut start = last + 1;
+        while start > 0 && last + 1 - start < max_len {
+            let pos = start - 1;
+            let word = pos / WORD_BITS;
+            let bit = pos % WORD_BITS;
+            let candidates =
+                self.dirty(word).load(Ordering::Relaxed) & !self.used(word).load(Ordering::Relaxed);
+            // Bit `pos` moved to the top: leading ones count down from it.
+            let ones = (candidates << (WORD_BITS - 1 - bit)).leading_ones() as usize;
+            let take = ones.min(max_len - (last + 1 - start));
+            start -= take;
+            if take <= bit {
+                break;
+            }
+        }
+        start
     }
 
     /// Stops decommitting until [`Backend::unlock_after_fork`], so that a
@@ -1062,45 +1187,178 @@ mod tests {
         assert!(!b.try_grow(16, 10, 290));
     }
 
+    /// A backend over a real mapping of `chunks` 4 KiB chunks, so that
+    /// madvise has something to act on, with the given purge settings.
+    #[cfg(feature = "std")]
+    const NEVER_MS: u64 = 1_000_000;
+
+    #[cfg(feature = "std")]
+    struct OsBackend {
+        backend: Backend,
+        _bitmaps: (Vec<AtomicU64>, Vec<AtomicU64>),
+        region: core::ptr::NonNull<u8>,
+        bytes: usize,
+    }
+
+    #[cfg(feature = "std")]
+    impl OsBackend {
+        fn new(
+            chunks: usize,
+            dirty_limit_chunks: usize,
+            decommit_delay_ms: u64,
+            decommit_epoch_ms: u64,
+        ) -> OsBackend {
+            let words = bitmap_words(chunks);
+            let mut used: Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();
+            let mut dirty: Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();
+            let bytes = chunks << 12;
+            let region = crate::platform::reserve(bytes).expect("reserve");
+            // SAFETY: the bitmaps hold `words` words and live as long as the
+            // backend beside them (moving a Vec does not move its buffer).
+            let backend = unsafe {
+                Backend::new(
+                    used.as_mut_ptr(),
+                    dirty.as_mut_ptr(),
+                    chunks,
+                    region.as_ptr() as usize,
+                    12,
+                    &OS_REGION,
+                    &Config {
+                        dirty_limit_bytes: dirty_limit_chunks << 12,
+                        decommit_delay_ms,
+                        decommit_epoch_ms,
+                        ..Config::for_os()
+                    },
+                )
+            };
+            OsBackend {
+                backend,
+                _bitmaps: (used, dirty),
+                region,
+                bytes,
+            }
+        }
+
+        /// Writes to every page of chunks `[start, start + n)`.
+        fn touch(&self, start: usize, n: usize) {
+            // SAFETY: chunk memory of our own mapping, held by the test.
+            unsafe { core::ptr::write_bytes(self.region.as_ptr().add(start << 12), 0xAB, n << 12) };
+        }
+
+        /// Whether chunk `i` still holds what `touch` wrote (decommitted
+        /// pages read as zero).
+        fn resident(&self, i: usize) -> bool {
+            // SAFETY: inside our own mapping, which stays mapped.
+            unsafe { *self.region.as_ptr().add(i << 12) == 0xAB }
+        }
+
+        fn dirty_chunks(&self) -> usize {
+            self.backend.dirty_chunks.load(Ordering::Relaxed)
+        }
+    }
+
+    #[cfg(feature = "std")]
+    impl Drop for OsBackend {
+        fn drop(&mut self) {
+            // SAFETY: the reservation made in `new`, no longer used.
+            unsafe { crate::platform::release(self.region.as_ptr(), self.bytes) };
+        }
+    }
+
     #[test]
     #[cfg(feature = "std")]
     #[cfg_attr(miri, ignore = "Miri does not model MAP_NORESERVE or madvise")]
     fn decommit_source_tracks_dirty_chunks() {
-        let words = bitmap_words(100);
-        let mut used: Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();
-        let mut dirty: Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();
-        // A real mapping, so that madvise has something to act on.
-        let region = crate::platform::reserve(100 << 12).expect("reserve");
-        // SAFETY: the bitmaps hold `words` words and outlive the backend.
-        let b = unsafe {
-            Backend::new(
-                used.as_mut_ptr(),
-                dirty.as_mut_ptr(),
-                100,
-                region.as_ptr() as usize,
-                12,
-                &OS_REGION,
-                &Config {
-                    dirty_limit_bytes: 8 << 12,
-                    decommit_delay_ms: 1_000_000,
-                    ..Config::for_os()
-                },
-            )
-        };
-        let start = b.alloc_run(20, 0).expect("room");
-        // SAFETY: chunk memory of a fresh mapping we own.
-        unsafe { core::ptr::write_bytes(region.as_ptr(), 0xAB, 20 << 12) };
-        b.free_run(start, 20);
-        // 20 chunks exceed the 8-chunk dirty limit: all were given back.
-        assert_eq!(b.dirty_chunks.load(Ordering::Relaxed), 0);
-        // SAFETY: the mapping is still ours; decommitted pages read as zero.
-        assert_eq!(unsafe { *region.as_ptr().add(5 << 12) }, 0);
+        let b = OsBackend::new(100, 8, NEVER_MS, NEVER_MS);
+        let start = b.backend.alloc_run(20, 0).expect("room");
+        b.touch(start, 20);
+        b.backend.free_run(start, 20);
+        // 20 chunks exceed the 8-chunk dirty limit with nothing in use: all
+        // were given back.
+        assert_eq!(b.dirty_chunks(), 0);
+        assert!(!b.resident(5));
         assert_eq!(
-            (b.free_summary().free, b.free_summary().longest),
+            (
+                b.backend.free_summary().free,
+                b.backend.free_summary().longest
+            ),
             (100, 100)
         );
-        // SAFETY: the reservation made above, no longer used.
-        unsafe { crate::platform::release(region.as_ptr(), 100 << 12) };
+    }
+
+    #[test]
+    #[cfg(feature = "std")]
+    #[cfg_attr(miri, ignore = "Miri does not model MAP_NORESERVE or madvise")]
+    fn a_phase_freed_below_the_recent_peak_stays_resident() {
+        let b = OsBackend::new(200, 8, NEVER_MS, NEVER_MS);
+        assert_eq!(b.backend.alloc_run(40, 0), Some(0));
+        assert_eq!(b.backend.alloc_run(40, 0), Some(40));
+        b.touch(0, 80);
+        b.backend.free_run(40, 40);
+        // 40 dirty, 40 in use, peak 80: within the room to the peak.
+        assert_eq!(b.dirty_chunks(), 40);
+        assert!(b.resident(79));
+        // The next phase reuses it without faulting it in again.
+        assert_eq!(b.backend.alloc_run(40, 0), Some(40));
+        assert_eq!(b.dirty_chunks(), 0);
+        assert!(b.resident(79));
+        // Freeing everything leaves no room: given back at once.
+        b.backend.free_run(40, 40);
+        b.backend.free_run(0, 40);
+        assert_eq!(b.dirty_chunks(), 0);
+        assert!(!b.resident(0) && !b.resident(79));
+    }
+
+    #[test]
+    #[cfg(feature = "std")]
+    #[cfg_attr(miri, ignore = "Miri does not model MAP_NORESERVE or madvise")]
+    fn an_epoch_gives_back_what_stayed_unused_throughout() {
+        let epoch_ms = 300;
+        let pause = || std::thread::sleep(std::time::Duration::from_millis(epoch_ms + 50));
+        // A dirty floor of 100 chunks keeps the over-limit rule out of it.
+        let b = OsBackend::new(200, 100, NEVER_MS, epoch_ms);
+        assert_eq!(b.backend.alloc_run(1, 0), Some(0));
+        assert_eq!(b.backend.alloc_run(20, 0), Some(1));
+        assert_eq!(b.backend.alloc_run(20, 0), Some(21));
+        b.touch(0, 41);
+        pause();
+        // Ends the first epoch (nothing was dirty in it); 20 dirty after.
+        b.backend.free_run(21, 20);
+        // Within the new epoch.
+        b.backend.free_run(1, 20);
+        assert_eq!(b.dirty_chunks(), 40);
+        pause();
+        // Ends the second epoch, which had at least 20 dirty chunks all
+        // along: 20 are given back, from the top; the rest were freed within
+        // it, and chunk 0 just now.
+        b.backend.free_run(0, 1);
+        assert_eq!(b.dirty_chunks(), 21);
+        assert!(b.resident(0) && b.resident(20));
+        assert!(!b.resident(21) && !b.resident(40));
+    }
+
+    #[test]
+    #[cfg(feature = "std")]
+    #[cfg_attr(miri, ignore = "Miri does not model MAP_NORESERVE or madvise")]
+    fn a_quiet_time_gives_everything_back() {
+        let delay_ms = 300;
+        let b = OsBackend::new(200, 100, delay_ms, NEVER_MS);
+        assert_eq!(b.backend.alloc_run(40, 0), Some(0));
+        assert_eq!(b.backend.alloc_run(1, 0), Some(40));
+        b.touch(0, 41);
+        b.backend.free_run(0, 40);
+        // Freed just now: kept for reuse.
+        assert_eq!(b.dirty_chunks(), 40);
+        // Reusing a dirty chunk is a change: the quiet time starts again.
+        assert_eq!(b.backend.alloc_run(1, 0), Some(0));
+        assert_eq!(b.dirty_chunks(), 39);
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms + 50));
+        // No dirty chunk was freed or reused for a whole delay: the next
+        // operation gives every dirty chunk back.
+        b.backend.free_run(40, 1);
+        assert_eq!(b.dirty_chunks(), 0);
+        assert!(b.resident(0));
+        assert!(!b.resident(1) && !b.resident(39) && !b.resident(40));
     }
 }
 
