@@ -24,8 +24,9 @@ pub const SMALL_HEAP_BYTES: usize = 256 * MIB;
 /// minute.
 pub const MAX_DECOMMIT_DELAY_MS: u64 = 60_000;
 /// Default `Config::decommit_epoch_ms`. The sqlite3 workload of the C
-/// library's tests reuses memory that stayed free for 1 to 1.5 s (see
-/// docs/architecture.md, "Decommit"); twice that, for slower machines.
+/// library's tests rebuilds memory that stayed free for 1 to 2 s; of 1, 2
+/// and 3 s epochs, 2 and 3 s returned none of it (see docs/architecture.md,
+/// "Decommit"). Twice 2 s, for slower machines.
 const DECOMMIT_EPOCH_MS: u64 = 4000;
 
 /// How a heap is laid out and how much it may keep in reserve.
