@@ -363,7 +363,9 @@ impl Allocator {
             // object of another allocator's slab, whose first word is its
             // link. Its slab counts it as in use, so it stays in use.
             self.foreign[class] = unsafe { (*obj).next };
-            self.set_foreign_bytes(self.foreign_bytes - class_size(class));
+            // Saturating: a double free could make the list longer than
+            // its count; never a panic on the allocation path.
+            self.set_foreign_bytes(self.foreign_bytes.saturating_sub(class_size(class)));
             if self.foreign[class].is_null() {
                 // Back to the fast path.
                 self.set_head(class, self.bins[class].head);
@@ -627,6 +629,11 @@ impl Allocator {
     fn dealloc_remote(&mut self, owner: u16, class: usize, obj: *mut FreeObject) {
         let size = class_size(class);
         if self.foreign_bytes + size <= self.foreign_limit {
+            if self.foreign[class] == obj {
+                // The cheap part of double-free detection for kept objects
+                // (a longer list is not walked).
+                fatal("double free detected (object already freed)", obj as usize);
+            }
             // SAFETY: the client gave `obj` up; its first word becomes the
             // link of our foreign list.
             unsafe { (*obj).next = self.foreign[class] };
@@ -1058,13 +1065,18 @@ impl Allocator {
     }
 
     /// Called when a thread detaches: nothing is left in flight, and at most
-    /// `idle_retain_bytes` of empty slabs stay, beside at most as many bytes
-    /// of foreign objects (kept for the next thread to attach; a reclaim
-    /// sends them home).
+    /// `idle_retain_bytes` of empty slabs stay. In a fixed region, where
+    /// threads detach after every call and attach again at once, at most as
+    /// many bytes of foreign objects stay too (a reclaim sends them home);
+    /// in an OS heap, where a detach is a thread's exit, they go home now,
+    /// so that no idle allocator holds other allocators' slabs.
     pub(crate) fn on_detach(&mut self) {
         #[cfg(debug_assertions)]
         self.check_invariants();
         self.drain_inbox();
+        if self.heap().os_owned {
+            self.flush_foreign();
+        }
         self.flush_outgoing();
         self.release_empty_slabs(self.heap().config.idle_retain_bytes);
         self.publish_live();
@@ -1097,6 +1109,7 @@ impl Allocator {
     /// builds.
     #[cfg(debug_assertions)]
     pub(crate) fn check_invariants(&self) {
+        let mut foreign = 0;
         for class in 0..NUM_CLASSES {
             let info = self.info(class);
             let mut index = self.bins[class].head;
@@ -1128,6 +1141,18 @@ impl Allocator {
             }
             assert_eq!(self.bins[class].tail, prev);
             let _ = listed;
+            // Kept foreign objects: counted, and their class off the fast path.
+            let mut p = self.foreign[class];
+            while !p.is_null() {
+                foreign += class_size(class);
+                assert!(core::ptr::eq(
+                    self.bins[class].current,
+                    &self.heap().empty_slab
+                ));
+                // SAFETY: foreign lists link free objects through `next`.
+                p = unsafe { (*p).next };
+            }
         }
+        assert_eq!(foreign, self.foreign_bytes);
     }
 }

@@ -64,7 +64,7 @@ pub(crate) struct HeapInner {
     region_bytes: usize,
     fixed_meta_bytes: usize,
     slot_chunks: usize,
-    os_owned: bool,
+    pub(crate) os_owned: bool,
 }
 
 /// Addresses of the parts of a region laid out for `chunks` chunks.
