@@ -148,6 +148,24 @@ fn runs_of(free: u64, n: usize) -> u64 {
     m
 }
 
+/// Lowers `a` to `v` if it is higher; a load first, so that the cache line
+/// stays shared when nothing changes. Relaxed: used for hints, heuristics
+/// and statistics only.
+#[inline]
+fn lower_to(a: &AtomicUsize, v: usize) {
+    if v < a.load(Ordering::Relaxed) {
+        a.fetch_min(v, Ordering::Relaxed);
+    }
+}
+
+/// Raises `a` to `v` if it is lower (see [`lower_to`]).
+#[inline]
+fn raise_to(a: &AtomicUsize, v: usize) {
+    if v > a.load(Ordering::Relaxed) {
+        a.fetch_max(v, Ordering::Relaxed);
+    }
+}
+
 /// The part of `[pos, end)` inside `pos`'s word: (word, mask, bit count).
 #[inline]
 fn segment(pos: usize, end: usize) -> (usize, u64, usize) {
@@ -359,10 +377,7 @@ impl Backend {
         let dirty = self.clear_dirty(start, n);
         if dirty > 0 {
             let left = self.dirty_chunks.fetch_sub(dirty, Ordering::Relaxed) - dirty;
-            // Relaxed: purge heuristics, like the dirty count itself.
-            if left < self.epoch_low_dirty.load(Ordering::Relaxed) {
-                self.epoch_low_dirty.fetch_min(left, Ordering::Relaxed);
-            }
+            lower_to(&self.epoch_low_dirty, left);
             self.last_dirty_change_ms
                 .store(platform::now_ms(), Ordering::Relaxed);
         }
@@ -370,15 +385,9 @@ impl Backend {
         // Read-modify-writes only when they change something: a load keeps
         // the cache line shared between cores.
         let now = self.reserved_chunks.fetch_add(n, Ordering::Relaxed) + n;
-        if now > self.peak_reserved_chunks.load(Ordering::Relaxed) {
-            self.peak_reserved_chunks.fetch_max(now, Ordering::Relaxed);
-        }
-        if now > self.epoch_peak_reserved.load(Ordering::Relaxed) {
-            self.epoch_peak_reserved.fetch_max(now, Ordering::Relaxed);
-        }
-        if start + n > self.high_water.load(Ordering::Relaxed) {
-            self.high_water.fetch_max(start + n, Ordering::Relaxed);
-        }
+        raise_to(&self.peak_reserved_chunks, now);
+        raise_to(&self.epoch_peak_reserved, now);
+        raise_to(&self.high_water, start + n);
     }
 
     /// Claims the lowest run of `n` free chunks whose first chunk's address
@@ -414,7 +423,7 @@ impl Backend {
                 let _ =
                     hint.compare_exchange(from_word, word, Ordering::Relaxed, Ordering::Relaxed);
             } else if word < from_word {
-                hint.fetch_min(word, Ordering::Relaxed);
+                lower_to(hint, word);
             }
         }
         self.maybe_decommit();
@@ -435,16 +444,19 @@ impl Backend {
         };
         let word = (start - before) / WORD_BITS;
         for hint in &self.hints[..reach] {
-            // Relaxed: hints (see the module documentation).
-            if hint.load(Ordering::Relaxed) > word {
-                hint.fetch_min(word, Ordering::Relaxed);
-            }
+            lower_to(hint, word);
         }
     }
 
     /// Length of the run of clear bits ending just below `end`, up to
     /// `limit` (racy).
     fn free_len_before(&self, end: usize, limit: usize) -> usize {
+        self.set_run_before(end, limit, |w| !self.used(w).load(Ordering::Relaxed))
+    }
+
+    /// Length of the run of set bits of `bits(word)` ending just below
+    /// `end`, up to `limit`.
+    fn set_run_before(&self, end: usize, limit: usize, bits: impl Fn(usize) -> u64) -> usize {
         let mut len = 0;
         let mut pos = end;
         while len < limit && pos > 0 {
@@ -452,10 +464,10 @@ impl Backend {
             let take = if bit == 0 { WORD_BITS } else { bit };
             let word = (pos - 1) / WORD_BITS;
             // The `take` bits below `pos`, moved to the top of the word.
-            let bits = self.used(word).load(Ordering::Relaxed) << (WORD_BITS - take);
-            let zeros = (bits.leading_zeros() as usize).min(take);
-            len += zeros;
-            if zeros < take {
+            let ones = (bits(word) << (WORD_BITS - take)).leading_ones() as usize;
+            let ones = ones.min(take);
+            len += ones;
+            if ones < take {
                 break;
             }
             pos -= take;
@@ -850,10 +862,7 @@ impl Backend {
             let left = self.dirty_chunks.fetch_sub(cleared, Ordering::Relaxed) - cleared;
             // The epoch's low mark follows purges too, so that chunks freed
             // after one are not taken for chunks unused all epoch long.
-            // Relaxed: a heuristic.
-            if left < self.epoch_low_dirty.load(Ordering::Relaxed) {
-                self.epoch_low_dirty.fetch_min(left, Ordering::Relaxed);
-            }
+            lower_to(&self.epoch_low_dirty, left);
             purged += cleared;
             let addr = (self.base + (start << self.chunk_shift)) as *mut u8;
             // SAFETY: these chunks are free chunks of this heap's source,
@@ -870,22 +879,10 @@ impl Backend {
     /// First chunk of the run of chunks that read dirty and free (racy),
     /// ending at `last` inclusive, at most `max_len` long.
     fn dirty_free_run_start(&self, last: usize, max_len: usize) -> usize {
-        let mut start = last + 1;
-        while start > 0 && last + 1 - start < max_len {
-            let pos = start - 1;
-            let word = pos / WORD_BITS;
-            let bit = pos % WORD_BITS;
-            let candidates =
-                self.dirty(word).load(Ordering::Relaxed) & !self.used(word).load(Ordering::Relaxed);
-            // Bit `pos` moved to the top: leading ones count down from it.
-            let ones = (candidates << (WORD_BITS - 1 - bit)).leading_ones() as usize;
-            let take = ones.min(max_len - (last + 1 - start));
-            start -= take;
-            if take <= bit {
-                break;
-            }
-        }
-        start
+        last + 1
+            - self.set_run_before(last + 1, max_len, |w| {
+                self.dirty(w).load(Ordering::Relaxed) & !self.used(w).load(Ordering::Relaxed)
+            })
     }
 
     /// Stops decommitting until [`Backend::unlock_after_fork`], so that a
