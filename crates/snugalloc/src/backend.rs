@@ -17,7 +17,9 @@
 //!   so searches for runs of several chunks skip the single-chunk holes at
 //!   the bottom of a fragmented region; a search for exactly `k + 1` raises
 //!   hint `k` to where it found its run, and a free lowers the hints of the
-//!   lengths its merged run reaches. Hints can go stale upwards under races
+//!   lengths its merged run reaches. A best-fit search for `HINTS` chunks
+//!   or more starts at the last hint too: no run that long starts below
+//!   it. Hints can go stale upwards under races
 //!   (two neighbouring frees that each miss the other's chunks, or a free
 //!   below a search's result that lands while the search runs, before its
 //!   raise), until the next free below them lowers them again; so a
@@ -89,6 +91,8 @@ pub(crate) struct Backend {
     base: usize,
     chunk_shift: u32,
     source: &'static dyn Source,
+    /// `source.decommits()`, read once: every claim and free asks.
+    decommits: bool,
     dirty_limit_chunks: usize,
     decommit_delay_ms: u64,
     decommit_epoch_ms: u64,
@@ -215,6 +219,7 @@ impl Backend {
             base,
             chunk_shift,
             source,
+            decommits: source.decommits(),
             dirty_limit_chunks: (config.dirty_limit_bytes >> chunk_shift).max(1),
             decommit_delay_ms: config.decommit_delay_ms,
             decommit_epoch_ms: config.decommit_epoch_ms,
@@ -355,7 +360,7 @@ impl Backend {
 
     /// Clears the dirty bits of `[start, start + n)`; returns how many were set.
     fn clear_dirty(&self, start: usize, n: usize) -> usize {
-        if !self.source.decommits() {
+        if !self.decommits {
             return 0;
         }
         let end = start + n;
@@ -603,10 +608,23 @@ impl Backend {
         if n == 0 || n > self.chunks {
             return None;
         }
-        let found = self.claim_retrying(|| loop {
-            let start = self.find_best_fit(n, untouched_at_top)?;
-            if self.try_claim(start, n) {
-                return Some(start);
+        // No free run of `HINTS` chunks or more starts below the last hint's
+        // word, so a search for such a run may begin there; if the hint was
+        // stale and nothing was found, the whole bitmap is searched.
+        let from_word = if n >= HINTS {
+            self.hints[HINTS - 1].load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        let found = self.claim_retrying(|| {
+            let mut from = from_word;
+            loop {
+                match self.find_best_fit(n, untouched_at_top, from) {
+                    Some(start) if self.try_claim(start, n) => return Some(start),
+                    Some(_) => {}
+                    None if from != 0 => from = 0,
+                    None => return None,
+                }
             }
         });
         if let Some(start) = found {
@@ -626,7 +644,7 @@ impl Backend {
     /// is carried as (start, length); runs strictly inside a word are looked
     /// at only if the word has `n` clear bits, so a scan costs a few
     /// instructions per word however many short holes there are.
-    fn find_best_fit(&self, n: usize, untouched_at_top: bool) -> Option<usize> {
+    fn find_best_fit(&self, n: usize, untouched_at_top: bool, from_word: usize) -> Option<usize> {
         let high = self.high_water().min(self.chunks);
         let mut best: Option<(usize, usize)> = None; // (run length, start)
         let mut consider = |start: usize, len: usize| {
@@ -635,9 +653,10 @@ impl Backend {
             }
         };
         // The run open at the top of the words scanned so far.
-        let (mut run_start, mut run_len) = (0, 0);
         let words = high.div_ceil(WORD_BITS);
-        for word in 0..words {
+        let from_word = from_word.min(words);
+        let (mut run_start, mut run_len) = (from_word * WORD_BITS, 0);
+        for word in from_word..words {
             let mut used = self.used(word).load(Ordering::Relaxed);
             if word + 1 == words && high < self.chunks && high % WORD_BITS != 0 {
                 // Chunks from `high` on are untouched: free, whatever the
@@ -713,7 +732,7 @@ impl Backend {
         // Whether this free ends a quiet time (see the module documentation):
         // the time is read before the free counts as a change.
         let mut quiet = false;
-        if self.source.decommits() {
+        if self.decommits {
             self.set_dirty(start, n);
             self.dirty_chunks.fetch_add(n, Ordering::Relaxed);
             let now = platform::now_ms();
@@ -748,7 +767,7 @@ impl Backend {
     /// As [`Backend::maybe_decommit`]; `quiet` if the caller's free came
     /// after `decommit_delay_ms` without a change to the dirty chunks.
     fn decommit_if_due(&self, quiet: bool) {
-        if !self.source.decommits() {
+        if !self.decommits {
             return;
         }
         let dirty = self.dirty_chunks.load(Ordering::Relaxed);
@@ -1139,10 +1158,20 @@ mod tests {
                         (open + n <= chunks).then(|| if at_top { chunks - n } else { open })
                     });
                 assert_eq!(
-                    b.find_best_fit(n, at_top),
+                    b.find_best_fit(n, at_top, 0),
                     want,
                     "best fit of {n} in {chunks}, high {high}"
                 );
+                // Searches for runs of `HINTS` or more may start at the word
+                // of the lowest such run, as `alloc_run_best` does.
+                if n >= HINTS {
+                    let from = naive(HINTS).map_or(0, |s| s / WORD_BITS);
+                    assert_eq!(
+                        b.find_best_fit(n, at_top, from),
+                        want,
+                        "best fit of {n} from word {from} in {chunks}, high {high}"
+                    );
+                }
             }
         }
     }
