@@ -76,6 +76,7 @@ pub fn child_main(
     workload: &dyn Workload,
     duration: Duration,
     inject: Option<u64>,
+    exact_live: bool,
 ) -> Result<(), String> {
     let alloc = ProcessAlloc::new(kind);
     let stdout = std::io::stdout();
@@ -93,7 +94,9 @@ pub fn child_main(
             err.get_or_insert(e);
         }
     };
-    let mut outcome = run_in_process(&alloc, workload, duration, inject, false, &mut emit);
+    let mut outcome = run_in_process(
+        &alloc, workload, duration, inject, false, exact_live, &mut emit,
+    );
     if let Some(e) = err {
         return Err(format!("writing samples: {e}"));
     }

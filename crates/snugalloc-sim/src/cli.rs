@@ -172,6 +172,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_plot: bool,
 
+    /// Also count live requested bytes exactly, in one counter all threads
+    /// update, and print their exact peak beside the exact peak of reserved
+    /// bytes. Costs every operation a shared atomic (about 7% of
+    /// snugalloc's throughput here), so compare throughput without it.
+    #[arg(long)]
+    pub exact_live: bool,
+
     /// Internal: run one process allocator and stream samples to stdout.
     #[arg(long, hide = true)]
     pub child: Option<String>,

@@ -149,8 +149,14 @@ fn cmd_run(args: &RunArgs) -> Result<bool, Failure> {
         let kind = ProcessKind::from_name(name)
             .ok_or_else(|| Failure::Input(format!("--child: unknown '{name}'")))?;
         let wl = common.wl.instantiate(common.workload, common.seed);
-        child::child_main(kind, wl.as_ref(), args.duration, inject(common))
-            .map_err(Failure::Run)?;
+        child::child_main(
+            kind,
+            wl.as_ref(),
+            args.duration,
+            inject(common),
+            args.exact_live,
+        )
+        .map_err(Failure::Run)?;
         return Ok(true);
     }
     let specs = &common.alloc.0;
@@ -195,6 +201,7 @@ fn cmd_run(args: &RunArgs) -> Result<bool, Failure> {
                     args.duration,
                     inject(common),
                     false,
+                    args.exact_live,
                     &mut on_sample,
                 )
             }
@@ -382,6 +389,7 @@ fn cmd_min_heap(args: &MinHeapArgs) -> Result<bool, Failure> {
             args.duration,
             inject(common),
             true,
+            false,
             &mut |_| {},
         )
     };

@@ -153,29 +153,50 @@ fn fmt_ratio(x: f64, pct: bool) -> String {
     }
 }
 
-/// Renders the summary table.
+/// Renders the summary table. Runs made with `--exact-live` add the exact
+/// peak of requested bytes and the ratio of the two exact peaks.
 pub fn summary_table(rows: &[Summary]) -> String {
-    let header = [
+    let exact = rows.iter().any(|s| s.exact_peak_requested_bytes.is_some());
+    let mut header = vec![
         "allocator",
         "peak req MiB",
         "peak res MiB",
         "exact peak MiB",
+    ];
+    if exact {
+        header.extend(["exact req MiB", "exact res/req"]);
+    }
+    header.extend([
         "overhead",
         "last peak s",
         "growth",
         "Mops/s",
         "OOM",
         "corrupt",
-    ];
-    let body: Vec<[String; 10]> = rows
+    ]);
+    let opt_mib =
+        |b: Option<u64>| b.map_or_else(|| "-".to_string(), |b| format!("{:.2}", mib(b as f64)));
+    let body: Vec<Vec<String>> = rows
         .iter()
         .map(|s| {
-            [
+            let mut row = vec![
                 s.alloc.clone(),
                 format!("{:.2}", mib(s.peak_requested_bytes as f64)),
                 format!("{:.2}", mib(s.peak_reserved_bytes as f64)),
-                s.exact_peak_reserved_bytes
-                    .map_or_else(|| "-".to_string(), |b| format!("{:.2}", mib(b as f64))),
+                opt_mib(s.exact_peak_reserved_bytes),
+            ];
+            if exact {
+                row.push(opt_mib(s.exact_peak_requested_bytes));
+                row.push(
+                    match (s.exact_peak_reserved_bytes, s.exact_peak_requested_bytes) {
+                        (Some(res), Some(req)) if req > 0 => {
+                            format!("{:.3}", res as f64 / req as f64)
+                        }
+                        _ => "-".to_string(),
+                    },
+                );
+            }
+            row.extend([
                 fmt_ratio(s.overhead, true),
                 format!("{:.1}", s.last_peak_s),
                 fmt_ratio(s.growth_ratio, false),
@@ -186,7 +207,8 @@ pub fn summary_table(rows: &[Summary]) -> String {
                 } else {
                     s.corruption_count.to_string()
                 },
-            ]
+            ]);
+            row
         })
         .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::alloc::{ClassTable, RegionAlloc};
-use crate::workload::{totals, Ctx, ThreadCounters, Workload};
+use crate::workload::{totals, Ctx, ExactLive, ThreadCounters, Workload};
 
 /// The sampling period.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -57,6 +57,10 @@ pub struct RunOutcome {
     /// The allocator's exact peak of reserved bytes, where it tracks one.
     #[serde(default)]
     pub exact_peak_reserved_bytes: Option<u64>,
+    /// Peak live requested bytes counted exactly (between samples too),
+    /// with `--exact-live`.
+    #[serde(default)]
+    pub exact_peak_requested_bytes: Option<u64>,
     /// Problems found by the end-of-run checks.
     pub findings: Vec<String>,
 }
@@ -64,25 +68,30 @@ pub struct RunOutcome {
 /// Runs `workload` on `alloc` for `duration`, calling `on_sample` for each
 /// sample as it is taken. With `stop_on_oom` the run ends at the first
 /// sample that sees an out-of-memory failure (a min-heap probe has failed
-/// by then; the rest of its time would be wasted).
+/// by then; the rest of its time would be wasted). With `exact_live` the
+/// peak of live requested bytes is also counted exactly (see
+/// [`ExactLive`]).
 pub fn run_in_process(
     alloc: &dyn RegionAlloc,
     workload: &dyn Workload,
     duration: Duration,
     inject_corruption_every: Option<u64>,
     stop_on_oom: bool,
+    exact_live: bool,
     on_sample: &mut dyn FnMut(&Sample),
 ) -> RunOutcome {
     let n = workload.thread_count();
     let counters: Vec<ThreadCounters> = (0..=n).map(|_| ThreadCounters::default()).collect();
     let stop = AtomicBool::new(false);
     let start = Instant::now();
+    let exact = ExactLive::default();
     let ctx = Ctx {
         alloc,
         counters: &counters,
         stop: &stop,
         start,
         inject_corruption_every,
+        exact_live: exact_live.then_some(&exact),
     };
     let mut samples = Vec::with_capacity((duration.as_millis() / TICK.as_millis()) as usize + 2);
     let mut peak_reserved = 0u64;
@@ -140,6 +149,12 @@ pub fn run_in_process(
     workload.finish(&ctx);
     let after = totals(&counters);
     let mut findings = alloc.check();
+    let exact_left = exact.live_bytes();
+    if exact_live && exact_left != 0 && after.corruption == 0 && after.escapes == 0 {
+        findings.push(format!(
+            "{exact_left} requested bytes still counted live exactly after the final free"
+        ));
+    }
     if after.live_bytes != 0 && after.corruption == 0 && after.escapes == 0 {
         findings.push(format!(
             "{} requested bytes still counted live after the final free",
@@ -157,6 +172,7 @@ pub fn run_in_process(
         class_table_at_peak,
         residual_reserved_bytes: alloc.reserved_bytes() as u64,
         exact_peak_reserved_bytes: alloc.peak_reserved_bytes().map(|b| b as u64),
+        exact_peak_requested_bytes: exact_live.then(|| exact.peak_bytes()),
         findings,
     }
 }
@@ -189,6 +205,9 @@ pub struct Summary {
     /// The allocator's exact peak of reserved bytes (between samples too),
     /// where it tracks one.
     pub exact_peak_reserved_bytes: Option<u64>,
+    /// Exact peak of live requested bytes (`--exact-live`).
+    #[serde(default)]
+    pub exact_peak_requested_bytes: Option<u64>,
 }
 
 impl Summary {
@@ -250,6 +269,7 @@ impl Summary {
             escape_count: o.escape_count,
             residual_reserved_bytes: o.residual_reserved_bytes,
             exact_peak_reserved_bytes: o.exact_peak_reserved_bytes,
+            exact_peak_requested_bytes: o.exact_peak_requested_bytes,
         }
     }
 

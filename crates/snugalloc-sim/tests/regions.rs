@@ -143,6 +143,7 @@ fn every_workload_stays_in_the_region() {
                 Duration::from_millis(250),
                 None,
                 false,
+                true,
                 &mut |_| {},
             );
             assert_eq!(
@@ -151,6 +152,20 @@ fn every_workload_stays_in_the_region() {
             );
             assert_eq!(o.corruption_count, 0, "{spec} on {name}: corrupted blocks");
             assert!(o.total_ops > 0, "{spec} on {name}: no operations");
+            // The exact peak is at least about every sampled value (a sample
+            // sums per-thread counters read one after the other, so it can
+            // exceed every real moment by what changed while it read).
+            let sampled = o
+                .samples
+                .iter()
+                .map(|s| s.requested_bytes)
+                .max()
+                .unwrap_or(0);
+            let exact = o.exact_peak_requested_bytes;
+            assert!(
+                exact.is_some_and(|e| e > 0 && e >= sampled - sampled / 16),
+                "{spec} on {name}: exact peak {exact:?} below the sampled peak {sampled}"
+            );
             assert!(o.findings.is_empty(), "{spec} on {name}: {:?}", o.findings);
         }
     }
