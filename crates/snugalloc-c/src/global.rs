@@ -66,6 +66,7 @@ static STATS_AT_EXIT: AtomicBool = AtomicBool::new(false);
 /// The fork prepare handler took the heap's lock.
 static FORK_LOCKED: AtomicBool = AtomicBool::new(false);
 
+#[cfg(not(target_arch = "x86_64"))]
 extern "C" {
     /// The calling thread's slot (`src/tls.c`, initial-exec TLS).
     fn snugalloc_tls_get() -> *mut u8;
@@ -75,19 +76,58 @@ extern "C" {
 /// The calling thread's allocator slot, reached with one `%fs`-relative
 /// load (see `src/tls.c`), where a Rust `thread_local!` in a shared
 /// library would call `__tls_get_addr` on every access.
+///
+/// On x86_64 the access is inline assembly with an initial-exec relocation
+/// (`@GOTTPOFF`: the slot's offset from the thread pointer, which the
+/// dynamic loader writes into the GOT), so `malloc` and `free` make no call
+/// for it; elsewhere it calls the C accessors.
 struct Local;
 
 impl Local {
     #[inline(always)]
     fn get(&self) -> *mut u8 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let value: *mut u8;
+            // SAFETY: `snugalloc_thread_slot` is an initial-exec TLS
+            // variable of this library (src/tls.c), so its GOT entry holds
+            // its offset from %fs, and the load reads this thread's slot.
+            // Reads memory only; no stack, flags unchanged.
+            unsafe {
+                core::arch::asm!(
+                    "mov {v}, qword ptr [rip + snugalloc_thread_slot@GOTTPOFF]",
+                    "mov {v}, qword ptr fs:[{v}]",
+                    v = out(reg) value,
+                    options(nostack, readonly, preserves_flags),
+                );
+            }
+            value
+        }
+        #[cfg(not(target_arch = "x86_64"))]
         // SAFETY: a plain read of this thread's TLS slot; no invariants.
-        unsafe { snugalloc_tls_get() }
+        unsafe {
+            snugalloc_tls_get()
+        }
     }
 
     #[inline(always)]
     fn set(&self, value: *mut u8) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `get`; the store writes this thread's slot only.
+        unsafe {
+            core::arch::asm!(
+                "mov {t}, qword ptr [rip + snugalloc_thread_slot@GOTTPOFF]",
+                "mov qword ptr fs:[{t}], {v}",
+                t = out(reg) _,
+                v = in(reg) value,
+                options(nostack, preserves_flags),
+            );
+        }
+        #[cfg(not(target_arch = "x86_64"))]
         // SAFETY: a plain write of this thread's TLS slot; no invariants.
-        unsafe { snugalloc_tls_set(value) }
+        unsafe {
+            snugalloc_tls_set(value)
+        }
     }
 }
 
