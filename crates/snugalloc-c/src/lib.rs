@@ -31,7 +31,7 @@ use core::ffi::{c_int, c_void};
 use core::fmt::Write;
 use core::ptr::null_mut;
 
-use global::{existing_heap, with_thread};
+use global::{existing_heap, heap, with_thread};
 use stats_abi::CStats;
 
 /// Alignment `malloc` guarantees (and `memalign` needs no more than).
@@ -258,8 +258,13 @@ pub unsafe extern "C" fn malloc_usable_size(ptr: *mut c_void) -> usize {
     if ptr.is_null() {
         return 0;
     }
-    // SAFETY: the caller guarantees `ptr` is a live block of this heap.
-    with_thread(0, |a| unsafe { a.usable_size(ptr.cast()) })
+    // No thread allocator needed: the pagemap answers. (Redis asks this on
+    // every allocation and free.)
+    match heap() {
+        // SAFETY: the caller guarantees `ptr` is a live block of this heap.
+        Some(heap) => unsafe { heap.usable_size(ptr.cast()) },
+        None => 0,
+    }
 }
 
 /// Fills `*out` with the heap's statistics (`struct snugalloc_stats`); all

@@ -783,10 +783,7 @@ impl Allocator {
 
     /// Usable bytes of the allocation at `ptr`.
     pub(crate) fn usable_size(&self, ptr: *const u8) -> usize {
-        match self.heap().locate(ptr as usize, "usable size") {
-            Located::Slab { class, .. } => class_size(class),
-            Located::Large { chunks, .. } => chunks << self.chunk_shift,
-        }
+        self.heap().usable_size(ptr as usize)
     }
 
     /// Resizes the allocation at `ptr` (allocated with `old_size` and

@@ -252,6 +252,40 @@ impl HeapInner {
         }
     }
 
+    /// Usable bytes of the allocation starting at `addr`; a fatal error if
+    /// it starts none. Reads only the pagemap and the class table, so it
+    /// needs no allocator: `malloc_usable_size` calls it without finding
+    /// the thread's one.
+    ///
+    /// ```text
+    /// usable_size ── fast: pagemap entry is a slab chunk → slot check → object_bytes
+    ///   └─ usable_size_slow (cold) ── locate: tail chunks, large objects, misuse (fatal)
+    /// ```
+    #[inline(always)]
+    pub(crate) fn usable_size(&self, addr: usize) -> usize {
+        if let Some(index) = self.pagemap.index_of(addr) {
+            let desc = self.pagemap.entry(index).desc();
+            if desc.kind() == Kind::Slab {
+                let head = index - desc.run() as usize;
+                let info = &self.classes.info[desc.class()];
+                let offset = addr - self.pagemap.chunk_addr(head);
+                if offset < info.span_bytes as usize && info.is_object_start(offset) {
+                    return info.object_bytes as usize;
+                }
+            }
+        }
+        self.usable_size_slow(addr)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn usable_size_slow(&self, addr: usize) -> usize {
+        match self.locate(addr, "usable size") {
+            Located::Slab { class, .. } => self.classes.info[class].object_bytes as usize,
+            Located::Large { chunks, .. } => chunks << self.pagemap.chunk_shift,
+        }
+    }
+
     /// Takes an allocator from the pool (creating one if all are attached).
     pub(crate) fn attach(&self) -> Result<&AllocatorSlot, Error> {
         loop {
@@ -632,6 +666,17 @@ impl Heap {
     pub unsafe fn after_fork(&self) {
         // SAFETY: the caller's contract.
         unsafe { self.inner().backend.unlock_after_fork() }
+    }
+
+    /// Usable bytes of a block (at least what was asked for), found from
+    /// the pagemap alone: no allocator need be attached.
+    ///
+    /// # Safety
+    /// `ptr` must be a live block of this heap (a pointer that starts no
+    /// block is reported as a fatal error).
+    #[inline]
+    pub unsafe fn usable_size(&self, ptr: *const u8) -> usize {
+        self.inner().usable_size(ptr as usize)
     }
 
     /// Whether `ptr` lies in this heap's chunks.
