@@ -300,8 +300,13 @@ pub unsafe extern "C" fn oe_allocator_malloc_usable_size(ptr: *mut c_void) -> us
     if ptr.is_null() {
         return 0;
     }
-    // SAFETY: the caller guarantees `ptr` is a live block of this heap.
-    with_thread(0, |a| unsafe { a.usable_size(ptr.cast()) })
+    // The pagemap answers: no allocator need be attached (a thread outside
+    // an ECall may ask too).
+    match heap() {
+        // SAFETY: the caller guarantees `ptr` is a live block of this heap.
+        Some(heap) => unsafe { heap.usable_size(ptr.cast()) },
+        None => 0,
+    }
 }
 
 /// Heap size, exact live bytes (usable sizes) and their peak. `OE_OK`, or
