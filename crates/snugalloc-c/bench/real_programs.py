@@ -36,8 +36,28 @@ ROOT = os.path.abspath(os.path.join(HERE, "../../.."))
 PROGRAMS = os.path.join(HERE, "../tests/programs")
 OUT = os.path.join(ROOT, "target/bench")
 LIBDIR = "/usr/lib/x86_64-linux-gnu"
-QUICK = "--quick" in sys.argv
-ROUNDS = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else (1 if QUICK else 3)
+
+
+def parse_args(argv):
+    """(quick, rounds) from the command line; exits with the usage on
+    --help and on anything it does not know."""
+    if "-h" in argv or "--help" in argv:
+        print(__doc__)
+        sys.exit(0)
+    quick, rounds, i = False, None, 0
+    while i < len(argv):
+        if argv[i] == "--quick":
+            quick = True
+        elif argv[i] == "--rounds" and i + 1 < len(argv) and argv[i + 1].isdigit() and int(argv[i + 1]) > 0:
+            rounds = int(argv[i + 1])
+            i += 1
+        else:
+            sys.exit(f"real_programs.py: unexpected argument {argv[i]!r} (allowed: --quick, --rounds N with N >= 1, --help)")
+        i += 1
+    return quick, rounds if rounds is not None else (1 if quick else 3)
+
+
+QUICK, ROUNDS = parse_args(sys.argv[1:])
 
 
 def build_shim():
