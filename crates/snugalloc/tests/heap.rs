@@ -508,3 +508,40 @@ fn foreign_objects_are_reused_by_the_freeing_allocator_and_bounded() {
     assert_eq!(heap.stats().live_bytes, 0);
     assert_eq!(object_chunk_bytes(&heap), 0, "{}", heap.snapshot());
 }
+
+#[test]
+fn usable_size_needs_no_allocator_and_agrees_with_the_attached_one() {
+    let heap = fixed_heap(64 * MIB);
+    let mut a = heap.attach().expect("attach");
+    let mut blocks = Vec::new();
+    for size in [
+        1, 16, 17, 100, 128, 129, 500, 1000, 1024, 1025, 3000, 4096, 4097, 20_000, 70_000, 300_000,
+    ] {
+        let layout = Layout::from_size_align(size, 16).expect("layout");
+        let p = a.alloc(layout);
+        assert!(!p.is_null(), "size {size}");
+        // SAFETY: `p` is a live block of this heap.
+        let (from_heap, from_handle) = unsafe { (heap.usable_size(p), a.usable_size(p)) };
+        assert_eq!(from_heap, from_handle, "size {size}");
+        assert!(from_heap >= size, "size {size}: usable {from_heap}");
+        let expected = match heap.size_class_of(size) {
+            Some(class) => snugalloc::class_size(class),
+            None => size.next_multiple_of(heap.config().chunk_bytes),
+        };
+        assert_eq!(from_heap, expected, "size {size}");
+        blocks.push((p as usize, layout, from_heap));
+    }
+    // Another thread, with no allocator attached, gets the same answers.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for &(p, _, usable) in &blocks {
+                // SAFETY: the blocks stay live until the scope ends.
+                assert_eq!(unsafe { heap.usable_size(p as *const u8) }, usable);
+            }
+        });
+    });
+    for (p, layout, _) in blocks {
+        // SAFETY: allocated above with this layout.
+        unsafe { a.dealloc(p as *mut u8, layout) };
+    }
+}
