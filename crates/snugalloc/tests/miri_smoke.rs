@@ -1,7 +1,7 @@
 //! A small workout meant for Miri (`.ci/miri`), which checks the unsafe
 //! code for undefined behaviour: a 1 MiB fixed heap, slab and large
-//! allocations, realloc, and frees across two threads. It also runs as a
-//! normal test.
+//! allocations, realloc, usable sizes read from the pagemap, and frees
+//! across two threads. It also runs as a normal test.
 
 use core::alloc::Layout;
 use snugalloc::{Config, Heap};
@@ -47,6 +47,9 @@ fn small_heap_under_miri() {
         s.spawn(|| {
             let mut b = heap.attach().expect("attach");
             for (p, l) in blocks {
+                // SAFETY: the block is live; the pagemap answers for any thread.
+                let usable = unsafe { heap.usable_size(p as *const u8) };
+                assert!(usable >= l.size(), "{usable} < {}", l.size());
                 // SAFETY: every block is live and freed once.
                 unsafe { b.dealloc(p as *mut u8, l) };
             }
