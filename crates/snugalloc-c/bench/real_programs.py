@@ -245,11 +245,7 @@ def main():
         best = min(r[f"{prog}_cpu_s"] for r in rows)
         for r in rows:
             r[f"{prog}_cpu_x_best"] = r[f"{prog}_cpu_s"] / best
-    # Every allocator holds the same keyspace (seeded), so resident memory
-    # per live byte compares as the refill RSS itself. Redis's used_memory
-    # counts malloc_usable_size, which differs between allocators (a tighter
-    # usable size lowers "used" and raises RSS/used), so RSS/used is shown
-    # too but is not a per-live-byte figure.
+    # Refill RSS per live byte: see the module documentation ("redis").
     best_rss = min(r["redis_refill_rss_mib"] for r in rows)
     for r in rows:
         r["redis_refill_rss_x_best"] = r["redis_refill_rss_mib"] / best_rss

@@ -7,7 +7,7 @@ use std::time::Duration;
 use snugalloc_sim::alloc::{parse_alloc_list, AllocSpec};
 use snugalloc_sim::region::Region;
 use snugalloc_sim::rng::Rng;
-use snugalloc_sim::run::run_in_process;
+use snugalloc_sim::run::{run_in_process, Summary};
 use snugalloc_sim::workload::{self, layout_of, SizeMix};
 
 /// Every region allocator, or the list in `SNUGALLOC_SIM_TEST_ALLOCS`.
@@ -155,12 +155,7 @@ fn every_workload_stays_in_the_region() {
             // The exact peak is at least about every sampled value (a sample
             // sums per-thread counters read one after the other, so it can
             // exceed every real moment by what changed while it read).
-            let sampled = o
-                .samples
-                .iter()
-                .map(|s| s.requested_bytes)
-                .max()
-                .unwrap_or(0);
+            let sampled = Summary::of(&o).peak_requested_bytes;
             let exact = o.exact_peak_requested_bytes;
             assert!(
                 exact.is_some_and(|e| e > 0 && e >= sampled - sampled / 16),
