@@ -171,6 +171,7 @@ pub fn summary_table(rows: &[Summary]) -> String {
         "last peak s",
         "growth",
         "Mops/s",
+        "Mops/CPU-s",
         "OOM",
         "corrupt",
     ]);
@@ -201,6 +202,11 @@ pub fn summary_table(rows: &[Summary]) -> String {
                 format!("{:.1}", s.last_peak_s),
                 fmt_ratio(s.growth_ratio, false),
                 format!("{:.2}", s.ops_per_s / 1e6),
+                if s.ops_per_cpu_s.is_finite() {
+                    format!("{:.2}", s.ops_per_cpu_s / 1e6)
+                } else {
+                    "-".to_string()
+                },
                 s.oom_count.to_string(),
                 if s.escape_count > 0 {
                     format!("{} (+{} escapes)", s.corruption_count, s.escape_count)

@@ -50,6 +50,10 @@ pub struct RunOutcome {
     pub total_ops: u64,
     /// Seconds the threads ran.
     pub elapsed_s: f64,
+    /// CPU seconds the process used while they ran (all threads, user and
+    /// system), from the start to the end of the last ECall.
+    #[serde(default)]
+    pub cpu_s: f64,
     /// The size-class table when reserved bytes last reached a new peak.
     pub class_table_at_peak: Option<ClassTable>,
     /// Reserved bytes after the workload freed everything.
@@ -105,6 +109,7 @@ pub fn run_in_process(
     on_sample(&first);
     samples.push(first);
     let mut elapsed = Duration::ZERO;
+    let cpu_start = process_cpu_s();
     std::thread::scope(|s| {
         for i in 0..n {
             let ctx = &ctx;
@@ -145,6 +150,9 @@ pub fn run_in_process(
         stop.store(true, Ordering::Relaxed);
         elapsed = start.elapsed();
     });
+    // The threads have finished their last ECall: the operations counted
+    // below and the CPU time cover the same work.
+    let cpu_s = process_cpu_s() - cpu_start;
     let during = totals(&counters);
     workload.finish(&ctx);
     let after = totals(&counters);
@@ -169,12 +177,27 @@ pub fn run_in_process(
         escape_count: after.escapes,
         total_ops: during.ops,
         elapsed_s: elapsed.as_secs_f64(),
+        cpu_s,
         class_table_at_peak,
         residual_reserved_bytes: alloc.reserved_bytes() as u64,
         exact_peak_reserved_bytes: alloc.peak_reserved_bytes().map(|b| b as u64),
         exact_peak_requested_bytes: exact_live.then(|| exact.peak_bytes()),
         findings,
     }
+}
+
+/// CPU time this process has used, in seconds (all threads).
+fn process_cpu_s() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return f64::NAN;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
 /// The per-run figures of the summary table.
@@ -194,6 +217,11 @@ pub struct Summary {
     pub growth_ratio: f64,
     /// Operations per second over the run.
     pub ops_per_s: f64,
+    /// Operations per CPU second of the whole process (all threads): less
+    /// sensitive than `ops_per_s` to other work on a shared machine, which
+    /// takes cores away but adds little CPU time to this process.
+    #[serde(default)]
+    pub ops_per_cpu_s: f64,
     /// Null returns.
     pub oom_count: u64,
     /// Corrupted blocks.
@@ -263,6 +291,11 @@ impl Summary {
                 o.total_ops as f64 / o.elapsed_s
             } else {
                 0.0
+            },
+            ops_per_cpu_s: if o.cpu_s > 0.0 {
+                o.total_ops as f64 / o.cpu_s
+            } else {
+                f64::NAN
             },
             oom_count: o.oom_count,
             corruption_count: o.corruption_count,

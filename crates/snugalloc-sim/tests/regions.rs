@@ -152,6 +152,15 @@ fn every_workload_stays_in_the_region() {
             );
             assert_eq!(o.corruption_count, 0, "{spec} on {name}: corrupted blocks");
             assert!(o.total_ops > 0, "{spec} on {name}: no operations");
+            // The threads worked for most of the run, so the process used
+            // CPU time, though never more than the cores allow.
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            assert!(
+                o.cpu_s > 0.0 && o.cpu_s <= (o.elapsed_s + 1.0) * cores,
+                "{spec} on {name}: {} CPU s over {} s",
+                o.cpu_s,
+                o.elapsed_s
+            );
             // The exact peak is at least about every sampled value (a sample
             // sums per-thread counters read one after the other, so it can
             // exceed every real moment by what changed while it read).
