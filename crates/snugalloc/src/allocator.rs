@@ -10,11 +10,12 @@
 //!                         │                    └─ new_slab ── claim_run (cache, else backend)
 //!                         ├─ alloc_large ── claim_run (any length, aligned)
 //!                         └─ on failure: heap.reclaim, retry once, else null
-//! dealloc ── fast: pagemap → slab head → slot check → owner == us: push on slab
+//! dealloc ── fast: pagemap → slab head → slot check ─┬─ owner == us: push on slab
+//!   │                                                └─ else dealloc_remote
 //!   ├─ slab_changed (cold): full → partial (relink), empty → back to backend
 //!   ├─ dealloc_remote: keep it to hand out again (foreign), else
 //!   │    outgoing.push → full batch: post to owner's inbox
-//!   └─ dealloc_other (cold): large → give_run (cache, else backend); else fatal
+//!   └─ dealloc_slow (cold): large → give_run (cache, else backend); else fatal
 //! ```
 //!
 //! Invariants of [`Allocator`] (beyond those of each slab, see
@@ -115,8 +116,6 @@ pub(crate) struct Allocator {
     small_limit: usize,
     chunk_shift: u32,
     id: u16,
-    /// `Desc::slab_key_of(id)`, the descriptor bits of our slabs' chunks.
-    slab_key: u32,
     shared: *const Shared,
     published_live: isize,
     empty_mask: [u64; 2],
@@ -206,7 +205,6 @@ impl Allocator {
             small_limit: heap.classes.small_limit_bytes,
             chunk_shift: heap.pagemap.chunk_shift,
             id,
-            slab_key: Desc::slab_key_of(id),
             shared,
             published_live: 0,
             empty_mask: [0; 2],
@@ -493,8 +491,8 @@ impl Allocator {
         let addr = ptr as usize;
         if let Some(index) = self.pagemap.index_of(addr) {
             let desc = self.pagemap.entry(index).desc();
-            // One compare: a chunk of one of our own slabs.
-            if desc.slab_key() == self.slab_key {
+            // A chunk of a slab, ours or another allocator's.
+            if desc.is_slab() {
                 let head = index - desc.run() as usize;
                 let class = desc.class();
                 let info = self.info(class);
@@ -506,9 +504,12 @@ impl Allocator {
                         size
                     };
                     self.count(-(bytes as isize));
-                    // SAFETY: `ptr` is an object slot of our slab `head`
-                    // (checked above), and the caller gives it up.
-                    return unsafe { self.free_to_slab(head, class, ptr.cast()) };
+                    if desc.owner() == self.id {
+                        // SAFETY: `ptr` is an object slot of our slab `head`
+                        // (checked above), and the caller gives it up.
+                        return unsafe { self.free_to_slab(head, class, ptr.cast()) };
+                    }
+                    return self.dealloc_remote(desc.owner(), class, ptr.cast());
                 }
             }
         }
@@ -516,8 +517,9 @@ impl Allocator {
         unsafe { self.dealloc_slow::<USABLE>(ptr, size) }
     }
 
-    /// Frees anything the fast path does not: other allocators' objects,
-    /// large objects, and misuse (fatal).
+    /// Frees what the fast path does not: large objects, and misuse
+    /// (fatal). Every slab object passes the fast path's checks, so the
+    /// slab arm is only the general case of `locate`, kept for safety.
     ///
     /// # Safety
     /// As for [`Allocator::dealloc`].
@@ -626,6 +628,7 @@ impl Allocator {
     /// descheduled in the middle of its work (with more threads than cores,
     /// thousands of them did, and their slabs with them): the next
     /// allocation of the class here takes one.
+    #[inline(never)]
     fn dealloc_remote(&mut self, owner: u16, class: usize, obj: *mut FreeObject) {
         let size = class_size(class);
         if self.foreign_bytes + size <= self.foreign_limit {

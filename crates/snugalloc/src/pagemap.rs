@@ -56,16 +56,6 @@ impl Desc {
     pub(crate) fn is_slab(self) -> bool {
         self.0 as u8 == Kind::Slab as u8
     }
-    /// Kind and owner only: equal to [`Desc::slab_key_of`] for every chunk
-    /// of every slab owned by `owner`.
-    #[inline(always)]
-    pub(crate) fn slab_key(self) -> u32 {
-        self.0 as u32 & 0xFFFF_00FF
-    }
-    #[inline(always)]
-    pub(crate) fn slab_key_of(owner: u16) -> u32 {
-        (owner as u32) << 16 | Kind::Slab as u32
-    }
     #[inline(always)]
     pub(crate) fn class(self) -> usize {
         (self.0 >> 8) as u8 as usize
@@ -246,7 +236,8 @@ mod tests {
         assert_eq!(map.index_of(0x0f_ffff), None);
         assert_eq!(map.chunk_addr(3), 0x10_3000);
         map.set_slab(5, 2, 7, 9);
-        assert_eq!(map.entry(6).desc().slab_key(), Desc::slab_key_of(9));
+        assert!(map.entry(6).desc().is_slab());
+        assert_eq!(map.entry(6).desc().owner(), 9);
         assert_eq!(
             (map.entry(6).desc().class(), map.entry(6).desc().run()),
             (7, 1)
