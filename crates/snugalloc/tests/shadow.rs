@@ -209,8 +209,22 @@ fn run_case(threads: &[Vec<Op>]) {
     drop(region);
 }
 
+/// Cases to run: 48, or `SNUGALLOC_SHADOW_CASES` for a long randomized
+/// search (see the README's "Measure it").
+fn cases() -> u32 {
+    match std::env::var("SNUGALLOC_SHADOW_CASES") {
+        Err(_) => 48,
+        Ok(v) => match v.parse::<u32>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                panic!("SNUGALLOC_SHADOW_CASES={v:?}: expected a whole number of cases, at least 1")
+            }
+        },
+    }
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn random_multithreaded_sequences_match_the_shadow(
