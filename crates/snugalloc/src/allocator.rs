@@ -8,6 +8,7 @@
 //!                         ├─ alloc_from_class ─┬─ pop a kept foreign object (see below)
 //!                         │                    ├─ pop / carve / drop a full slab from the bin
 //!                         │                    └─ new_slab ── claim_run (cache, else backend)
+//!                         ├─ alloc_half ── halves.claim, else claim_run(1) + halves.start
 //!                         ├─ alloc_large ── claim_run (any length, aligned)
 //!                         └─ on failure: heap.reclaim, retry once, else null
 //! dealloc ── fast: pagemap → slab head → slot check ─┬─ owner == us: push on slab
@@ -15,7 +16,8 @@
 //!   ├─ slab_changed (cold): full → partial (relink), empty → back to backend
 //!   ├─ dealloc_remote: keep it to hand out again (foreign), else
 //!   │    outgoing.push → full batch: post to owner's inbox
-//!   └─ dealloc_slow (cold): large → give_run (cache, else backend); else fatal
+//!   └─ dealloc_slow (cold): large → give_run (cache, else backend);
+//!        half → halves.release (both halves free: give_run); else fatal
 //! ```
 //!
 //! Invariants of [`Allocator`] (beyond those of each slab, see
@@ -42,6 +44,7 @@
 use core::cell::UnsafeCell;
 use core::ptr::null_mut;
 
+use crate::half::{Release, LOW};
 use crate::heap::{HeapInner, Located};
 use crate::pagemap::{ChunkMeta, Desc, FreeObject, Kind, Pagemap, NIL};
 use crate::platform::fatal;
@@ -114,6 +117,9 @@ pub(crate) struct Allocator {
     heap: *const HeapInner,
     pagemap: Pagemap,
     small_limit: usize,
+    /// `HeapInner::half_bytes`: requests above `small_limit` up to this
+    /// take a half chunk (0: none do).
+    half_limit: usize,
     chunk_shift: u32,
     id: u16,
     shared: *const Shared,
@@ -203,6 +209,7 @@ impl Allocator {
             heap,
             pagemap: heap.pagemap,
             small_limit: heap.classes.small_limit_bytes,
+            half_limit: heap.half_bytes,
             chunk_shift: heap.pagemap.chunk_shift,
             id,
             shared,
@@ -326,6 +333,7 @@ impl Allocator {
         }
         let (ptr, usable) = match self.class_for(size, align) {
             Some(class) => (self.alloc_from_class(class), class_size(class)),
+            None if self.fits_half(size, align) => (self.alloc_half(), self.half_limit),
             None => self.alloc_large(size, align),
         };
         if !ptr.is_null() {
@@ -350,6 +358,41 @@ impl Allocator {
             class += 1;
         }
         None
+    }
+
+    /// Whether a request no class serves takes a half chunk.
+    #[inline]
+    fn fits_half(&self, size: usize, align: usize) -> bool {
+        size <= self.half_limit && align <= self.half_limit
+    }
+
+    /// Takes a half chunk: a free half of an open chunk, else the lower
+    /// half of a fresh chunk (whose upper half is opened to everybody).
+    fn alloc_half(&mut self) -> *mut u8 {
+        let pagemap = self.pagemap;
+        if let Some((index, half)) = self.heap().halves.claim(&pagemap) {
+            return self.half_addr(index, half);
+        }
+        let mut found = self.claim_run(1, 0);
+        if found.is_none() {
+            self.reclaim_heap();
+            if let Some((index, half)) = self.heap().halves.claim(&pagemap) {
+                return self.half_addr(index, half);
+            }
+            found = self.claim_run(1, 0);
+        }
+        let Some(index) = found else {
+            return null_mut();
+        };
+        self.pagemap.debug_assert_free(index, 1);
+        self.heap().halves.start(&pagemap, index);
+        self.half_addr(index, LOW)
+    }
+
+    #[inline]
+    fn half_addr(&self, index: usize, half: u64) -> *mut u8 {
+        let offset = if half == LOW { 0 } else { self.half_limit };
+        (self.pagemap.chunk_addr(index) + offset) as *mut u8
     }
 
     /// Takes a kept foreign object of `class`, or null.
@@ -547,6 +590,23 @@ impl Allocator {
                 self.pagemap.clear_run(index, chunks);
                 self.give_run(index, chunks);
             }
+            Located::Half { index, half } => {
+                let bytes = if USABLE { self.half_limit } else { size };
+                self.count(-(bytes as isize));
+                self.free_half(index, half, ptr as usize);
+            }
+        }
+    }
+
+    /// Gives back half `half` of half chunk `index`; the chunk goes back to
+    /// the backend if its other half is free too.
+    fn free_half(&mut self, index: usize, half: u64, addr: usize) {
+        let pagemap = self.pagemap;
+        match self.heap().halves.release(&pagemap, index, half) {
+            Release::HalfFree => {}
+            // The pagemap already says free.
+            Release::ChunkFree => self.give_run(index, 1),
+            Release::NotInUse => fatal("double free detected (half chunk already free)", addr),
         }
     }
 
@@ -813,10 +873,28 @@ impl Allocator {
                     return ptr;
                 }
             }
+            Located::Half { .. } => {
+                if self.class_for(new_size, align).is_none() && self.fits_half(new_size, align) {
+                    let new_counted = if USABLE { old_usable } else { new_size };
+                    self.count(new_counted as isize - old_counted as isize);
+                    return ptr;
+                }
+            }
             Located::Large { index, chunks } => {
                 if self.class_for(new_size, align).is_none()
                     && new_size <= self.pagemap.chunks << self.chunk_shift
                 {
+                    if self.fits_half(new_size, align) {
+                        // SAFETY: the caller's contract; `moved` frees `ptr`
+                        // only when it returns a new block.
+                        let new = unsafe {
+                            self.moved::<USABLE>(ptr, old_size, old_usable, align, new_size)
+                        };
+                        if !new.is_null() {
+                            return new;
+                        }
+                        // No half to be had: shrink in place rather than fail.
+                    }
                     let new_chunks = new_size.max(1).div_ceil(1 << self.chunk_shift);
                     if self.resize_run(index, chunks, new_chunks) {
                         let new_counted = if USABLE {
@@ -830,6 +908,23 @@ impl Allocator {
                 }
             }
         }
+        // SAFETY: the caller's contract.
+        unsafe { self.moved::<USABLE>(ptr, old_size, old_usable, align, new_size) }
+    }
+
+    /// Moves the allocation at `ptr` to a new block of `new_size`; null
+    /// (with `ptr` untouched) if none can be had.
+    ///
+    /// # Safety
+    /// As for [`Allocator::realloc`]; `old_usable` is `ptr`'s usable size.
+    unsafe fn moved<const USABLE: bool>(
+        &mut self,
+        ptr: *mut u8,
+        old_size: usize,
+        old_usable: usize,
+        align: usize,
+        new_size: usize,
+    ) -> *mut u8 {
         let new = self.alloc::<USABLE>(new_size, align);
         if !new.is_null() {
             // SAFETY: both blocks are live and distinct; we copy no more than

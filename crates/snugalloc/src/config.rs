@@ -47,6 +47,12 @@ pub struct Config {
     /// served from slabs of size-classed objects; larger ones take whole
     /// chunk runs. From 16 B to 64 KiB, and at most `max_slab_bytes`.
     pub max_slab_object_bytes: usize,
+    /// Serve requests above the largest slab class and up to half a chunk
+    /// from half chunks, shared by all allocators (a chunk holds two such
+    /// objects, and goes back to the backend when both are free), instead
+    /// of whole chunks. In force only when the largest slab class is below
+    /// half a chunk (the small fixed heap defaults: objects of 1-2 KiB).
+    pub half_chunks: bool,
     /// Largest slab: a multiple of `chunk_bytes`, at most 64 chunks and
     /// 1 MiB. Slabs are sized per class to waste little of this.
     pub max_slab_bytes: usize,
@@ -105,6 +111,7 @@ impl Config {
             // go back to the backend the moment they are freed. Objects up to
             // 1 KiB: exact peak 39.4-40.7 MiB; up to 4 KiB: 47.9 MiB.
             max_slab_object_bytes: if small { 1024 } else { chunk_bytes },
+            half_chunks: true,
             max_slab_bytes: 4 * chunk_bytes,
             max_allocators: 1024,
             idle_retain_bytes: if small { 2 * chunk_bytes } else { 256 * KIB },
@@ -124,6 +131,7 @@ impl Config {
             chunk_bytes: 16 * KIB,
             classes_per_doubling: 8,
             max_slab_object_bytes: 16 * KIB,
+            half_chunks: true,
             max_slab_bytes: 64 * KIB,
             max_allocators: MAX_ALLOCATORS,
             idle_retain_bytes: 256 * KIB,

@@ -4,7 +4,7 @@
 //! Region layout (everything inside the region, metadata included):
 //!
 //! ```text
-//! | HeapInner | allocator table | used bitmap | dirty bitmap | pagemap | pad | chunks ... |
+//! | HeapInner | allocator table | used bitmap | dirty bitmap | open-halves bitmap | pagemap | pad | chunks ... |
 //! ```
 //!
 //! Allocators themselves are carved from chunks (marked as metadata in the
@@ -17,6 +17,7 @@ use core::ptr::{null_mut, NonNull};
 use crate::allocator::{tail_head, Allocator, AllocatorSlot, Counters, Shared, MIN_ALIGN};
 use crate::backend::{bitmap_words, Backend};
 use crate::config::{Config, Error};
+use crate::half::{open_words, Halves, HIGH, LOW};
 use crate::pagemap::{ChunkMeta, Desc, Kind, Pagemap};
 use crate::platform::fatal_in;
 use crate::pool::Pool;
@@ -41,6 +42,11 @@ pub(crate) enum Located {
         index: usize,
         chunks: usize,
     },
+    /// Half `half` (`half::LOW` or `half::HIGH`) of half chunk `index`.
+    Half {
+        index: usize,
+        half: u64,
+    },
 }
 
 /// The heap's state, at the front of its region.
@@ -57,6 +63,11 @@ pub(crate) struct HeapInner {
     /// What bins point at while they have no slab: its free list is empty.
     pub(crate) empty_slab: ChunkMeta,
     pub(crate) pool: Pool,
+    /// Chunks with a free half (see the `half` module).
+    pub(crate) halves: Halves,
+    /// Size of a half chunk if the heap serves objects above its largest
+    /// slab class from halves, else 0.
+    pub(crate) half_bytes: usize,
     live_published: AtomicIsize,
     peak_live: AtomicUsize,
     #[cfg_attr(not(feature = "std"), allow(dead_code))]
@@ -73,18 +84,22 @@ struct Plan {
     slots: usize,
     used: usize,
     dirty: usize,
+    open: usize,
+    open_words: usize,
     pagemap: usize,
     chunk_base: usize,
     end: usize,
 }
 
-fn plan(base: usize, chunks: usize, config: &Config) -> Option<Plan> {
+fn plan(base: usize, chunks: usize, config: &Config, halves: bool) -> Option<Plan> {
     let words = bitmap_words(chunks);
+    let open_words = if halves { open_words(chunks) } else { 0 };
     let inner = base.checked_next_multiple_of(align_of::<HeapInner>().max(64))?;
     let slots = (inner + size_of::<HeapInner>()).next_multiple_of(8);
     let used = slots.checked_add(config.max_allocators * 8)?;
     let dirty = used + words * 8;
-    let pagemap = (dirty + words * 8).next_multiple_of(64);
+    let open = dirty + words * 8;
+    let pagemap = (open + open_words * 8).next_multiple_of(64);
     let chunk_base = pagemap
         .checked_add(chunks.checked_mul(size_of::<ChunkMeta>())?)?
         .checked_next_multiple_of(config.chunk_bytes)?;
@@ -94,6 +109,8 @@ fn plan(base: usize, chunks: usize, config: &Config) -> Option<Plan> {
         slots,
         used,
         dirty,
+        open,
+        open_words,
         pagemap,
         chunk_base,
         end,
@@ -123,10 +140,18 @@ impl HeapInner {
         if base == 0 {
             return Err(Error::RegionInvalid);
         }
+        let classes = ClassTable::new(
+            config.chunk_bytes,
+            config.max_slab_bytes,
+            config.max_slab_object_bytes,
+            config.classes_per_doubling,
+        );
+        let half_bytes = config.chunk_bytes / 2;
+        let halves = config.half_chunks && classes.small_limit_bytes < half_bytes;
         let per_chunk = config.chunk_bytes + size_of::<ChunkMeta>();
         let mut chunks = len / per_chunk;
         let layout = loop {
-            match plan(base, chunks, &config) {
+            match plan(base, chunks, &config, halves) {
                 Some(p) if p.end <= end => break Some(p),
                 _ if chunks == 0 => break None,
                 _ => chunks -= 1,
@@ -134,7 +159,7 @@ impl HeapInner {
         };
         let needed = config.max_slab_bytes / config.chunk_bytes + slot_chunks(config.chunk_bytes);
         let Some(p) = layout.filter(|_| chunks >= needed) else {
-            let min = plan(0, needed, &config).map_or(usize::MAX, |p| p.end + 64);
+            let min = plan(0, needed, &config, halves).map_or(usize::MAX, |p| p.end + 64);
             return Err(Error::RegionTooSmall {
                 region_bytes: len,
                 min_bytes: min,
@@ -172,6 +197,10 @@ impl HeapInner {
                 config.max_allocators,
             )
         };
+        // SAFETY: the open-halves bitmap lies inside the region, is zeroed,
+        // and belongs to this heap alone.
+        let halves_index =
+            unsafe { Halves::new(p.open as *const crate::sync::model::AtomicU64, p.open_words) };
         let inner = p.inner as *mut HeapInner;
         // SAFETY: `inner` is aligned for HeapInner and lies inside the region
         // before the allocator table.
@@ -179,15 +208,12 @@ impl HeapInner {
             inner.write(HeapInner {
                 pagemap,
                 backend,
-                classes: ClassTable::new(
-                    config.chunk_bytes,
-                    config.max_slab_bytes,
-                    config.max_slab_object_bytes,
-                    config.classes_per_doubling,
-                ),
+                classes,
                 config,
                 empty_slab: ChunkMeta::empty(),
                 pool,
+                halves: halves_index,
+                half_bytes: if halves { half_bytes } else { 0 },
                 live_published: AtomicIsize::new(0),
                 peak_live: AtomicUsize::new(0),
                 region_base: base,
@@ -247,6 +273,17 @@ impl HeapInner {
                 chunks: desc.run() as usize,
             },
             Kind::Large => fatal_in(op, "pointer inside a large object, not at its start", addr),
+            Kind::Half => {
+                let half = match addr - self.pagemap.chunk_addr(index) {
+                    0 => LOW,
+                    offset if offset == self.half_bytes => HIGH,
+                    _ => fatal_in(op, "pointer is not the start of an object", addr),
+                };
+                if desc.half_used() & half == 0 {
+                    fatal_in(op, "pointer is not allocated (double free?)", addr);
+                }
+                Located::Half { index, half }
+            }
             Kind::Free => fatal_in(op, "pointer is not allocated (double free?)", addr),
             _ => fatal_in(op, "pointer is not the start of an object", addr),
         }
@@ -283,6 +320,7 @@ impl HeapInner {
         match self.locate(addr, "usable size") {
             Located::Slab { class, .. } => self.classes.info[class].object_bytes as usize,
             Located::Large { chunks, .. } => chunks << self.pagemap.chunk_shift,
+            Located::Half { .. } => self.half_bytes,
         }
     }
 
@@ -489,6 +527,13 @@ impl HeapInner {
                     large_objects += 1;
                     large_bytes += step << shift;
                 }
+                Kind::Half => {
+                    // A two-object slab of the half size owned by nobody.
+                    let row = &mut rows[class_of(self.half_bytes)];
+                    row.slab_count += 1;
+                    row.slab_bytes += 1 << shift;
+                    row.live_objects += d.half_used().count_ones() as usize;
+                }
                 Kind::Meta => step = d.run() as usize,
                 Kind::Slab | Kind::Free | Kind::Tail => {}
             }
@@ -643,10 +688,17 @@ impl Heap {
     }
 
     /// The size class that serves `size` in this heap, or `None` when it is
-    /// served as a run of whole chunks.
+    /// served as a run of whole chunks. Sizes served by half chunks (see
+    /// [`Config::half_chunks`]) give the class of half a chunk: a half chunk
+    /// is a slab of two objects of that size, owned by no allocator.
     pub fn size_class_of(&self, size: usize) -> Option<usize> {
-        let classes = &self.inner().classes;
-        (size <= classes.small_limit_bytes).then(|| classes.serves[class_of(size)] as usize)
+        let inner = self.inner();
+        let classes = &inner.classes;
+        if size <= classes.small_limit_bytes {
+            Some(classes.serves[class_of(size)] as usize)
+        } else {
+            (size <= inner.half_bytes).then(|| class_of(inner.half_bytes))
+        }
     }
 
     /// Takes the heap's internal lock so that a `fork()` does not copy it

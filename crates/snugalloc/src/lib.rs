@@ -41,6 +41,7 @@
 //! | `source` | where the region comes from: fixed, or OS (decommits) |
 //! | `config` | [`Config`], validation, [`Error`], [`parse_bytes`] |
 //! | `size_class` | sizes to classes; slab geometry per heap |
+//! | `half` | half chunks shared by all allocators: the CAS protocol and the index of chunks with a free half |
 //! | `pagemap` | chunk → metadata (kind, class, owner, slab state) |
 //! | `backend` | runs of chunks: first fit over a bitmap |
 //! | `remote` | outgoing batches and inboxes for cross-thread frees |
@@ -59,6 +60,7 @@ mod allocator;
 mod backend;
 mod config;
 mod global;
+mod half;
 mod heap;
 mod pagemap;
 mod platform;

@@ -2,12 +2,15 @@
 //! in the chunk by a subtraction and a shift.
 //!
 //! A chunk is free, the head of a slab, the head of a large object, a tail
-//! chunk of either (pointing back to its head), or allocator metadata. The
+//! chunk of either (pointing back to its head), allocator metadata, or a
+//! half chunk (two objects of half a chunk, owned by nobody; see the `half`
+//! module), whose descriptor word is also its state. The
 //! head entry of a slab doubles as the slab's metadata: its free list, its
 //! count of objects in use and its links in the owner's list of slabs of
 //! that class. Slab metadata therefore costs nothing inside the slab, and
 //! every object in a slab is usable.
 
+use crate::half::{self, HalfStates};
 use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 /// "No chunk" in the 32-bit chunk-index links.
@@ -22,6 +25,7 @@ pub(crate) enum Kind {
     Large = 2,
     Tail = 3,
     Meta = 4,
+    Half = 5,
 }
 
 /// A chunk's descriptor, packed into one word so that any thread can read it
@@ -30,7 +34,9 @@ pub(crate) enum Kind {
 /// with the slab's class and owner, and its run is its distance back to the
 /// slab's first chunk (0 for the head), so a free finds its slab and owner
 /// in one load. A large object's head holds its chunk count; its other
-/// chunks are `Tail`, with their distance back to the head.
+/// chunks are `Tail`, with their distance back to the head. A half chunk
+/// holds the halves in use (`half::LOW`, `half::HIGH` or both) in its run
+/// field, and nothing else: no class, no owner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Desc(u64);
 
@@ -49,6 +55,7 @@ impl Desc {
             2 => Kind::Large,
             3 => Kind::Tail,
             4 => Kind::Meta,
+            5 => Kind::Half,
             _ => Kind::Free,
         }
     }
@@ -68,6 +75,21 @@ impl Desc {
     pub(crate) fn run(self) -> u32 {
         (self.0 >> 32) as u32
     }
+    /// The descriptor of a half chunk with halves `used` (1 to 3) in use.
+    #[inline]
+    pub(crate) fn half(used: u64) -> Desc {
+        debug_assert!((1..=half::BOTH).contains(&used));
+        Desc(Kind::Half as u64 | used << 32)
+    }
+    /// The halves in use if this is a half chunk, else 0.
+    #[inline]
+    pub(crate) fn half_used(self) -> u64 {
+        if self.0 as u8 == Kind::Half as u8 {
+            self.0 >> 32
+        } else {
+            0
+        }
+    }
 }
 
 /// An object on a free list: its first word links to the next.
@@ -81,7 +103,9 @@ pub(crate) struct FreeObject {
 /// Invariants:
 /// - `desc` may be read by any thread; it is written only by whoever holds
 ///   the chunk (the allocator that claimed it from the backend, or the
-///   owner of the slab it belongs to).
+///   owner of the slab it belongs to), except that a half chunk's `desc` is
+///   changed by any thread, only by compare-and-swap (see `half`), and its
+///   other fields are unused.
 /// - For a slab head, `free`, `used`, `carved`, `next` and `prev` are read
 ///   and written only by the owning allocator (statistics may read `used`
 ///   and `carved` racily); objects counted by `used` are handed out,
@@ -200,6 +224,46 @@ impl Pagemap {
         for i in 0..run {
             self.entry(head + i).set_desc(Desc::FREE);
         }
+    }
+}
+
+/// The pagemap's descriptor words are the half chunks' states.
+impl HalfStates for Pagemap {
+    #[inline]
+    fn halves(&self, chunk: usize) -> u64 {
+        // Acquire: pairs with the CAS in `replace` and the store in `start`
+        // (the orderings `HalfStates` requires).
+        Desc(self.entry(chunk).desc.load(Ordering::Acquire)).half_used()
+    }
+
+    #[inline]
+    fn replace(&self, chunk: usize, old: u64, new: u64) -> bool {
+        let new = if new == 0 {
+            Desc::FREE
+        } else {
+            Desc::half(new)
+        };
+        // AcqRel: pairs with itself and with the loads above: a release of
+        // a half happens before the take that hands it out again, so the old
+        // holder's writes to it come before the new holder's.
+        self.entry(chunk)
+            .desc
+            .compare_exchange(
+                Desc::half(old).0,
+                new.0,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    #[inline]
+    fn start(&self, chunk: usize) {
+        // Release: pairs with the loads and CASes above, by threads that
+        // find the chunk through a hint.
+        self.entry(chunk)
+            .desc
+            .store(Desc::half(half::LOW).0, Ordering::Release);
     }
 }
 
