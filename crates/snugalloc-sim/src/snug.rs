@@ -12,8 +12,9 @@
 //! and slab objects up to one chunk unless `max-slab=` (largest slab object)
 //! or `slab=` (largest slab) say otherwise; `max-allocators=` and
 //! `idle-retain=` set the fields of the same names, `classes=` sets
-//! `classes_per_doubling`, and `cache=` sets `chunk_cache_bytes` with the
-//! cache in force whatever the region size.
+//! `classes_per_doubling`, `cache=` sets `chunk_cache_bytes` with the
+//! cache in force whatever the region size, and `halves=on|off` sets
+//! `half_chunks`.
 
 use std::alloc::Layout;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -56,6 +57,9 @@ pub fn config_for(o: &SnugOptions, len: usize) -> Config {
     if let Some(b) = o.chunk_cache_bytes {
         cfg.chunk_cache_bytes = b;
         cfg.chunk_cache_min_heap_bytes = 0;
+    }
+    if let Some(h) = o.half_chunks {
+        cfg.half_chunks = h;
     }
     cfg
 }
@@ -206,10 +210,12 @@ mod tests {
         let o = SnugOptions {
             classes_per_doubling: Some(2),
             chunk_cache_bytes: Some(256 << 10),
+            half_chunks: Some(false),
             ..SnugOptions::default()
         };
         let cfg = config_for(&o, 64 << 20);
         assert_eq!(cfg.classes_per_doubling, 2);
+        assert!(!cfg.half_chunks);
         assert_eq!(
             (cfg.chunk_cache_bytes, cfg.chunk_cache_min_heap_bytes),
             (256 << 10, 0)

@@ -546,9 +546,9 @@ mod tests {
                 }
             }
         }
-        for c in 0..CHUNKS {
+        for (c, held) in backend.iter().enumerate() {
             assert_eq!(chunks.halves(c), 0, "chunk {c}");
-            assert!(!backend[c].load(Ordering::Relaxed), "chunk {c}");
+            assert!(!held.load(Ordering::Relaxed), "chunk {c}");
         }
         h.check_quiescent(&chunks, CHUNKS);
         // Stale bits (published by a release whose chunk was freed by the

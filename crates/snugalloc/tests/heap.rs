@@ -305,11 +305,13 @@ fn bad_config_and_regions_are_errors_not_panics() {
 }
 
 /// Misuse cases run in a child process, since they abort it.
-const CASES: [(&str, &str); 4] = [
+const CASES: [(&str, &str); 6] = [
     ("foreign", "free: pointer this heap does not own"),
     ("interior", "not the start of an object"),
     ("large-interior", "inside a large object"),
     ("unallocated", "not allocated"),
+    ("half-interior", "not the start of an object"),
+    ("half-twice", "not allocated"),
 ];
 
 fn misuse(case: &str) {
@@ -319,6 +321,8 @@ fn misuse(case: &str) {
     let p = a.alloc(l);
     let big = Layout::from_size_align(50_000, 8).expect("layout");
     let q = a.alloc(big);
+    let half = Layout::from_size_align(1500, 8).expect("layout");
+    let (h1, _h2) = (a.alloc(half), a.alloc(half));
     let mut outside = 0u64;
     // SAFETY: none: each case hands the heap a pointer it must reject.
     unsafe {
@@ -329,6 +333,12 @@ fn misuse(case: &str) {
             "unallocated" => {
                 a.dealloc(q, big);
                 a.dealloc(q, big)
+            }
+            "half-interior" => a.dealloc(h1.add(1024), half),
+            // The other half of the chunk stays in use.
+            "half-twice" => {
+                a.dealloc(h1, half);
+                a.dealloc(h1, half)
             }
             _ => unreachable!(),
         }
@@ -544,4 +554,134 @@ fn usable_size_needs_no_allocator_and_agrees_with_the_attached_one() {
         // SAFETY: allocated above with this layout.
         unsafe { a.dealloc(p as *mut u8, layout) };
     }
+}
+
+#[test]
+fn objects_of_one_to_two_kib_share_chunks_and_any_thread_frees_them() {
+    let heap = fixed_heap(16 * MIB);
+    let half_class = heap
+        .size_class_of(2048)
+        .expect("halves are on in small heaps");
+    assert_eq!(snugalloc::class_size(half_class), 2048);
+    assert_eq!(heap.size_class_of(1025), Some(half_class));
+    assert_eq!(heap.size_class_of(2049), None);
+    let layout = Layout::from_size_align(1500, 16).expect("layout");
+    let mut a = heap.attach().expect("attach");
+    let blocks: Vec<usize> = (0..100)
+        .map(|i| {
+            let p = a.alloc(layout);
+            assert!(!p.is_null());
+            assert_eq!(p as usize % 2048, 0);
+            // SAFETY: live, 1500 bytes (usable 2048).
+            unsafe {
+                assert_eq!(heap.usable_size(p), 2048);
+                fill(p, 1500, i as u8);
+            }
+            p as usize
+        })
+        .collect();
+    assert_eq!(object_chunk_bytes(&heap), 50 * 4096, "two objects a chunk");
+    let snap = heap.snapshot();
+    let row = snap.classes()[half_class];
+    assert_eq!((row.slab_count, row.live_objects), (50, 100), "{snap}");
+    assert_eq!(snap.large_objects, 0);
+    assert_eq!(heap.stats().live_bytes, 100 * 1500);
+    // Freed by another thread, attached and busy: the chunks go back at
+    // once, with no message to the allocating thread (still attached).
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut b = heap.attach().expect("attach");
+            for (i, &p) in blocks.iter().enumerate() {
+                // SAFETY: live blocks of this heap with `layout`.
+                unsafe {
+                    assert!(check(p as *const u8, 1500, i as u8));
+                    b.dealloc(p as *mut u8, layout);
+                }
+            }
+        });
+    });
+    assert_eq!(object_chunk_bytes(&heap), 0);
+    // A lone half does not hold its neighbour: a new one pairs with it.
+    let p = a.alloc(layout);
+    let q = a.alloc(layout);
+    assert_eq!(q as usize, p as usize + 2048);
+    // SAFETY: live blocks with `layout`.
+    unsafe { a.dealloc(p, layout) };
+    let r = a.alloc(layout);
+    assert_eq!(r, p, "the free half is reused first");
+    // SAFETY: as above.
+    unsafe {
+        a.dealloc(q, layout);
+        a.dealloc(r, layout);
+    }
+    assert_eq!(object_chunk_bytes(&heap), 0);
+    drop(a);
+    assert_eq!(heap.stats().live_bytes, 0);
+}
+
+#[test]
+fn realloc_moves_between_halves_slabs_and_runs() {
+    let heap = fixed_heap(16 * MIB);
+    let mut a = heap.attach().expect("attach");
+    let l = Layout::from_size_align(1100, 16).expect("layout");
+    let p = a.alloc(l);
+    // SAFETY: live, 1100 bytes.
+    unsafe { fill(p, 1100, 3) };
+    // Within the half: in place.
+    // SAFETY: `p` is live with `l`.
+    let q = unsafe { a.realloc(p, l, 2048) };
+    assert_eq!(p, q);
+    let mut cur = q;
+    let mut size = 2048;
+    // To a run, back to a half, to a slab, to a half again.
+    for new_size in [3000, 1200, 900, 1800] {
+        let layout = Layout::from_size_align(size, 16).expect("layout");
+        // SAFETY: `cur` is live with `layout`.
+        let next = unsafe { a.realloc(cur, layout, new_size) };
+        assert!(!next.is_null());
+        assert!(
+            // SAFETY: live, at least this long.
+            unsafe { check(next, 900, 3) },
+            "contents lost at {new_size}"
+        );
+        // SAFETY: live.
+        let usable = unsafe { heap.usable_size(next) };
+        let expected = match new_size {
+            3000 => 4096,
+            900 => 1024,
+            _ => 2048,
+        };
+        assert_eq!(usable, expected, "size {new_size}");
+        cur = next;
+        size = new_size;
+    }
+    // SAFETY: live with this size.
+    unsafe { a.dealloc(cur, Layout::from_size_align(size, 16).expect("layout")) };
+    drop(a);
+    heap.reclaim();
+    assert_eq!(object_chunk_bytes(&heap), 0);
+    assert_eq!(heap.stats().live_bytes, 0);
+}
+
+#[test]
+fn half_chunks_can_be_switched_off() {
+    let config = Config {
+        half_chunks: false,
+        ..Config::for_region(16 * MIB)
+    };
+    let heap = fixed_heap_with(16 * MIB, config);
+    assert_eq!(heap.size_class_of(1500), None);
+    let mut a = heap.attach().expect("attach");
+    let l = Layout::from_size_align(1500, 16).expect("layout");
+    let (p, q) = (a.alloc(l), a.alloc(l));
+    // SAFETY: live blocks.
+    unsafe {
+        assert_eq!(heap.usable_size(p), 4096);
+        a.dealloc(p, l);
+        a.dealloc(q, l);
+    }
+    assert_eq!(
+        heap.snapshot().stats.reserved_bytes,
+        heap.stats().metadata_bytes
+    );
 }

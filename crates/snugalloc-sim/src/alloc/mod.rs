@@ -181,6 +181,9 @@ pub struct SnugOptions {
     /// `cache=`: a per-allocator chunk cache of this many bytes, in force
     /// whatever the region size (`0` turns it off).
     pub chunk_cache_bytes: Option<usize>,
+    /// `halves=on|off`: objects just above the largest slab class in half
+    /// chunks (`Config::half_chunks`).
+    pub half_chunks: Option<bool>,
 }
 
 /// A parsed `--alloc` entry.
@@ -205,7 +208,7 @@ pub enum AllocSpec {
 
 /// Allocator names `--alloc` accepts, for error messages.
 pub const ALLOC_ALLOWED: &str =
-    "snugalloc[:chunk=SIZE,max-slab=SIZE,slab=SIZE,max-allocators=N,idle-retain=SIZE,classes=N,cache=SIZE], \
+    "snugalloc[:chunk=SIZE,max-slab=SIZE,slab=SIZE,max-allocators=N,idle-retain=SIZE,classes=N,cache=SIZE,halves=on|off], \
 dlmalloc[:granularity=SIZE], talc, rlsf, firstfit, system, mimalloc, jemalloc, snmalloc";
 
 impl AllocSpec {
@@ -250,6 +253,17 @@ impl AllocSpec {
                         }
                         "idle-retain" => o.idle_retain_bytes = Some(bytes()?),
                         "cache" => o.chunk_cache_bytes = Some(bytes()?),
+                        "halves" => {
+                            o.half_chunks = Some(match v.as_str() {
+                                "on" => true,
+                                "off" => false,
+                                _ => {
+                                    return Err(format!(
+                                        "snugalloc halves: '{v}' is not on or off"
+                                    ))
+                                }
+                            })
+                        }
                         "classes" => {
                             o.classes_per_doubling = Some(v.parse().map_err(|_| {
                                 format!("snugalloc classes: '{v}' is not a count (allowed: 2, 4 or 8)")
@@ -257,7 +271,7 @@ impl AllocSpec {
                         }
                         _ => {
                             return Err(format!(
-                                "unknown snugalloc option '{k}' (allowed: chunk, max-slab, slab, max-allocators, idle-retain, classes, cache)"
+                                "unknown snugalloc option '{k}' (allowed: chunk, max-slab, slab, max-allocators, idle-retain, classes, cache, halves)"
                             ))
                         }
                     }
@@ -357,6 +371,9 @@ impl fmt::Display for AllocSpec {
                 if let Some(b) = o.chunk_cache_bytes {
                     parts.push(format!("cache={}", kib(b)));
                 }
+                if let Some(h) = o.half_chunks {
+                    parts.push(format!("halves={}", if h { "on" } else { "off" }));
+                }
                 if parts.is_empty() {
                     f.write_str("snugalloc")
                 } else {
@@ -425,6 +442,9 @@ mod tests {
         assert!(parse_alloc_list("snugalloc:chunk=4Q").is_err());
         let v = parse_alloc_list("snugalloc:classes=2,cache=256k").expect("parse");
         assert_eq!(v[0].to_string(), "snugalloc:classes=2,cache=256k");
+        let v = parse_alloc_list("snugalloc:halves=off").expect("parse");
+        assert_eq!(v[0].to_string(), "snugalloc:halves=off");
+        assert!(parse_alloc_list("snugalloc:halves=maybe").is_err());
         assert!(parse_alloc_list("snugalloc:classes=many").is_err());
     }
 }
