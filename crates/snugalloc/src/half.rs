@@ -438,7 +438,7 @@ mod tests {
     fn concurrent_takes_and_releases_hand_out_each_half_once() {
         const CHUNKS: usize = 96;
         const THREADS: usize = 4;
-        const ROUNDS: usize = if cfg!(miri) { 200 } else { 50_000 };
+        const ROUNDS: usize = if cfg!(miri) { 200 } else { 300_000 };
         let chunks = Chunks::new(CHUNKS);
         let owned = OwnedHalves::new(CHUNKS);
         let h = &owned.halves;
