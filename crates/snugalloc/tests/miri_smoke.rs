@@ -1,7 +1,7 @@
 //! A small workout meant for Miri (`.ci/miri`), which checks the unsafe
-//! code for undefined behaviour: a 1 MiB fixed heap, slab and large
-//! allocations, realloc, usable sizes read from the pagemap, and frees
-//! across two threads. It also runs as a normal test.
+//! code for undefined behaviour: a 1 MiB fixed heap, slab, half-chunk and
+//! large allocations, realloc, usable sizes read from the pagemap, and
+//! frees across two threads. It also runs as a normal test.
 
 use core::alloc::Layout;
 use snugalloc::{Config, Heap};
@@ -18,7 +18,7 @@ fn small_heap_under_miri() {
     let heap =
         unsafe { Heap::from_region(region.as_mut_ptr().cast(), BYTES, config) }.expect("heap");
     let mut a = heap.attach().expect("attach");
-    let sizes = [1usize, 24, 100, 700, 3000, 9000, 40_000];
+    let sizes = [1usize, 24, 100, 700, 3000, 9000, 40_000, 1500, 2048];
     let mut blocks = Vec::new();
     for (i, &size) in sizes.iter().enumerate() {
         let layout = Layout::from_size_align(size, 8).expect("layout");
