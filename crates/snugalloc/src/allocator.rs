@@ -560,8 +560,8 @@ impl Allocator {
         unsafe { self.dealloc_slow::<USABLE>(ptr, size) }
     }
 
-    /// Frees what the fast path does not: large objects, and misuse
-    /// (fatal). Every slab object passes the fast path's checks, so the
+    /// Frees what the fast path does not: large objects, half chunks, and
+    /// misuse (fatal). Every slab object passes the fast path's checks, so the
     /// slab arm is only the general case of `locate`, kept for safety.
     ///
     /// # Safety
