@@ -852,10 +852,18 @@ impl Allocator {
     /// Resizes the allocation at `ptr` (allocated with `old_size` and
     /// `align`), in place when its class or chunk run allows.
     ///
+    /// ```text
+    /// realloc ── fast: pagemap entry is a slab chunk, new size maps to its
+    ///   │        class, slot check → same pointer
+    ///   └─ realloc_slow: other classes, large runs (grow/shrink in place),
+    ///        misuse (fatal) → locate, else alloc + copy + dealloc
+    /// ```
+    ///
     /// # Safety
     /// As for [`Allocator::dealloc`]; on success `ptr` must no longer be
     /// used unless the same pointer is returned. On failure (null) the old
     /// allocation is untouched.
+    #[inline(always)]
     pub(crate) unsafe fn realloc<const USABLE: bool>(
         &mut self,
         ptr: *mut u8,
@@ -863,9 +871,90 @@ impl Allocator {
         align: usize,
         new_size: usize,
     ) -> *mut u8 {
-        let old_usable = self.usable_size(ptr);
+        // Slab objects, the common case, are checked here with one pagemap
+        // read: no `locate`, no class search (for `new_size <= small_limit`
+        // and `align <= MIN_ALIGN`, `class_of(new_size)` is what
+        // `class_for` returns).
+        let addr = ptr as usize;
+        if new_size <= self.small_limit && align <= MIN_ALIGN {
+            if let Some(index) = self.pagemap.index_of(addr) {
+                let desc = self.pagemap.entry(index).desc();
+                if desc.is_slab() {
+                    let class = desc.class();
+                    let head = index - desc.run() as usize;
+                    let info = self.info(class);
+                    let offset = addr - self.pagemap.chunk_addr(head);
+                    if offset < info.span_bytes as usize && info.is_object_start(offset) {
+                        if self.class_of(new_size) == class {
+                            if !USABLE {
+                                self.count(new_size as isize - old_size as isize);
+                            }
+                            return ptr;
+                        }
+                        let old_usable = info.object_bytes as usize;
+                        // SAFETY: `ptr` is a checked object slot of `old_usable`
+                        // bytes; the caller's contract.
+                        return unsafe {
+                            self.realloc_move::<USABLE>(ptr, old_size, old_usable, align, new_size)
+                        };
+                    }
+                }
+            }
+        }
+        // SAFETY: the caller's contract.
+        unsafe { self.realloc_slow::<USABLE>(ptr, old_size, align, new_size) }
+    }
+
+    /// Moves the allocation at `ptr`, whose usable size is `old_usable`, to
+    /// a new block of `new_size` bytes; null (with `ptr` untouched) when
+    /// none can be had.
+    ///
+    /// # Safety
+    /// As for [`Allocator::realloc`], and `old_usable` must be the usable
+    /// size of the allocation at `ptr`.
+    #[inline(never)]
+    unsafe fn realloc_move<const USABLE: bool>(
+        &mut self,
+        ptr: *mut u8,
+        old_size: usize,
+        old_usable: usize,
+        align: usize,
+        new_size: usize,
+    ) -> *mut u8 {
+        let new = self.alloc::<USABLE>(new_size, align);
+        if !new.is_null() {
+            let copy = old_usable
+                .min(new_size)
+                .min(if USABLE { old_usable } else { old_size });
+            // SAFETY: both blocks are live and distinct; we copy no more than
+            // either holds.
+            unsafe { core::ptr::copy_nonoverlapping(ptr, new, copy) };
+            // SAFETY: the caller's contract for `ptr` carries over.
+            unsafe { self.dealloc::<USABLE>(ptr, old_size) };
+        }
+        new
+    }
+
+    /// Every resize the fast path of [`Allocator::realloc`] does not make.
+    ///
+    /// # Safety
+    /// As for [`Allocator::realloc`].
+    #[inline(never)]
+    unsafe fn realloc_slow<const USABLE: bool>(
+        &mut self,
+        ptr: *mut u8,
+        old_size: usize,
+        align: usize,
+        new_size: usize,
+    ) -> *mut u8 {
+        let located = self.heap().locate(ptr as usize, "realloc");
+        let old_usable = match located {
+            Located::Slab { class, .. } => self.info(class).object_bytes as usize,
+            Located::Large { chunks, .. } => chunks << self.chunk_shift,
+            Located::Half { .. } => self.half_limit,
+        };
         let old_counted = if USABLE { old_usable } else { old_size };
-        match self.heap().locate(ptr as usize, "realloc") {
+        match located {
             Located::Slab { class, .. } => {
                 if self.class_for(new_size, align) == Some(class) {
                     let new_counted = if USABLE { old_usable } else { new_size };
@@ -885,10 +974,10 @@ impl Allocator {
                     && new_size <= self.pagemap.chunks << self.chunk_shift
                 {
                     if self.fits_half(new_size, align) {
-                        // SAFETY: the caller's contract; `moved` frees `ptr`
-                        // only when it returns a new block.
+                        // SAFETY: the caller's contract; `realloc_move` frees
+                        // `ptr` only when it returns a new block.
                         let new = unsafe {
-                            self.moved::<USABLE>(ptr, old_size, old_usable, align, new_size)
+                            self.realloc_move::<USABLE>(ptr, old_size, old_usable, align, new_size)
                         };
                         if !new.is_null() {
                             return new;
@@ -908,40 +997,9 @@ impl Allocator {
                 }
             }
         }
-        // SAFETY: the caller's contract.
-        unsafe { self.moved::<USABLE>(ptr, old_size, old_usable, align, new_size) }
-    }
-
-    /// Moves the allocation at `ptr` to a new block of `new_size`; null
-    /// (with `ptr` untouched) if none can be had.
-    ///
-    /// # Safety
-    /// As for [`Allocator::realloc`]; `old_usable` is `ptr`'s usable size.
-    unsafe fn moved<const USABLE: bool>(
-        &mut self,
-        ptr: *mut u8,
-        old_size: usize,
-        old_usable: usize,
-        align: usize,
-        new_size: usize,
-    ) -> *mut u8 {
-        let new = self.alloc::<USABLE>(new_size, align);
-        if !new.is_null() {
-            // SAFETY: both blocks are live and distinct; we copy no more than
-            // either holds.
-            unsafe {
-                core::ptr::copy_nonoverlapping(
-                    ptr,
-                    new,
-                    old_usable
-                        .min(new_size)
-                        .min(if USABLE { old_usable } else { old_size }),
-                )
-            };
-            // SAFETY: the caller's contract for `ptr` carries over.
-            unsafe { self.dealloc::<USABLE>(ptr, old_size) };
-        }
-        new
+        // SAFETY: `old_usable` is the usable size of `ptr`; the caller's
+        // contract.
+        unsafe { self.realloc_move::<USABLE>(ptr, old_size, old_usable, align, new_size) }
     }
 
     /// Shrinks or grows the large run at `index` in place.

@@ -803,6 +803,7 @@ impl Attached<'_> {
     /// # Safety
     /// As for [`Attached::dealloc`]; on success the old pointer must not be
     /// used unless it is the one returned.
+    #[inline]
     pub unsafe fn realloc(&mut self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: the caller's contract is the allocator's.
         unsafe {
@@ -844,6 +845,7 @@ impl Attached<'_> {
     ///
     /// # Safety
     /// As for [`Attached::free`], and `ptr` must not be null.
+    #[inline]
     pub unsafe fn resize(&mut self, ptr: *mut u8, new_size: usize) -> *mut u8 {
         // SAFETY: the caller's contract is the allocator's.
         unsafe { self.local().realloc::<true>(ptr, 0, MIN_ALIGN, new_size) }
