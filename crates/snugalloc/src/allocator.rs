@@ -291,9 +291,16 @@ impl Allocator {
     pub(crate) fn alloc<const USABLE: bool>(&mut self, size: usize, align: usize) -> *mut u8 {
         if size <= self.small_limit && align <= MIN_ALIGN {
             let class = self.class_of(size);
+            // `class < NUM_CLASSES` always (lookup tables hold classes); a
+            // checked read that falls to the slow path keeps a panic off the
+            // allocation path at the same cost as an index.
+            let current = match self.bins.get(class) {
+                Some(bin) => bin.current,
+                None => return self.alloc_slow::<USABLE>(size, align),
+            };
             // SAFETY: `current` is the heap's sentinel or the entry of a
             // slab head in our pagemap (bin invariant); both outlive us.
-            let slab = unsafe { &*self.bins[class].current };
+            let slab = unsafe { &*current };
             let obj = slab.free.load(Ordering::Relaxed);
             if !obj.is_null() {
                 // SAFETY: `obj` is on this slab's free list, so it is a free

@@ -257,7 +257,9 @@ impl HeapInner {
         match desc.kind() {
             Kind::Slab => {
                 let head = index - desc.run() as usize;
-                let info = &self.classes.info[desc.class()];
+                let Some(info) = self.classes.info.get(desc.class()) else {
+                    fatal_in(op, "heap metadata corrupted: size class out of range", addr)
+                };
                 let offset = addr - self.pagemap.chunk_addr(head);
                 if offset >= info.span_bytes as usize || !info.is_object_start(offset) {
                     fatal_in(op, "pointer is not the start of an object", addr);
@@ -304,10 +306,13 @@ impl HeapInner {
             let desc = self.pagemap.entry(index).desc();
             if desc.kind() == Kind::Slab {
                 let head = index - desc.run() as usize;
-                let info = &self.classes.info[desc.class()];
-                let offset = addr - self.pagemap.chunk_addr(head);
-                if offset < info.span_bytes as usize && info.is_object_start(offset) {
-                    return info.object_bytes as usize;
+                // An out-of-range class (corrupted metadata) goes to
+                // `locate`, which reports it.
+                if let Some(info) = self.classes.info.get(desc.class()) {
+                    let offset = addr - self.pagemap.chunk_addr(head);
+                    if offset < info.span_bytes as usize && info.is_object_start(offset) {
+                        return info.object_bytes as usize;
+                    }
                 }
             }
         }
@@ -318,7 +323,12 @@ impl HeapInner {
     #[inline(never)]
     fn usable_size_slow(&self, addr: usize) -> usize {
         match self.locate(addr, "usable size") {
-            Located::Slab { class, .. } => self.classes.info[class].object_bytes as usize,
+            // `locate` checked the class is in range (0 is unreachable).
+            Located::Slab { class, .. } => self
+                .classes
+                .info
+                .get(class)
+                .map_or(0, |info| info.object_bytes as usize),
             Located::Large { chunks, .. } => chunks << self.pagemap.chunk_shift,
             Located::Half { .. } => self.half_bytes,
         }
