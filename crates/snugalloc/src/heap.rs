@@ -291,28 +291,30 @@ impl HeapInner {
         }
     }
 
-    /// Usable bytes of the allocation starting at `addr`; a fatal error if
-    /// it starts none. Reads only the pagemap and the class table, so it
-    /// needs no allocator: `malloc_usable_size` calls it without finding
-    /// the thread's one.
+    /// Usable bytes of the allocation starting at `addr`. Reads only the
+    /// pagemap and the class table, so it needs no allocator:
+    /// `malloc_usable_size` calls it without finding the thread's one.
     ///
     /// ```text
-    /// usable_size ── fast: pagemap entry is a slab chunk → slot check → object_bytes
+    /// usable_size ── fast: pagemap entry is a slab chunk → its class's object_bytes
     ///   └─ usable_size_slow (cold) ── locate: tail chunks, large objects, misuse (fatal)
     /// ```
+    ///
+    /// A pointer into a slab is not checked to start an object (the slot
+    /// check `free` and `realloc` make): this call writes nothing, so a
+    /// wrong pointer cannot corrupt the heap here, and Redis calls it on
+    /// every allocation and free, where the check was a third of its cost
+    /// (47 against 31 instructions a call). Pointers outside the heap, into
+    /// free chunks or inside large objects are still fatal errors.
     #[inline(always)]
     pub(crate) fn usable_size(&self, addr: usize) -> usize {
         if let Some(index) = self.pagemap.index_of(addr) {
             let desc = self.pagemap.entry(index).desc();
             if desc.kind() == Kind::Slab {
-                let head = index - desc.run() as usize;
                 // An out-of-range class (corrupted metadata) goes to
                 // `locate`, which reports it.
                 if let Some(info) = self.classes.info.get(desc.class()) {
-                    let offset = addr - self.pagemap.chunk_addr(head);
-                    if offset < info.span_bytes as usize && info.is_object_start(offset) {
-                        return info.object_bytes as usize;
-                    }
+                    return info.object_bytes as usize;
                 }
             }
         }
@@ -734,8 +736,9 @@ impl Heap {
     /// the pagemap alone: no allocator need be attached.
     ///
     /// # Safety
-    /// `ptr` must be a live block of this heap (a pointer that starts no
-    /// block is reported as a fatal error).
+    /// `ptr` must be a live block of this heap (a pointer outside the heap,
+    /// into free chunks or inside a large object is reported as a fatal
+    /// error; one inside a slab object is not detected).
     #[inline]
     pub unsafe fn usable_size(&self, ptr: *const u8) -> usize {
         self.inner().usable_size(ptr as usize)
