@@ -208,8 +208,10 @@ impl Halves {
     /// the hint past it.
     fn publish(&self, chunk: usize) {
         let (w, bit) = (chunk / WORD_BITS, 1u64 << (chunk % WORD_BITS));
-        // Release: pairs with the loads of `claim` and the clear in
-        // `close`, which then see the state change that made the half free.
+        // AcqRel: the release half pairs with the loads of `claim` and the
+        // clear in `close`, which then see the state change that made the
+        // half free; the acquire half is what the argument in the module
+        // documentation (a clear and a concurrent set of one word) needs.
         self.word(w).fetch_or(bit, Ordering::AcqRel);
         // Relaxed: only the starting value of the CAS loop.
         let mut h = self.hint.load(Ordering::Relaxed);
