@@ -107,6 +107,18 @@ struct Bin {
     tail: u32,
 }
 
+/// A checked object slot of a slab (see [`Allocator::slab_slot`]).
+#[derive(Clone, Copy)]
+struct SlabSlot {
+    /// The slab's head chunk.
+    head: usize,
+    class: usize,
+    /// The allocator that owns the slab.
+    owner: u16,
+    /// The class's object size.
+    object_bytes: usize,
+}
+
 /// The owner-only state of an allocator. See the module documentation for
 /// its invariants.
 pub(crate) struct Allocator {
@@ -528,6 +540,29 @@ impl Allocator {
 
     // ----- deallocation -----------------------------------------------
 
+    /// The slab object that starts at `addr`, if the pagemap says `addr` is
+    /// in a slab (anyone's) and passes the slot check; `None` for anything
+    /// else (large objects, half chunks, misuse), which the callers' slow
+    /// paths take to `locate`.
+    #[inline(always)]
+    fn slab_slot(&self, addr: usize) -> Option<SlabSlot> {
+        let index = self.pagemap.index_of(addr)?;
+        let desc = self.pagemap.entry(index).desc();
+        if !desc.is_slab() {
+            return None;
+        }
+        let head = index - desc.run() as usize;
+        let class = desc.class();
+        let info = self.info(class);
+        let offset = addr - self.pagemap.chunk_addr(head);
+        (offset < info.span_bytes as usize && info.is_object_start(offset)).then_some(SlabSlot {
+            head,
+            class,
+            owner: desc.owner(),
+            object_bytes: info.object_bytes as usize,
+        })
+    }
+
     /// Frees `ptr`, allocated from this heap with `size` (or, with
     /// `USABLE`, with any size: the usable size is uncounted).
     ///
@@ -538,30 +573,16 @@ impl Allocator {
     /// object, are reported as fatal errors.
     #[inline(always)]
     pub(crate) unsafe fn dealloc<const USABLE: bool>(&mut self, ptr: *mut u8, size: usize) {
-        let addr = ptr as usize;
-        if let Some(index) = self.pagemap.index_of(addr) {
-            let desc = self.pagemap.entry(index).desc();
-            // A chunk of a slab, ours or another allocator's.
-            if desc.is_slab() {
-                let head = index - desc.run() as usize;
-                let class = desc.class();
-                let info = self.info(class);
-                let offset = addr - self.pagemap.chunk_addr(head);
-                if offset < info.span_bytes as usize && info.is_object_start(offset) {
-                    let bytes = if USABLE {
-                        info.object_bytes as usize
-                    } else {
-                        size
-                    };
-                    self.count(-(bytes as isize));
-                    if desc.owner() == self.id {
-                        // SAFETY: `ptr` is an object slot of our slab `head`
-                        // (checked above), and the caller gives it up.
-                        return unsafe { self.free_to_slab(head, class, ptr.cast()) };
-                    }
-                    return self.dealloc_remote(desc.owner(), class, ptr.cast());
-                }
+        // An object of a slab, ours or another allocator's.
+        if let Some(slot) = self.slab_slot(ptr as usize) {
+            let bytes = if USABLE { slot.object_bytes } else { size };
+            self.count(-(bytes as isize));
+            if slot.owner == self.id {
+                // SAFETY: `ptr` is an object slot of our slab `slot.head`
+                // (checked by `slab_slot`), and the caller gives it up.
+                return unsafe { self.free_to_slab(slot.head, slot.class, ptr.cast()) };
             }
+            return self.dealloc_remote(slot.owner, slot.class, ptr.cast());
         }
         // SAFETY: the caller's contract.
         unsafe { self.dealloc_slow::<USABLE>(ptr, size) }
@@ -882,30 +903,19 @@ impl Allocator {
         // read: no `locate`, no class search (for `new_size <= small_limit`
         // and `align <= MIN_ALIGN`, `class_of(new_size)` is what
         // `class_for` returns).
-        let addr = ptr as usize;
         if new_size <= self.small_limit && align <= MIN_ALIGN {
-            if let Some(index) = self.pagemap.index_of(addr) {
-                let desc = self.pagemap.entry(index).desc();
-                if desc.is_slab() {
-                    let class = desc.class();
-                    let head = index - desc.run() as usize;
-                    let info = self.info(class);
-                    let offset = addr - self.pagemap.chunk_addr(head);
-                    if offset < info.span_bytes as usize && info.is_object_start(offset) {
-                        if self.class_of(new_size) == class {
-                            if !USABLE {
-                                self.count(new_size as isize - old_size as isize);
-                            }
-                            return ptr;
-                        }
-                        let old_usable = info.object_bytes as usize;
-                        // SAFETY: `ptr` is a checked object slot of `old_usable`
-                        // bytes; the caller's contract.
-                        return unsafe {
-                            self.realloc_move::<USABLE>(ptr, old_size, old_usable, align, new_size)
-                        };
+            if let Some(slot) = self.slab_slot(ptr as usize) {
+                if self.class_of(new_size) == slot.class {
+                    if !USABLE {
+                        self.count(new_size as isize - old_size as isize);
                     }
+                    return ptr;
                 }
+                // SAFETY: `ptr` is a checked object slot of `object_bytes`
+                // bytes; the caller's contract.
+                return unsafe {
+                    self.realloc_move::<USABLE>(ptr, old_size, slot.object_bytes, align, new_size)
+                };
             }
         }
         // SAFETY: the caller's contract.
