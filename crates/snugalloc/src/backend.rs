@@ -26,6 +26,18 @@
 //!   search that fails from a hint is repeated from word 0, and one that
 //!   fails while another thread rolled back a claim is repeated, so a
 //!   transient claim never causes a false out-of-memory.
+//! - **Free-blocks index** (`blocks`): one bit per aligned block of 8 chunks
+//!   (a byte of the used bitmap), set when the whole block is free. Every
+//!   free run of 15 chunks or more holds a free block, and a run is its
+//!   free blocks plus fewer than 8 free chunks on either side, so best fit
+//!   for long runs (large objects) reads the index, one bit per 8 chunks,
+//!   and looks at the used bitmap only at the two ends of the runs that may
+//!   win, instead of scanning every word. A claim or free that changes
+//!   whether a block is free brings its bit in line afterwards
+//!   (`sync_blocks`, SeqCst, repeated until a read of both agrees), so
+//!   once nothing is in progress the index is exact; under races a search
+//!   may act on a stale bit, and a claim of its result that fails is
+//!   searched again on the bitmap itself.
 //! - **Under contention** first fit is a preference: a multi-word claim in
 //!   progress holds its low words for a moment, so a concurrent claim may
 //!   land above them (the loom model `claims_never_overlap` shows such an
@@ -62,7 +74,10 @@
 //! - a chunk's used bit is set exactly while someone holds it (an
 //!   allocation, a claim in progress, or a purge);
 //! - `reserved_chunks` counts chunks handed out by `alloc_run`/`try_grow`
-//!   and not yet freed.
+//!   and not yet freed;
+//! - with no claim or free in progress, bit `b` of `blocks` is set exactly
+//!   when chunks `8b .. 8b + 8` are all free (so never for the last,
+//!   padded block).
 
 use crate::config::Config;
 use crate::platform;
@@ -78,6 +93,12 @@ const HINTS: usize = 8;
 const MIN_PURGE_CHUNKS: usize = 4;
 /// Longest run given back by one system call.
 const MAX_PURGE_RUN_CHUNKS: usize = 4096;
+/// Chunks per block of the free-blocks index: one byte of the used bitmap.
+const BLOCK: usize = 8;
+/// Shortest run whose best-fit search visits only the free runs that hold a
+/// free block: every free run of `2 * BLOCK - 1` chunks or more contains
+/// a whole aligned block.
+const INDEXED_BEST_FIT: usize = 2 * BLOCK - 1;
 
 /// The chunk backend over one region.
 ///
@@ -86,6 +107,10 @@ const MAX_PURGE_RUN_CHUNKS: usize = 4096;
 pub(crate) struct Backend {
     used: *const AtomicU64,
     dirty: *const AtomicU64,
+    /// The free-blocks index: bit `b` is set when chunks `8b .. 8b + 8`
+    /// (byte `b % 8` of used word `b / 8`) are all free. See the module
+    /// documentation.
+    blocks: *const AtomicU64,
     words: usize,
     chunks: usize,
     base: usize,
@@ -138,6 +163,40 @@ pub(crate) const fn bitmap_words(chunks: usize) -> usize {
     chunks.div_ceil(WORD_BITS)
 }
 
+/// Words of the free-blocks index needed for `chunks` chunks.
+pub(crate) const fn block_words(chunks: usize) -> usize {
+    chunks.div_ceil(BLOCK * WORD_BITS)
+}
+
+const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+/// Bit 7 of each byte of the result is set iff that byte of `x` is zero,
+/// and no other bit (exact: nothing borrows between bytes).
+#[inline(always)]
+fn zero_flags(x: u64) -> u64 {
+    !(((x & LOW7) + LOW7) | x | LOW7)
+}
+
+/// Bit 7 of each byte of the result is set iff that byte of `x` is not zero.
+#[inline(always)]
+fn nonzero_flags(x: u64) -> u64 {
+    (((x & LOW7) + LOW7) | x) & !LOW7
+}
+
+/// Bit 7 of byte `j` of `flags` (no other bits set) moved to bit `j`.
+#[inline(always)]
+fn gather_flags(flags: u64) -> u64 {
+    // Bit 7 of byte j lands on bit 56 + j; the partial products do not
+    // overlap, so nothing carries.
+    (flags >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56
+}
+
+/// Bit `j` of the result is set iff byte `j` of `x` is zero.
+#[inline]
+fn zero_bytes(x: u64) -> u64 {
+    gather_flags(zero_flags(x))
+}
+
 /// Bit `i` of the result is set iff bits `i .. i + n` of `free` are all set
 /// (runs inside the word only); `1 <= n <= 64`.
 #[inline]
@@ -188,10 +247,13 @@ impl Backend {
     ///
     /// # Safety
     /// `used` and `dirty` must each be valid for `bitmap_words(chunks)`
-    /// words, exclusively owned by the backend for as long as it lives.
+    /// words and `blocks` for `block_words(chunks)` words, all exclusively
+    /// owned by the backend for as long as it lives.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) unsafe fn new(
         used: *mut AtomicU64,
         dirty: *mut AtomicU64,
+        blocks: *mut AtomicU64,
         chunks: usize,
         base: usize,
         chunk_shift: u32,
@@ -211,9 +273,22 @@ impl Backend {
             // SAFETY: `words >= 1` when `tail_bits != 0`.
             unsafe { &*used.add(words - 1) }.store(!0u64 << tail_bits, Ordering::Relaxed);
         }
+        for i in 0..block_words(chunks) {
+            let mut free = 0;
+            for j in 0..8 {
+                if i * 8 + j < words {
+                    // SAFETY: `i * 8 + j < words`, initialised above.
+                    let used = unsafe { &*used.add(i * 8 + j) }.load(Ordering::Relaxed);
+                    free |= zero_bytes(used) << (j * 8);
+                }
+            }
+            // SAFETY: `i < block_words(chunks)` (caller's guarantee).
+            unsafe { blocks.add(i).write(AtomicU64::new(free)) };
+        }
         Backend {
             used,
             dirty,
+            blocks,
             words,
             chunks,
             base,
@@ -244,6 +319,63 @@ impl Backend {
         debug_assert!(word < self.words);
         // SAFETY: `word < words` and the bitmap lives as long as `self`.
         unsafe { &*self.used.add(word) }
+    }
+
+    /// The index word holding the blocks of used word `word`.
+    #[inline]
+    fn blocks_of(&self, word: usize) -> &AtomicU64 {
+        debug_assert!(word < self.words);
+        // SAFETY: `word / 8 < block_words(chunks)` since `word < words`,
+        // and the index lives as long as `self`.
+        unsafe { &*self.blocks.add(word / 8) }
+    }
+
+    /// After a claim set `mask` in used word `word`, which read `old`:
+    /// brings the index bits of the blocks that stopped being free in line.
+    #[inline(always)]
+    fn claimed_blocks(&self, word: usize, old: u64, mask: u64) {
+        let taken = zero_flags(old) & nonzero_flags(mask);
+        if taken != 0 {
+            self.sync_blocks(word, gather_flags(taken));
+        }
+    }
+
+    /// After a free cleared `mask` in used word `word`, leaving `new`:
+    /// brings the index bits of the blocks that became free in line.
+    #[inline(always)]
+    fn freed_blocks(&self, word: usize, new: u64, mask: u64) {
+        // A byte `mask` touches was not free before: it held these chunks.
+        let freed = zero_flags(new) & nonzero_flags(mask);
+        if freed != 0 {
+            self.sync_blocks(word, gather_flags(freed));
+        }
+    }
+
+    /// Makes the index bits of blocks `which` (bit `j`: byte `j` of used
+    /// word `word`) say what the used word says, after this thread changed
+    /// whether they are free; repeats until a read of both agrees. Every
+    /// operation here and the used word's read-modify-writes are SeqCst: if
+    /// another thread, acting on an older read, changes a bit after our
+    /// last check, its own check that follows reads the used word after
+    /// ours did, and puts the bit right. So once no claim or free is in
+    /// progress, a block's bit is set exactly when it is free.
+    #[inline(never)]
+    fn sync_blocks(&self, word: usize, which: u64) {
+        let shift = (word % 8) * 8;
+        let index = self.blocks_of(word);
+        loop {
+            let free = zero_bytes(self.used(word).load(Ordering::SeqCst)) & which;
+            let marked = (index.load(Ordering::SeqCst) >> shift) & which;
+            if free == marked {
+                return;
+            }
+            if free & !marked != 0 {
+                index.fetch_or((free & !marked) << shift, Ordering::SeqCst);
+            }
+            if marked & !free != 0 {
+                index.fetch_and(!((marked & !free) << shift), Ordering::SeqCst);
+            }
+        }
     }
 
     #[inline]
@@ -333,10 +465,13 @@ impl Backend {
                 }
                 // Acquire pairs with the Release in `release_bits`: the last
                 // holder's writes to these chunks and their pagemap entries
-                // happen before ours.
-                match w.compare_exchange_weak(cur, cur | mask, Ordering::Acquire, Ordering::Relaxed)
+                // happen before ours. SeqCst for `sync_blocks`.
+                match w.compare_exchange_weak(cur, cur | mask, Ordering::SeqCst, Ordering::Relaxed)
                 {
-                    Ok(_) => break,
+                    Ok(_) => {
+                        self.claimed_blocks(word, cur, mask);
+                        break;
+                    }
                     Err(now) => cur = now,
                 }
             }
@@ -351,9 +486,11 @@ impl Backend {
         let mut pos = start;
         while pos < end {
             let (word, mask, take) = segment(pos, end);
-            // Release pairs with the Acquire CAS in `try_claim`.
-            let old = self.used(word).fetch_and(!mask, Ordering::Release);
+            // Release pairs with the Acquire CAS in `try_claim`. SeqCst for
+            // `sync_blocks`.
+            let old = self.used(word).fetch_and(!mask, Ordering::SeqCst);
             debug_assert_eq!(old & mask, mask, "freeing a chunk that is not in use");
+            self.freed_blocks(word, old & !mask, mask);
             pos += take;
         }
     }
@@ -618,11 +755,21 @@ impl Backend {
         };
         let found = self.claim_retrying(|| {
             let mut from = from_word;
+            let mut indexed = n >= INDEXED_BEST_FIT;
             loop {
-                match self.find_best_fit(n, untouched_at_top, from) {
+                let fit = if indexed {
+                    self.find_best_fit_indexed(n, untouched_at_top, from)
+                } else {
+                    self.find_best_fit(n, untouched_at_top, from)
+                };
+                match fit {
                     Some(start) if self.try_claim(start, n) => return Some(start),
-                    Some(_) => {}
+                    // Taken meanwhile, or the index was stale.
+                    Some(_) => indexed = false,
                     None if from != 0 => from = 0,
+                    // The index is exact only when nothing is in progress:
+                    // before failing, one scan of the bitmap itself.
+                    None if indexed => indexed = false,
                     None => return None,
                 }
             }
@@ -695,6 +842,100 @@ impl Backend {
             .or_else(|| self.untouched(high, n, untouched_at_top))
     }
 
+    /// [`Backend::find_best_fit`] for `n >= INDEXED_BEST_FIT`, with the
+    /// same result when no claim or free is in progress, reading the
+    /// free-blocks index instead of every word: every run that long holds
+    /// a free block, and a run is its free blocks, the free chunks just
+    /// below the first of them and those at the bottom of the first block
+    /// after them that is not free. Under races the index may be stale, so
+    /// a result may not be free: the caller's claim checks, and searches
+    /// the bitmap itself if it fails.
+    fn find_best_fit_indexed(
+        &self,
+        n: usize,
+        untouched_at_top: bool,
+        from_word: usize,
+    ) -> Option<usize> {
+        debug_assert!(n >= INDEXED_BEST_FIT);
+        let high = self.high_water().min(self.chunks);
+        let lo = from_word.min(high.div_ceil(WORD_BITS)) * WORD_BITS;
+        // Blocks holding a chunk below `high`.
+        let end_block = high.div_ceil(BLOCK);
+        let mut best: Option<(usize, usize)> = None; // (run length, run start)
+        for (b, next_used) in self.free_block_runs(lo / BLOCK, end_block) {
+            if let Some(c) = next_used {
+                // The run is its free blocks and less than a block on
+                // either side: skip it unless it may hold `n` and be no
+                // longer than the best so far, or it may reach `high`.
+                let blocks = (c - b) * BLOCK;
+                let may_fit = blocks + 2 * (BLOCK - 1) >= n;
+                let may_win = best.map_or(true, |(len, _)| blocks <= len);
+                if !(may_fit && may_win) && (c + 1) * BLOCK < high {
+                    continue;
+                }
+            }
+            let first = b * BLOCK;
+            let start = first - self.free_len_before(first, (first - lo).min(BLOCK));
+            let end = match next_used {
+                Some(c) => c * BLOCK + self.free_run_len(c * BLOCK, BLOCK),
+                None => self.chunks.min(end_block * BLOCK),
+            };
+            if high < self.chunks && end >= high {
+                // The run reaching untouched space: never a candidate.
+                return best
+                    .map(|(len, s)| s + len - n)
+                    .or_else(|| self.untouched(start, n, untouched_at_top));
+            }
+            let len = end - start;
+            if len >= n && best.map_or(true, |(b, _)| len <= b) {
+                best = Some((len, start));
+            }
+        }
+        match best {
+            Some((len, start)) => Some(start + len - n),
+            None if high < self.chunks => {
+                let open = if lo >= high {
+                    lo
+                } else {
+                    high - self.free_len_before(high, high - lo)
+                };
+                self.untouched(open, n, untouched_at_top)
+            }
+            None => self.untouched(high, n, untouched_at_top),
+        }
+    }
+
+    /// The runs of free blocks in `[from, end)` by the index (a racy read),
+    /// lowest first: (first block, first block after it that is not free,
+    /// or `None` if they reach `end`).
+    fn free_block_runs(&self, from: usize, end: usize) -> FreeBlockRuns<'_> {
+        let word = from / WORD_BITS;
+        let bits = if from < end {
+            self.index_bits(word, end) & (!0u64 << (from % WORD_BITS))
+        } else {
+            0
+        };
+        FreeBlockRuns {
+            backend: self,
+            word,
+            bits,
+            end,
+        }
+    }
+
+    /// Index word `word`, without the blocks from `end` on.
+    #[inline]
+    fn index_bits(&self, word: usize, end: usize) -> u64 {
+        // SAFETY: callers pass `word * 64 < end <= block_words(chunks) * 64`.
+        let bits = unsafe { &*self.blocks.add(word) }.load(Ordering::Relaxed);
+        let keep = end - word * WORD_BITS;
+        if keep < WORD_BITS {
+            bits & ((1u64 << keep) - 1)
+        } else {
+            bits
+        }
+    }
+
     /// Where `n` chunks go in the untouched space from `start` to the end:
     /// its top (metadata of fixed heaps) or its bottom (everything else, so
     /// an OS reservation's high-water mark grows only as needed).
@@ -705,6 +946,19 @@ impl Backend {
             Some(self.chunks - n)
         } else {
             Some(start)
+        }
+    }
+
+    /// With nothing in progress, the free-blocks index says exactly which
+    /// blocks are free.
+    #[cfg(test)]
+    fn assert_index_exact(&self) {
+        for block in 0..self.chunks.div_ceil(BLOCK) {
+            let chunks = block * BLOCK..block * BLOCK + BLOCK;
+            let free = chunks.end <= self.chunks && chunks.into_iter().all(|c| self.is_free(c));
+            // SAFETY: `block / 64 < block_words(chunks)`.
+            let word = unsafe { &*self.blocks.add(block / WORD_BITS) }.load(Ordering::Relaxed);
+            assert_eq!(word >> (block % WORD_BITS) & 1 == 1, free, "block {block}");
         }
     }
 
@@ -948,6 +1202,47 @@ impl Backend {
     }
 }
 
+/// Iterator of [`Backend::free_block_runs`]: `bits` holds the index bits of
+/// word `word` not yet visited.
+struct FreeBlockRuns<'a> {
+    backend: &'a Backend,
+    word: usize,
+    bits: u64,
+    end: usize,
+}
+
+impl Iterator for FreeBlockRuns<'_> {
+    type Item = (usize, Option<usize>);
+
+    fn next(&mut self) -> Option<(usize, Option<usize>)> {
+        while self.bits == 0 {
+            self.word += 1;
+            if self.word * WORD_BITS >= self.end {
+                return None;
+            }
+            self.bits = self.backend.index_bits(self.word, self.end);
+        }
+        let first = self.word * WORD_BITS + self.bits.trailing_zeros() as usize;
+        // Clear bits from the run's first block on.
+        let mut clear = !self.bits & (!0u64 << self.bits.trailing_zeros());
+        loop {
+            if clear != 0 {
+                let at = clear.trailing_zeros();
+                self.bits &= !0u64 << at;
+                let after = self.word * WORD_BITS + at as usize;
+                return Some((first, (after < self.end).then_some(after)));
+            }
+            self.word += 1;
+            if self.word * WORD_BITS >= self.end {
+                self.bits = 0;
+                return Some((first, None));
+            }
+            self.bits = self.backend.index_bits(self.word, self.end);
+            clear = !self.bits;
+        }
+    }
+}
+
 /// Free chunk runs of a backend by length: `runs[b]` and `chunks[b]` count
 /// the runs of `2^b ..= 2^(b+1) - 1` chunks (the last bucket takes every
 /// longer run).
@@ -982,7 +1277,7 @@ impl FreeSummary {
 #[cfg(any(test, feature = "internals"))]
 pub(crate) struct OwnedBackend {
     backend: Backend,
-    _bitmaps: (alloc::vec::Vec<AtomicU64>, alloc::vec::Vec<AtomicU64>),
+    _bitmaps: [alloc::vec::Vec<AtomicU64>; 3],
 }
 
 #[cfg(any(test, feature = "internals"))]
@@ -995,12 +1290,17 @@ impl OwnedBackend {
         let words = bitmap_words(chunks);
         let mut used: alloc::vec::Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();
         let mut dirty: alloc::vec::Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();
-        // SAFETY: both vectors hold `words` words and live as long as the
-        // backend beside them (moving a Vec does not move its buffer).
+        let mut blocks: alloc::vec::Vec<AtomicU64> = (0..block_words(chunks))
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        // SAFETY: the vectors hold `words` and `block_words(chunks)` words
+        // and live as long as the backend beside them (moving a Vec does not
+        // move its buffer).
         let backend = unsafe {
             Backend::new(
                 used.as_mut_ptr(),
                 dirty.as_mut_ptr(),
+                blocks.as_mut_ptr(),
                 chunks,
                 base,
                 12,
@@ -1010,7 +1310,7 @@ impl OwnedBackend {
         };
         OwnedBackend {
             backend,
-            _bitmaps: (used, dirty),
+            _bitmaps: [used, dirty, blocks],
         }
     }
 }
@@ -1064,7 +1364,16 @@ mod tests {
         // Region sizes with and without padding bits in the last word, and
         // fragmentation that fills the region or stops below its top (so
         // the untouched-space fallback of best fit is exercised).
-        for (chunks, claims) in [(1000, 400), (1024, 400), (1000, 120), (1024, 90), (64, 9)] {
+        // Longer claims leave longer runs, for the indexed best fit.
+        for (chunks, claims, longest) in [
+            (1000, 400, 7),
+            (1024, 400, 7),
+            (1000, 120, 7),
+            (1024, 90, 7),
+            (64, 9, 7),
+            (3000, 150, 40),
+            (4096, 120, 90),
+        ] {
             let b = OwnedBackend::new(chunks, 0x1000_0000);
             let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ chunks as u64 ^ claims;
             let mut held = Vec::new();
@@ -1072,7 +1381,7 @@ mod tests {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                let n = 1 + (x % 7) as usize;
+                let n = 1 + (x % longest) as usize;
                 if let Some(s) = b.alloc_run(n, 0) {
                     held.push((s, n));
                 }
@@ -1116,21 +1425,82 @@ mod tests {
         }
     }
 
-    /// Checks first fit and best fit against naive bit-by-bit versions.
-    fn check_searches(b: &Backend, chunks: usize) {
-        let naive =
-            |n: usize| (0..=chunks.saturating_sub(n)).find(|&s| (s..s + n).all(|c| b.is_free(c)));
-        // Miri runs this about a thousand times slower: fewer lengths there.
-        for n in (1..=150.min(chunks)).step_by(if cfg!(miri) { 23 } else { 1 }) {
-            assert_eq!(
-                b.find_free_run(n, 0),
-                naive(n),
-                "first fit of {n} in {chunks}"
-            );
+    /// One thread: best-fit claims of long runs (indexed search) land where
+    /// a naive bit-by-bit best fit says, through thousands of claims and
+    /// frees of short and long runs, and the free-blocks index stays exact.
+    #[test]
+    fn indexed_best_fit_is_best_fit() {
+        let chunks = 3000;
+        let b = OwnedBackend::new(chunks, 0x1000_0000);
+        let mut held = Vec::new();
+        let mut x = 0x853C_49E6_748F_EA9Bu64;
+        let rounds = if cfg!(miri) { 200 } else { 20_000 };
+        for round in 0..rounds {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if !held.is_empty() && x % 9 < 4 {
+                let (s, n) = held.swap_remove((x >> 8) as usize % held.len());
+                b.free_run(s, n);
+            } else if x % 9 < 7 {
+                let n = 1 + (x >> 16) as usize % 12;
+                if let Some(s) = b.alloc_run(n, 0) {
+                    held.push((s, n));
+                }
+            } else {
+                let n = INDEXED_BEST_FIT + (x >> 16) as usize % 150;
+                let want = naive_best_fit(&b, chunks, n, false);
+                assert_eq!(
+                    b.alloc_run_best(n, false),
+                    want,
+                    "run of {n}, round {round}"
+                );
+                if let Some(s) = want {
+                    held.push((s, n));
+                }
+            }
+            if round % 64 == 0 {
+                check_blocks(&b, chunks);
+            }
         }
-        // Best fit: the end of the shortest run below the high-water mark
-        // that holds n, highest of equals; else the run reaching past the
-        // mark, at its start or the region's top.
+        check_blocks(&b, chunks);
+    }
+
+    #[test]
+    fn byte_flags_mark_exactly_the_zero_bytes() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        for i in 0..100_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Mostly sparse words, so that zero bytes are common.
+            let v = x & (x >> 3) & (x >> 7) & (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 0x0101);
+            let want = (0..8).fold(0, |m, j| m | (((v >> (8 * j)) & 0xff == 0) as u64) << j);
+            assert_eq!(zero_bytes(v), want, "{v:#x}");
+            assert_eq!(gather_flags(nonzero_flags(v)), !want & 0xff, "{v:#x}");
+        }
+        for v in [
+            0,
+            !0,
+            0x80,
+            0x0100,
+            0x8000_0000_0000_0000,
+            0x0101_0101_0101_0101,
+        ] {
+            let want = (0..8).fold(0, |m, j| m | (((v >> (8 * j)) & 0xff == 0) as u64) << j);
+            assert_eq!(zero_bytes(v), want, "{v:#x}");
+        }
+    }
+
+    fn check_blocks(b: &Backend, chunks: usize) {
+        assert_eq!(b.chunks(), chunks);
+        b.assert_index_exact();
+    }
+
+    /// Best fit by a bit-by-bit scan: the end of the shortest run below the
+    /// high-water mark that holds n, highest of equals; else the run
+    /// reaching past the mark, at its start or the region's top.
+    fn naive_best_fit(b: &Backend, chunks: usize, n: usize, at_top: bool) -> Option<usize> {
         let high = b.high_water();
         let mut runs = Vec::new(); // (length, start) of runs below `high`
         let mut open = high; // start of the run reaching past `high`
@@ -1150,21 +1520,42 @@ mod tests {
                 runs.push((c - s, s));
             }
         }
-        for n in [1, 3, 16, 40, 62, 63, 64, 65, 100, 300] {
+        runs.iter()
+            .filter(|r| r.0 >= n)
+            .min_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)))
+            .map(|&(len, s)| s + len - n)
+            .or_else(|| (open + n <= chunks).then(|| if at_top { chunks - n } else { open }))
+    }
+
+    /// Checks first fit and best fit against naive bit-by-bit versions.
+    fn check_searches(b: &Backend, chunks: usize) {
+        check_blocks(b, chunks);
+        let naive =
+            |n: usize| (0..=chunks.saturating_sub(n)).find(|&s| (s..s + n).all(|c| b.is_free(c)));
+        // Miri runs this about a thousand times slower: fewer lengths there.
+        for n in (1..=150.min(chunks)).step_by(if cfg!(miri) { 23 } else { 1 }) {
+            assert_eq!(
+                b.find_free_run(n, 0),
+                naive(n),
+                "first fit of {n} in {chunks}"
+            );
+        }
+        let high = b.high_water();
+        for n in [1, 3, 15, 16, 24, 40, 62, 63, 64, 65, 100, 300] {
             for at_top in [false, true] {
-                let want = runs
-                    .iter()
-                    .filter(|r| r.0 >= n)
-                    .min_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)))
-                    .map(|&(len, s)| s + len - n)
-                    .or_else(|| {
-                        (open + n <= chunks).then(|| if at_top { chunks - n } else { open })
-                    });
+                let want = naive_best_fit(b, chunks, n, at_top);
                 assert_eq!(
                     b.find_best_fit(n, at_top, 0),
                     want,
                     "best fit of {n} in {chunks}, high {high}"
                 );
+                if n >= INDEXED_BEST_FIT {
+                    assert_eq!(
+                        b.find_best_fit_indexed(n, at_top, 0),
+                        want,
+                        "indexed best fit of {n} in {chunks}, high {high}"
+                    );
+                }
                 // Searches for runs of `HINTS` or more may start at the word
                 // of the lowest such run, as `alloc_run_best` does.
                 if n >= HINTS {
@@ -1174,6 +1565,13 @@ mod tests {
                         want,
                         "best fit of {n} from word {from} in {chunks}, high {high}"
                     );
+                    if n >= INDEXED_BEST_FIT {
+                        assert_eq!(
+                            b.find_best_fit_indexed(n, at_top, from),
+                            want,
+                            "indexed best fit of {n} from word {from} in {chunks}, high {high}"
+                        );
+                    }
                 }
             }
         }
@@ -1232,7 +1630,7 @@ mod tests {
     #[cfg(feature = "std")]
     struct OsBackend {
         backend: Backend,
-        _bitmaps: (Vec<AtomicU64>, Vec<AtomicU64>),
+        _bitmaps: [Vec<AtomicU64>; 3],
         region: core::ptr::NonNull<u8>,
         bytes: usize,
     }
@@ -1248,14 +1646,19 @@ mod tests {
             let words = bitmap_words(chunks);
             let mut used: Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();
             let mut dirty: Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();
+            let mut blocks: Vec<AtomicU64> = (0..block_words(chunks))
+                .map(|_| AtomicU64::new(0))
+                .collect();
             let bytes = chunks << 12;
             let region = crate::platform::reserve(bytes).expect("reserve");
-            // SAFETY: the bitmaps hold `words` words and live as long as the
-            // backend beside them (moving a Vec does not move its buffer).
+            // SAFETY: the bitmaps hold `words` and `block_words(chunks)`
+            // words and live as long as the backend beside them (moving a
+            // Vec does not move its buffer).
             let backend = unsafe {
                 Backend::new(
                     used.as_mut_ptr(),
                     dirty.as_mut_ptr(),
+                    blocks.as_mut_ptr(),
                     chunks,
                     region.as_ptr() as usize,
                     12,
@@ -1270,7 +1673,7 @@ mod tests {
             };
             OsBackend {
                 backend,
-                _bitmaps: (used, dirty),
+                _bitmaps: [used, dirty, blocks],
                 region,
                 bytes,
             }
@@ -1446,6 +1849,33 @@ mod loom_tests {
                 (128, 128)
             );
             assert_eq!(b.reserved_chunks(), 0);
+            b.assert_index_exact();
+        });
+    }
+
+    /// A claim that takes the last free chunks of a block races with a
+    /// free that frees the block's other chunks, and with a free of a
+    /// whole block beside it: once both are done, the free-blocks index
+    /// is exact (the claim's clear cannot undo the free's set for good),
+    /// and the best fit it guides finds the freed run.
+    #[test]
+    fn free_blocks_index_survives_racing_claims_and_frees() {
+        loom::model(|| {
+            let b = backend(64);
+            // Chunks 0..4 free, 4..8 held, 8..16 held, the rest held.
+            assert_eq!(b.alloc_run(64, 0), Some(0));
+            b.free_run(0, 4);
+            let b2 = Arc::clone(&b);
+            let t = loom::thread::spawn(move || {
+                b2.free_run(4, 4);
+                b2.free_run(8, 8);
+            });
+            let mine = b.alloc_run(4, 0).expect("4 chunks are free");
+            t.join().expect("freer");
+            b.assert_index_exact();
+            b.free_run(mine, 4);
+            b.assert_index_exact();
+            assert_eq!(b.alloc_run_best(16, false), Some(0));
         });
     }
 
@@ -1481,6 +1911,7 @@ mod loom_tests {
             let t = loom::thread::spawn(move || b2.free_run(0, 32));
             b.free_run(32, 32);
             t.join().expect("freer");
+            b.assert_index_exact();
             assert_eq!(b.alloc_run(64, 0), Some(0));
         });
     }

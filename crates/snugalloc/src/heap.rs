@@ -15,7 +15,7 @@ use core::mem::{align_of, size_of};
 use core::ptr::{null_mut, NonNull};
 
 use crate::allocator::{tail_head, Allocator, AllocatorSlot, Counters, Shared, MIN_ALIGN};
-use crate::backend::{bitmap_words, Backend};
+use crate::backend::{bitmap_words, block_words, Backend};
 use crate::config::{Config, Error};
 use crate::half::{open_words, Halves, HIGH, LOW};
 use crate::pagemap::{ChunkMeta, Desc, Kind, Pagemap};
@@ -84,6 +84,7 @@ struct Plan {
     slots: usize,
     used: usize,
     dirty: usize,
+    blocks: usize,
     open: usize,
     open_words: usize,
     pagemap: usize,
@@ -98,7 +99,8 @@ fn plan(base: usize, chunks: usize, config: &Config, halves: bool) -> Option<Pla
     let slots = (inner + size_of::<HeapInner>()).next_multiple_of(8);
     let used = slots.checked_add(config.max_allocators * 8)?;
     let dirty = used + words * 8;
-    let open = dirty + words * 8;
+    let blocks = dirty + words * 8;
+    let open = blocks + block_words(chunks) * 8;
     let pagemap = (open + open_words * 8).next_multiple_of(64);
     let chunk_base = pagemap
         .checked_add(chunks.checked_mul(size_of::<ChunkMeta>())?)?
@@ -109,6 +111,7 @@ fn plan(base: usize, chunks: usize, config: &Config, halves: bool) -> Option<Pla
         slots,
         used,
         dirty,
+        blocks,
         open,
         open_words,
         pagemap,
@@ -182,6 +185,7 @@ impl HeapInner {
             Backend::new(
                 p.used as *mut _,
                 p.dirty as *mut _,
+                p.blocks as *mut _,
                 chunks,
                 p.chunk_base,
                 pagemap.chunk_shift,
