@@ -5,8 +5,10 @@
 //! the allocator's reserved bytes, hands the [`Sample`] to the caller (CSV
 //! rows, progress bar, the child's pipe) and, when reserved bytes reach a new
 //! peak, takes the allocator's size-class table (so at most once per tick).
-//! When the time is up it raises the stop flag; each thread finishes its
-//! ECall and returns; then the workload frees what it still holds.
+//! When the time is up each thread finishes its ECall and returns (the
+//! threads watch the deadline themselves, and the sampler also raises the
+//! stop flag, which ends a run early too); then the workload frees what it
+//! still holds.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -94,6 +96,7 @@ pub fn run_in_process(
         counters: &counters,
         stop: &stop,
         start,
+        deadline: start.checked_add(duration),
         inject_corruption_every,
         exact_live: exact_live.then_some(&exact),
     };

@@ -130,10 +130,15 @@ pub struct Ctx<'a> {
     pub alloc: &'a dyn RegionAlloc,
     /// One counter set per thread, plus one for the final clean-up.
     pub counters: &'a [ThreadCounters],
-    /// Set when the run's time is up.
+    /// Set by the sampler to end the run early (Ctrl-C, out of memory) or
+    /// when the time is up.
     pub stop: &'a AtomicBool,
     /// When the run started.
     pub start: Instant,
+    /// When the run's time is up (`None`: never, the duration overflowed).
+    /// The threads check it themselves, so that they stop on time even when
+    /// the sampler is not scheduled (see [`Ctx::stopping`]).
+    pub deadline: Option<Instant>,
     /// Test hook: damage the guard of every Nth block a thread allocates.
     pub inject_corruption_every: Option<u64>,
     /// The exact live-bytes counter, when the run keeps one.
@@ -141,10 +146,19 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Whether the run should stop.
+    /// Whether the run should stop: the sampler raised the stop flag, or
+    /// the run's time is up.
+    ///
+    /// The deadline is checked here and not left to the sampler alone: the
+    /// threads never block, so a scheduler that does not share the CPU
+    /// fairly can leave the sampler (a thread that sleeps between ticks)
+    /// waiting for a long time, and the threads would run on until it ran
+    /// again. Under valgrind's default scheduler (`--fair-sched=no`) the
+    /// sampler's first tick came 2-31 s late in a 4 s run, and a callgrind
+    /// run never ended in 15 minutes.
     pub fn stopping(&self) -> bool {
         // Relaxed: a flag polled between ECalls; nothing is published with it.
-        self.stop.load(Ordering::Relaxed)
+        self.stop.load(Ordering::Relaxed) || self.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
     /// Seconds since the run started.
