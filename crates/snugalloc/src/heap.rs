@@ -125,6 +125,17 @@ fn slot_chunks(chunk_bytes: usize) -> usize {
     size_of::<AllocatorSlot>().div_ceil(chunk_bytes)
 }
 
+/// Waits a little before looking again: spins briefly, then yields, so a
+/// thread that was preempted holding what we need gets to run.
+fn back_off(spins: &mut u32) {
+    *spins += 1;
+    if *spins < 64 {
+        spin_hint();
+    } else {
+        crate::platform::yield_now();
+    }
+}
+
 impl HeapInner {
     /// Lays a heap out over `[base, base + len)` and returns it.
     ///
@@ -341,26 +352,41 @@ impl HeapInner {
     }
 
     /// Takes an allocator from the pool (creating one if all are attached).
+    ///
+    /// An idle allocator may be held for a moment by a reclaimer or by a
+    /// thread delivering frees to it (`busy`). Rather than wait for that
+    /// thread, which may have been preempted, attach keeps it aside and
+    /// takes the next idle one; only when every idle allocator is held does
+    /// it back off (spin briefly, then yield) and try again.
     pub(crate) fn attach(&self) -> Result<&AllocatorSlot, Error> {
+        // An idle allocator found held, out of the idle stack until we
+        // leave (so that the next pop finds another).
+        let mut aside: Option<usize> = None;
+        let mut spins = 0u32;
         loop {
             if let Some(id) = self.pool.pop_idle() {
                 let slot = self.pool.slot(id);
                 // Acquire pairs with the Release in `detach`, `reclaim_idle`
-                // and `deliver`: a reclaimer or a thread delivering frees
-                // may hold it for a moment. Spin briefly, then yield, so a
-                // holder that was preempted gets to run.
-                let mut spins = 0u32;
-                while slot.shared.busy.swap(true, Ordering::Acquire) {
-                    spins += 1;
-                    if spins < 64 {
-                        spin_hint();
-                    } else {
-                        crate::platform::yield_now();
+                // and `deliver`.
+                if !slot.shared.busy.swap(true, Ordering::Acquire) {
+                    if let Some(other) = aside {
+                        self.pool.push_idle(other);
                     }
+                    // SAFETY: we hold `busy`, so `local` is ours alone.
+                    unsafe { &mut *slot.local.get() }.on_attach();
+                    return Ok(slot);
                 }
-                // SAFETY: we hold `busy`, so `local` is ours alone.
-                unsafe { &mut *slot.local.get() }.on_attach();
-                return Ok(slot);
+                if let Some(other) = aside.replace(id) {
+                    self.pool.push_idle(other);
+                    back_off(&mut spins);
+                }
+                continue;
+            }
+            if let Some(other) = aside.take() {
+                // Every idle allocator is held: back off, then look again.
+                self.pool.push_idle(other);
+                back_off(&mut spins);
+                continue;
             }
             let Some(id) = self.pool.new_id() else {
                 if self.pool.has_idle() {
@@ -929,5 +955,51 @@ pub(crate) mod raw {
     pub(crate) unsafe fn detach(heap: &HeapInner, slot: *const AllocatorSlot) {
         // SAFETY: the caller's contract.
         unsafe { heap.detach(&*slot) }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    extern crate std;
+
+    /// An idle allocator that a helper holds for a moment (delivering
+    /// frees, reclaiming) is passed over: attach takes the next idle one
+    /// instead of waiting, and the held one is back in the pool after.
+    #[test]
+    fn attach_passes_over_an_idle_allocator_a_helper_holds() {
+        let mut region = std::vec![0u8; 4 << 20];
+        // SAFETY: `region` outlives the heap and nothing else uses it.
+        let heap = unsafe {
+            Heap::from_region(
+                region.as_mut_ptr(),
+                region.len(),
+                Config::for_region(4 << 20),
+            )
+        }
+        .expect("valid region");
+        let inner = heap.inner();
+        let a = inner.attach().expect("first") as *const AllocatorSlot;
+        let b = inner.attach().expect("second") as *const AllocatorSlot;
+        // SAFETY: we are attached to both.
+        unsafe {
+            inner.detach(&*a);
+            inner.detach(&*b);
+        }
+        // `b` is on top of the idle stack; a helper holds it.
+        // SAFETY: `b` is a live slot of this heap.
+        let held = unsafe { &*b };
+        assert!(!held.shared.busy.swap(true, Ordering::Acquire));
+        let got = inner.attach().expect("an idle allocator") as *const AllocatorSlot;
+        assert_eq!(got, a, "the free idle allocator, without waiting");
+        held.shared.busy.store(false, Ordering::Release);
+        let next = inner.attach().expect("the one the helper held") as *const AllocatorSlot;
+        assert_eq!(next, b);
+        assert_eq!(inner.pool.created(), 2, "no allocator was created");
+        // SAFETY: we are attached to both.
+        unsafe {
+            inner.detach(&*got);
+            inner.detach(&*next);
+        }
     }
 }
