@@ -1476,6 +1476,55 @@ mod tests {
         check_blocks(&b, chunks);
     }
 
+    /// Indexed best fit against the word scan with nothing in progress:
+    /// region sizes that are not multiples of 8 or 64, every `from_word`,
+    /// high-water marks off block boundaries, every n from 15 to 104.
+    #[test]
+    fn indexed_best_fit_matches_the_word_scan_everywhere() {
+        let mut x = 0x1234_5678_9ABC_DEF1u64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let rounds = if cfg!(miri) { 1 } else { 40 };
+        for chunks in [
+            15, 16, 23, 64, 65, 100, 127, 128, 129, 511, 512, 513, 1003, 1024, 1031, 2049,
+        ] {
+            for _ in 0..rounds {
+                let b = OwnedBackend::new(chunks, 0x1000_0000);
+                // Random runs held below `top`, everything above it free.
+                let top = rnd() as usize % (chunks + 1);
+                let (mut pos, mut highest_used) = (0, 0);
+                while pos < top {
+                    let longest = [3, 9, 17, 40][rnd() as usize % 4];
+                    let len = (1 + rnd() as usize % longest).min(top - pos);
+                    if rnd() % 2 == 0 {
+                        assert!(b.try_claim(pos, len));
+                        highest_used = pos + len;
+                    }
+                    pos += len;
+                }
+                b.assert_index_exact();
+                let high = highest_used + rnd() as usize % (chunks - highest_used + 1);
+                b.high_water.store(high, Ordering::Relaxed);
+                let lengths = INDEXED_BEST_FIT..(INDEXED_BEST_FIT + 90).min(chunks + 1);
+                for n in lengths.step_by(if cfg!(miri) { 30 } else { 1 }) {
+                    for from in 0..bitmap_words(chunks) + 2 {
+                        for at_top in [false, true] {
+                            assert_eq!(
+                                b.find_best_fit_indexed(n, at_top, from),
+                                b.find_best_fit(n, at_top, from),
+                                "{chunks} chunks, high {high}, n {n}, from word {from}, top {at_top}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn byte_flags_mark_exactly_the_zero_bytes() {
         let mut x = 0x2545_F491_4F6C_DD1Du64;

@@ -359,32 +359,36 @@ impl HeapInner {
     /// takes the next idle one; only when every idle allocator is held does
     /// it back off (spin briefly, then yield) and try again.
     pub(crate) fn attach(&self) -> Result<&AllocatorSlot, Error> {
-        // An idle allocator found held, out of the idle stack until we
-        // leave (so that the next pop finds another).
+        // The idle allocators found held, out of the idle stack until we
+        // leave (so that the next pop finds another), chained through
+        // their `next_idle` (id + 1, 0 ends), most recent first.
         let mut aside: Option<usize> = None;
+        let put_back = |aside: &mut Option<usize>| {
+            let mut cur = aside.take();
+            while let Some(id) = cur {
+                let next = self.pool.slot(id).shared.next_idle.load(Ordering::Relaxed);
+                self.pool.push_idle(id);
+                cur = (next != 0).then(|| next as usize - 1);
+            }
+        };
         let mut spins = 0u32;
         loop {
             if let Some(id) = self.pool.pop_idle() {
                 let slot = self.pool.slot(id);
-                // Acquire pairs with the Release in `detach`, `reclaim_idle`
-                // and `deliver`.
                 if !slot.shared.busy.swap(true, Ordering::Acquire) {
-                    if let Some(other) = aside {
-                        self.pool.push_idle(other);
-                    }
+                    put_back(&mut aside);
                     // SAFETY: we hold `busy`, so `local` is ours alone.
                     unsafe { &mut *slot.local.get() }.on_attach();
                     return Ok(slot);
                 }
-                if let Some(other) = aside.replace(id) {
-                    self.pool.push_idle(other);
-                    back_off(&mut spins);
-                }
+                slot.shared
+                    .next_idle
+                    .store(aside.map_or(0, |a| a as u32 + 1), Ordering::Relaxed);
+                aside = Some(id);
                 continue;
             }
-            if let Some(other) = aside.take() {
-                // Every idle allocator is held: back off, then look again.
-                self.pool.push_idle(other);
+            if aside.is_some() {
+                put_back(&mut aside);
                 back_off(&mut spins);
                 continue;
             }
@@ -1001,5 +1005,63 @@ mod tests {
             inner.detach(&*got);
             inner.detach(&*next);
         }
+    }
+
+    /// Two held idle allocators on top of the stack and a free one below:
+    /// attach takes the free one without waiting (a version that kept only
+    /// one aside went back and forth between the two held ones).
+    #[test]
+    fn attach_reaches_a_free_allocator_below_two_held_ones() {
+        let mut region = std::vec![0u8; 8 << 20];
+        // SAFETY: `region` outlives the heap and nothing else uses it.
+        let heap = unsafe {
+            Heap::from_region(
+                region.as_mut_ptr(),
+                region.len(),
+                Config::for_region(8 << 20),
+            )
+        }
+        .expect("valid region");
+        let inner = heap.inner();
+        let a = inner.attach().expect("a") as *const AllocatorSlot as usize;
+        let b = inner.attach().expect("b") as *const AllocatorSlot as usize;
+        let c = inner.attach().expect("c") as *const AllocatorSlot as usize;
+        // SAFETY: attached to all three.
+        unsafe {
+            inner.detach(&*(a as *const AllocatorSlot));
+            inner.detach(&*(b as *const AllocatorSlot));
+            inner.detach(&*(c as *const AllocatorSlot));
+        }
+        // Stack: c, b, a. Helpers hold c and b.
+        // SAFETY: `b` and `c` are live slots of this heap.
+        let (hb, hc) = unsafe { (&*(b as *const AllocatorSlot), &*(c as *const AllocatorSlot)) };
+        assert!(!hb.shared.busy.swap(true, Ordering::Acquire));
+        assert!(!hc.shared.busy.swap(true, Ordering::Acquire));
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let got = std::thread::scope(|s| {
+            let ip = inner as *const HeapInner as usize;
+            let done = &done;
+            let t = s.spawn(move || {
+                // SAFETY: the heap outlives the scope.
+                let inner = unsafe { &*(ip as *const HeapInner) };
+                let g = inner.attach().expect("attach") as *const AllocatorSlot as usize;
+                done.store(true, Ordering::SeqCst);
+                g
+            });
+            let t0 = std::time::Instant::now();
+            while !done.load(Ordering::SeqCst) && t0.elapsed() < std::time::Duration::from_secs(2) {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            let waited = !done.load(Ordering::SeqCst);
+            // Let the helpers go so that the attach (and the test) ends.
+            hb.shared.busy.store(false, Ordering::Release);
+            hc.shared.busy.store(false, Ordering::Release);
+            (t.join().unwrap(), waited)
+        });
+        assert!(
+            !got.1,
+            "attach waited for the helpers although `a` was idle and free"
+        );
+        assert_eq!(got.0, a);
     }
 }
