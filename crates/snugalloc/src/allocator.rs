@@ -161,6 +161,10 @@ struct ChunkCache {
 
 const CACHE_RUNS: usize = 16;
 
+/// Change of an allocator's live bytes that its slow path publishes to the
+/// heap's total (detach and reclaim publish any change).
+const PUBLISH_BYTES: usize = 64 * 1024;
+
 /// Runs of at least this many chunks are placed from the top of the region.
 const TOP_RUN_CHUNKS: usize = 16;
 
@@ -346,7 +350,7 @@ impl Allocator {
                 return obj.cast();
             }
         }
-        self.publish_live();
+        self.publish_live_if_due();
         if !self.shared().inbox.is_empty() {
             self.drain_inbox();
         }
@@ -1218,6 +1222,19 @@ impl Allocator {
     // ----- lifecycle ----------------------------------------------------
 
     /// Adds this allocator's unpublished live bytes to the heap's total.
+    /// [`Allocator::publish_live`] once the unpublished change reaches
+    /// `PUBLISH_BYTES`: the heap-wide counter is one cache line every
+    /// thread writes, so the slow path does not write it every time.
+    #[inline]
+    fn publish_live_if_due(&mut self) {
+        let live = self.shared().counters.live.load(Ordering::Relaxed);
+        if (live - self.published_live).unsigned_abs() >= PUBLISH_BYTES {
+            self.publish_live();
+        }
+    }
+
+    /// Adds the change of this allocator's live bytes since it last
+    /// published to the heap's total, which keeps the peak.
     pub(crate) fn publish_live(&mut self) {
         let live = self.shared().counters.live.load(Ordering::Relaxed);
         let delta = live - self.published_live;

@@ -215,7 +215,13 @@ fn live_and_peak_counters_follow_requests() {
     drop(a);
     let s = heap.stats();
     assert_eq!(s.live_bytes, 0);
-    assert!(s.peak_live_bytes >= 90_000, "peak {}", s.peak_live_bytes);
+    // A lower bound: an allocator's slow path publishes its count once it
+    // has changed by 64 KiB (docs/stats.md), detach publishes the rest.
+    assert!(
+        s.peak_live_bytes + 64 * 1024 >= 100_000 && s.peak_live_bytes <= 100_000,
+        "peak {}",
+        s.peak_live_bytes
+    );
     assert!(s.peak_reserved_bytes >= s.reserved_bytes);
     // C-style calls count usable sizes, so free without a size balances.
     let mut a = heap.attach().expect("attach");
