@@ -46,7 +46,7 @@ use core::ptr::null_mut;
 
 use crate::half::{Release, LOW};
 use crate::heap::{HeapInner, Located};
-use crate::pagemap::{ChunkMeta, Desc, FreeObject, Kind, Pagemap, NIL};
+use crate::pagemap::{ChunkMeta, Desc, FreeObject, Pagemap, NIL};
 use crate::platform::fatal;
 use crate::remote::{Batch, Inbox, Outgoing};
 use crate::size_class::{
@@ -534,11 +534,7 @@ impl Allocator {
             return (null_mut(), 0);
         };
         self.pagemap.debug_assert_free(index, chunks);
-        self.pagemap.set_run(
-            index,
-            chunks,
-            Desc::new(Kind::Large, 0, self.id, chunks as u32),
-        );
+        self.pagemap.set_large(index, chunks, self.id);
         (self.pagemap.chunk_addr(index) as *mut u8, chunks << shift)
     }
 
@@ -619,7 +615,8 @@ impl Allocator {
                     size
                 };
                 self.count(-(bytes as isize));
-                self.pagemap.clear_run(index, chunks);
+                // The head is the only chunk described (`Pagemap::set_large`).
+                self.pagemap.clear_run(index, 1);
                 self.give_run(index, chunks);
             }
             Located::Half { index, half } => {
@@ -1037,14 +1034,10 @@ impl Allocator {
                 .debug_assert_free(index + chunks, new_chunks - chunks);
         }
         let owner = self.pagemap.entry(index).desc().owner();
-        self.pagemap.set_run(
-            index,
-            new_chunks,
-            Desc::new(Kind::Large, 0, owner, new_chunks as u32),
-        );
+        // Only the head is described (`Pagemap::set_large`): the chunks
+        // gained or given back are described as free already.
+        self.pagemap.set_large(index, new_chunks, owner);
         if new_chunks < chunks {
-            self.pagemap
-                .clear_run(index + new_chunks, chunks - new_chunks);
             backend.free_run(index + new_chunks, chunks - new_chunks);
         }
         true

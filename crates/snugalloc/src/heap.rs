@@ -301,9 +301,25 @@ impl HeapInner {
                 }
                 Located::Half { index, half }
             }
+            Kind::Free if self.inside_large(index) => {
+                fatal_in(op, "pointer inside a large object, not at its start", addr)
+            }
             Kind::Free => fatal_in(op, "pointer is not allocated (double free?)", addr),
             _ => fatal_in(op, "pointer is not the start of an object", addr),
         }
+    }
+
+    /// Whether chunk `index`, described as free, is a chunk of a large
+    /// object after its head (only heads are described): the nearest
+    /// chunk below described as anything else is a large object's head
+    /// whose run covers it. On the way to a fatal error only.
+    #[cold]
+    fn inside_large(&self, index: usize) -> bool {
+        (0..index).rev().find_map(|i| {
+            let d = self.pagemap.entry(i).desc();
+            (d.kind() != Kind::Free)
+                .then(|| d.kind() == Kind::Large && i + d.run() as usize > index)
+        }) == Some(true)
     }
 
     /// Usable bytes of the allocation starting at `addr`. Reads only the

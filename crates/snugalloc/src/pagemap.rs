@@ -1,10 +1,16 @@
 //! Pagemap: one [`ChunkMeta`] per chunk of the heap, found from any address
 //! in the chunk by a subtraction and a shift.
 //!
-//! A chunk is free, the head of a slab, the head of a large object, a tail
-//! chunk of either (pointing back to its head), allocator metadata, or a
-//! half chunk (two objects of half a chunk, owned by nobody; see the `half`
-//! module), whose descriptor word is also its state. The
+//! A chunk is free, a chunk of a slab (the head, or one pointing back to
+//! it), the head of a large object, allocator metadata (the head, or a
+//! tail chunk pointing back to it), or a half chunk (two objects of half a
+//! chunk, owned by nobody; see the `half` module), whose descriptor word is
+//! also its state. The other chunks of a large object stay described as
+//! free: every lookup of a large object is by its start, so writing one
+//! descriptor per chunk (up to 128 cache lines for a 512 KiB object, at
+//! allocation and again at free) would buy nothing but a better message
+//! for a misused interior pointer, which `HeapInner::locate` finds instead
+//! by looking back for the head. The
 //! head entry of a slab doubles as the slab's metadata: its free list, its
 //! count of objects in use and its links in the owner's list of slabs of
 //! that class. Slab metadata therefore costs nothing inside the slab, and
@@ -189,6 +195,13 @@ impl Pagemap {
     #[inline(always)]
     pub(crate) fn chunk_addr(&self, index: usize) -> usize {
         self.base + (index << self.chunk_shift)
+    }
+
+    /// Marks large object `[head, head + run)`: its head only (see the
+    /// module documentation).
+    pub(crate) fn set_large(&self, head: usize, run: usize, owner: u16) {
+        self.entry(head)
+            .set_desc(Desc::new(Kind::Large, 0, owner, run as u32));
     }
 
     /// Marks `[head, head + run)` as one allocation described by `head_desc`.

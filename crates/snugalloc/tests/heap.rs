@@ -311,10 +311,12 @@ fn bad_config_and_regions_are_errors_not_panics() {
 }
 
 /// Misuse cases run in a child process, since they abort it.
-const CASES: [(&str, &str); 6] = [
+const CASES: [(&str, &str); 7] = [
     ("foreign", "free: pointer this heap does not own"),
     ("interior", "not the start of an object"),
     ("large-interior", "inside a large object"),
+    // Only a large object's head chunk is described: found by looking back.
+    ("large-deep-interior", "inside a large object"),
     ("unallocated", "not allocated"),
     ("half-interior", "not the start of an object"),
     ("half-twice", "not allocated"),
@@ -336,6 +338,7 @@ fn misuse(case: &str) {
             "foreign" => a.dealloc((&mut outside as *mut u64).cast(), l),
             "interior" => a.dealloc(p.add(8), l),
             "large-interior" => a.dealloc(q.add(4096), big),
+            "large-deep-interior" => a.dealloc(q.add(10 * 4096 + 16), big),
             "unallocated" => {
                 a.dealloc(q, big);
                 a.dealloc(q, big)
