@@ -1338,6 +1338,14 @@ mod tests {
     use super::*;
     use crate::source::OS_REGION;
     extern crate std;
+
+    /// The next value of a xorshift generator (test data only).
+    fn xorshift(x: &mut u64) -> u64 {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    }
     use std::vec::Vec;
 
     #[test]
@@ -1388,9 +1396,7 @@ mod tests {
             let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ chunks as u64 ^ claims;
             let mut held = Vec::new();
             for _ in 0..claims {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
+                xorshift(&mut x);
                 let n = 1 + (x % longest) as usize;
                 if let Some(s) = b.alloc_run(n, 0) {
                     held.push((s, n));
@@ -1418,9 +1424,7 @@ mod tests {
         // Miri runs this about a thousand times slower.
         let rounds = if cfg!(miri) { 300 } else { 20_000 };
         for _ in 0..rounds {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            xorshift(&mut x);
             if !held.is_empty() && x % 5 < 2 {
                 let (s, n) = held.swap_remove((x >> 8) as usize % held.len());
                 b.free_run(s, n);
@@ -1446,9 +1450,7 @@ mod tests {
         let mut x = 0x853C_49E6_748F_EA9Bu64;
         let rounds = if cfg!(miri) { 200 } else { 20_000 };
         for round in 0..rounds {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            xorshift(&mut x);
             if !held.is_empty() && x % 9 < 4 {
                 let (s, n) = held.swap_remove((x >> 8) as usize % held.len());
                 b.free_run(s, n);
@@ -1482,12 +1484,7 @@ mod tests {
     #[test]
     fn indexed_best_fit_matches_the_word_scan_everywhere() {
         let mut x = 0x1234_5678_9ABC_DEF1u64;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rnd = move || xorshift(&mut x);
         let rounds = if cfg!(miri) { 1 } else { 40 };
         for chunks in [
             15, 16, 23, 64, 65, 100, 127, 128, 129, 511, 512, 513, 1003, 1024, 1031, 2049,
@@ -1529,9 +1526,7 @@ mod tests {
     fn byte_flags_mark_exactly_the_zero_bytes() {
         let mut x = 0x2545_F491_4F6C_DD1Du64;
         for i in 0..if cfg!(miri) { 2_000u64 } else { 100_000 } {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            xorshift(&mut x);
             // Mostly sparse words, so that zero bytes are common.
             let v = x & (x >> 3) & (x >> 7) & (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 0x0101);
             let want = (0..8).fold(0, |m, j| m | (((v >> (8 * j)) & 0xff == 0) as u64) << j);
