@@ -323,13 +323,23 @@ extern "C" fn fork_prepare() {
     }
 }
 
-extern "C" fn fork_parent_or_child() {
+extern "C" fn fork_parent() {
     // Relaxed: written by this same thread in `fork_prepare`.
     if FORK_LOCKED.swap(false, Ordering::Relaxed) {
         if let Some(heap) = existing_heap() {
-            // SAFETY: `fork_prepare` took the lock on this thread (in the
-            // child: on the thread that forked, which is this one).
+            // SAFETY: `fork_prepare` took the lock on this thread.
             unsafe { heap.after_fork() };
+        }
+    }
+}
+
+extern "C" fn fork_child() {
+    // Relaxed: written by this same thread in `fork_prepare`.
+    if FORK_LOCKED.swap(false, Ordering::Relaxed) {
+        if let Some(heap) = existing_heap() {
+            // SAFETY: `fork_prepare` took the lock on the thread that
+            // forked, which is this one, the child's only thread.
+            unsafe { heap.after_fork_in_child() };
         }
     }
 }
@@ -341,11 +351,7 @@ extern "C" fn on_load() {
     // SAFETY: the three handlers are plain functions that stay loaded for
     // the life of the process.
     unsafe {
-        libc::pthread_atfork(
-            Some(fork_prepare),
-            Some(fork_parent_or_child),
-            Some(fork_parent_or_child),
-        );
+        libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
     }
 }
 

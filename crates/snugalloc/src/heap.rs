@@ -782,6 +782,20 @@ impl Heap {
         unsafe { self.inner().backend.unlock_after_fork() }
     }
 
+    /// [`Heap::after_fork`] for the child, which also puts right what the
+    /// parent's other threads left half done in the chunk backend's index
+    /// of free blocks (see `backend.rs`); call it from the `pthread_atfork`
+    /// child handler instead of `after_fork`.
+    ///
+    /// # Safety
+    /// As for `after_fork`, and only in the child, before it starts any
+    /// thread.
+    pub unsafe fn after_fork_in_child(&self) {
+        self.inner().backend.rebuild_index();
+        // SAFETY: the caller's contract.
+        unsafe { self.inner().backend.unlock_after_fork() }
+    }
+
     /// Usable bytes of a block (at least what was asked for), found from
     /// the pagemap alone: no allocator need be attached.
     ///
