@@ -32,7 +32,8 @@
 //!   free blocks plus fewer than 8 free chunks on either side, so best fit
 //!   for long runs (large objects) reads the index, one bit per 8 chunks,
 //!   and looks at the used bitmap only at the two ends of the runs that may
-//!   win, instead of scanning every word. A claim or free that changes
+//!   win (and, when nothing fits, below the high-water mark for the start
+//!   of untouched space), instead of scanning every word. A claim or free that changes
 //!   whether a block is free brings its bit in line afterwards
 //!   (`sync_blocks`, SeqCst, repeated until a read of both agrees), so
 //!   once nothing is in progress the index is exact; under races a search
@@ -76,8 +77,8 @@
 //! - `reserved_chunks` counts chunks handed out by `alloc_run`/`try_grow`
 //!   and not yet freed;
 //! - with no claim or free in progress, bit `b` of `blocks` is set exactly
-//!   when chunks `8b .. 8b + 8` are all free (so never for the last,
-//!   padded block).
+//!   when chunks `8b .. 8b + 8` are all free (so never for a last block
+//!   that runs past `chunks`: its padding bits are set).
 
 use crate::config::Config;
 use crate::platform;
