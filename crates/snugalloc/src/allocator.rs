@@ -49,6 +49,7 @@ use crate::heap::{HeapInner, Located};
 use crate::pagemap::{ChunkMeta, Desc, FreeObject, Pagemap, NIL};
 use crate::platform::fatal;
 use crate::remote::{Batch, Inbox, Outgoing};
+use crate::run_cache::RunCache;
 use crate::size_class::{
     class_of_computed, class_size, ClassInfo, LOOKUP_LEN, LOOKUP_LIMIT, NUM_CLASSES,
 };
@@ -71,6 +72,9 @@ pub(crate) struct Shared {
     pub(crate) busy: AtomicBool,
     /// Counters the owner writes and statistics read.
     pub(crate) counters: CachePadded<Counters>,
+    /// Free runs kept for this allocator's next requests; the holder fills
+    /// it, anyone may empty it (see `run_cache`).
+    pub(crate) runs: CachePadded<RunCache>,
 }
 
 /// Owner-written counters (Relaxed load and store, never read-modify-write).
@@ -79,8 +83,6 @@ pub(crate) struct Counters {
     pub(crate) live: AtomicIsize,
     /// Objects waiting in outgoing batches.
     pub(crate) outgoing: AtomicUsize,
-    /// Chunks in the allocator's chunk cache.
-    pub(crate) cached: AtomicUsize,
     /// Bytes of other allocators' objects kept to hand out again.
     pub(crate) foreign: AtomicUsize,
 }
@@ -138,28 +140,14 @@ pub(crate) struct Allocator {
     published_live: isize,
     empty_mask: [u64; 2],
     outgoing: Outgoing,
-    cache: ChunkCache,
+    /// Most chunks `Shared::runs` may hold (0: the cache is off).
+    cache_limit_chunks: usize,
     /// Other allocators' objects freed through us, by class, to hand out
     /// again (see the module documentation).
     foreign: [*mut FreeObject; NUM_CLASSES],
     foreign_bytes: usize,
     foreign_limit: usize,
 }
-
-/// Free chunk runs an allocator keeps for its next slab or large object
-/// (only in heaps big enough for `Config::chunk_cache_min_heap_bytes`).
-///
-/// Invariant: `runs[..len]` are runs claimed from the backend and owned by
-/// no slab or object, marked free in the pagemap; `chunks` is their total
-/// length and at most `limit_chunks`.
-struct ChunkCache {
-    runs: [(u32, u32); CACHE_RUNS],
-    len: usize,
-    chunks: usize,
-    limit_chunks: usize,
-}
-
-const CACHE_RUNS: usize = 16;
 
 /// Change of an allocator's live bytes that its slow path publishes to the
 /// heap's total (detach and reclaim publish any change).
@@ -232,15 +220,10 @@ impl Allocator {
             published_live: 0,
             empty_mask: [0; 2],
             outgoing: Outgoing::new(),
-            cache: ChunkCache {
-                runs: [(0, 0); CACHE_RUNS],
-                len: 0,
-                chunks: 0,
-                limit_chunks: if heap.region_bytes() >= heap.config.chunk_cache_min_heap_bytes {
-                    heap.config.chunk_cache_bytes >> heap.pagemap.chunk_shift
-                } else {
-                    0
-                },
+            cache_limit_chunks: if heap.region_bytes() >= heap.config.chunk_cache_min_heap_bytes {
+                heap.config.chunk_cache_bytes >> heap.pagemap.chunk_shift
+            } else {
+                0
             },
             foreign: [null_mut(); NUM_CLASSES],
             foreign_bytes: 0,
@@ -1124,22 +1107,9 @@ impl Allocator {
     /// A run of `chunks` free chunks: from the cache when one fits exactly
     /// (and no extra alignment is asked), else from the backend.
     fn claim_run(&mut self, chunks: usize, align: usize) -> Option<usize> {
-        let cache = &mut self.cache;
-        if align == 0 {
-            if let Some(i) = cache.runs[..cache.len]
-                .iter()
-                .position(|&(_, n)| n as usize == chunks)
-            {
-                let (start, _) = cache.runs[i];
-                cache.len -= 1;
-                cache.runs[i] = cache.runs[cache.len];
-                cache.chunks -= chunks;
-                let cached = cache.chunks;
-                self.shared()
-                    .counters
-                    .cached
-                    .store(cached, Ordering::Relaxed);
-                return Some(start as usize);
+        if align == 0 && self.cache_limit_chunks != 0 {
+            if let Some(start) = self.shared().runs.take(chunks) {
+                return Some(start);
             }
         }
         let backend = &self.heap().backend;
@@ -1155,30 +1125,24 @@ impl Allocator {
     /// Returns a free run (already marked free in the pagemap) to the cache
     /// if it has room, else to the backend.
     fn give_run(&mut self, start: usize, chunks: usize) {
-        let cache = &mut self.cache;
-        if cache.len < CACHE_RUNS && cache.chunks + chunks <= cache.limit_chunks {
-            cache.runs[cache.len] = (start as u32, chunks as u32);
-            cache.len += 1;
-            cache.chunks += chunks;
-            let cached = cache.chunks;
-            self.shared()
-                .counters
-                .cached
-                .store(cached, Ordering::Relaxed);
-            return;
+        if self.cache_limit_chunks != 0 {
+            let limit = self.cache_limit_chunks;
+            // SAFETY: the caller gives up the run, which the backend counts
+            // as held and the pagemap describes as free (`give_run`'s
+            // contract), and we hold `busy`, as `put` requires.
+            if unsafe { self.shared().runs.put(start, chunks, limit) } {
+                return;
+            }
         }
         self.heap().backend.free_run(start, chunks);
     }
 
     /// Gives every cached run back to the backend.
     fn flush_cache(&mut self) {
-        while self.cache.len > 0 {
-            self.cache.len -= 1;
-            let (start, n) = self.cache.runs[self.cache.len];
-            self.heap().backend.free_run(start as usize, n as usize);
-        }
-        self.cache.chunks = 0;
-        self.shared().counters.cached.store(0, Ordering::Relaxed);
+        let backend = &self.heap().backend;
+        self.shared()
+            .runs
+            .drain(|start, n| backend.free_run(start, n));
     }
 
     /// Releases empty slabs kept in bins, keeping at most `keep_bytes`.
@@ -1280,7 +1244,7 @@ impl Allocator {
 
     fn reclaim_heap(&mut self) {
         self.reclaim_own();
-        self.heap().reclaim_idle();
+        self.heap().reclaim_others();
         // Frees other allocators just sent us.
         self.drain_inbox();
     }

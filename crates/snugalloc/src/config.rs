@@ -67,6 +67,8 @@ pub struct Config {
     /// Bytes of free chunk runs each allocator may cache instead of giving
     /// them back to the backend (a speed policy for big heaps). In force only
     /// when the heap is at least `chunk_cache_min_heap_bytes`; 0 turns it off.
+    /// An allocation about to fail takes the cached runs of every
+    /// allocator, attached or not, before it reports out of memory.
     pub chunk_cache_bytes: usize,
     /// Smallest heap in which the per-allocator chunk cache is used: in a
     /// smaller heap every allocator's cache would strand memory others need.

@@ -22,6 +22,7 @@ use crate::pagemap::{ChunkMeta, Desc, Kind, Pagemap};
 use crate::platform::fatal_in;
 use crate::pool::Pool;
 use crate::remote::Inbox;
+use crate::run_cache::RunCache;
 use crate::size_class::{class_of, ClassTable, NUM_CLASSES};
 #[cfg(feature = "std")]
 use crate::source::OS_REGION;
@@ -437,7 +438,7 @@ impl HeapInner {
         let index = match claim() {
             Some(i) => i,
             None => {
-                self.reclaim_idle();
+                self.reclaim_others();
                 claim().ok_or(Error::OutOfMemory)?
             }
         };
@@ -457,9 +458,9 @@ impl HeapInner {
                 counters: CachePadded(Counters {
                     live: AtomicIsize::new(0),
                     outgoing: AtomicUsize::new(0),
-                    cached: AtomicUsize::new(0),
                     foreign: AtomicUsize::new(0),
                 }),
+                runs: CachePadded(RunCache::new()),
             });
             let shared = core::ptr::addr_of!((*slot).shared);
             core::ptr::addr_of_mut!((*slot).local).write(core::cell::UnsafeCell::new(
@@ -486,13 +487,22 @@ impl HeapInner {
         self.pool.push_idle(id as usize);
     }
 
-    /// Drains and trims every allocator nobody is attached to. Two passes:
-    /// the first sends home the foreign objects idle allocators keep (an
-    /// idle owner frees them at once), so the second finds every slab they
-    /// emptied.
-    pub(crate) fn reclaim_idle(&self) {
+    /// Drains and trims every allocator nobody is attached to, then takes
+    /// the cached runs of every allocator, attached ones included (a thread
+    /// descheduled in the middle of an ECall strands nothing in its cache).
+    /// Two passes over the idle ones: the first sends home the foreign
+    /// objects idle allocators keep (an idle owner frees them at once), so
+    /// the second finds every slab they emptied.
+    pub(crate) fn reclaim_others(&self) {
         self.for_each_idle(Allocator::send_foreign_home);
         self.for_each_idle(Allocator::reclaim_own);
+        for id in 0..self.pool.created() {
+            if let Some(slot) = self.pool.try_slot(id) {
+                slot.shared
+                    .runs
+                    .drain(|start, n| self.backend.free_run(start, n));
+            }
+        }
     }
 
     /// Runs `f` on every allocator nobody is attached to, holding its
@@ -610,9 +620,7 @@ impl HeapInner {
             .map(|s| s.shared.counters.outgoing.load(Ordering::Relaxed))
             .sum();
 
-        let cached_chunks: usize = slots()
-            .map(|s| s.shared.counters.cached.load(Ordering::Relaxed))
-            .sum();
+        let cached_chunks: usize = slots().map(|s| s.shared.runs.chunks()).sum();
         let foreign_bytes: usize = slots()
             .map(|s| s.shared.counters.foreign.load(Ordering::Relaxed))
             .sum();
@@ -737,11 +745,12 @@ impl Heap {
         self.inner().snapshot()
     }
 
-    /// Drains the inboxes and trims the caches of every allocator nobody is
-    /// attached to, so free memory returns to the backend. The heap does
-    /// this by itself before it reports out of memory.
+    /// Drains the inboxes and trims the slabs of every allocator nobody is
+    /// attached to, and empties every allocator's run cache, so free memory
+    /// returns to the backend. The heap does this by itself before it
+    /// reports out of memory.
     pub fn reclaim(&self) {
-        self.inner().reclaim_idle();
+        self.inner().reclaim_others();
     }
 
     /// The configuration in force.

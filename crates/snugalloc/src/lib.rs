@@ -66,6 +66,7 @@ mod pagemap;
 mod platform;
 mod pool;
 mod remote;
+mod run_cache;
 mod size_class;
 mod source;
 mod stats;

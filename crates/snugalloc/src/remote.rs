@@ -299,6 +299,7 @@ mod loom_tests {
                     // SAFETY: objects in the inbox are valid boxes posted
                     // above; each is taken once and freed here.
                     let next = unsafe { (*p).next };
+                    // SAFETY: as above; `p` is not used after this.
                     drop(unsafe { Box::from_raw(p) });
                     seen += 1;
                     p = next;

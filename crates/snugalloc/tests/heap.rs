@@ -484,6 +484,53 @@ fn chunk_cache_is_a_policy_off_in_small_heaps() {
 }
 
 #[test]
+fn runs_cached_by_an_attached_allocator_are_taken_before_out_of_memory() {
+    // A cache as big as half the heap, so that what one attached allocator
+    // caches is what another needs.
+    let mut config = Config::for_region(4 * MIB);
+    config.chunk_cache_bytes = 2 * MIB;
+    config.chunk_cache_min_heap_bytes = 0;
+    let heap = fixed_heap_with(4 * MIB, config);
+    let l = Layout::from_size_align(256 << 10, 16).expect("layout");
+    let mut a = heap.attach().expect("attach");
+    let mut b = heap.attach().expect("attach");
+    // `a` fills the heap with 256 KiB objects, then frees them: they stay
+    // in its cache (at most 16 runs), while `a` stays attached.
+    let objs: Vec<_> = core::iter::from_fn(|| Some(a.alloc(l)).filter(|p| !p.is_null())).collect();
+    assert!(objs.len() >= 8, "{} objects", objs.len());
+    for &p in &objs {
+        // SAFETY: allocated above with `l`, freed once.
+        unsafe { a.dealloc(p, l) };
+    }
+    let cached = heap.snapshot().cached_bytes;
+    assert!(cached >= 4 * l.size(), "cached {cached}");
+    // `b` needs more than the heap has outside `a`'s cache: it takes the
+    // cached runs of the attached `a` instead of failing.
+    let big = Layout::from_size_align(cached, 16).expect("layout");
+    let p = b.alloc(big);
+    assert!(
+        !p.is_null(),
+        "{cached} bytes with {cached} cached by an attached allocator"
+    );
+    assert_eq!(
+        heap.snapshot().cached_bytes,
+        0,
+        "every cached run was taken"
+    );
+    // `a` goes on as before: its cache is empty, its next object comes
+    // from the backend.
+    // SAFETY: allocated above with `big`.
+    unsafe { b.dealloc(p, big) };
+    let q = a.alloc(l);
+    assert!(!q.is_null());
+    // SAFETY: allocated above with `l`.
+    unsafe { a.dealloc(q, l) };
+    drop((a, b));
+    heap.reclaim();
+    assert_eq!(object_chunk_bytes(&heap), 0);
+}
+
+#[test]
 fn foreign_objects_are_reused_by_the_freeing_allocator_and_bounded() {
     let heap = fixed_heap(16 * MIB);
     let retain = Config::for_region(16 * MIB).idle_retain_bytes;
