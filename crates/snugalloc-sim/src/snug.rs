@@ -92,6 +92,8 @@ static OOM_TABLES: AtomicUsize = AtomicUsize::new(0);
 /// With `SNUGALLOC_SIM_OOM_TABLES=N` in the environment, prints the heap's
 /// size-class table and free runs to stderr at the first N out-of-memory
 /// failures of the process: what held the memory when a request failed.
+/// With `SNUGALLOC_SIM_OOM_MAP=1` as well, also the map of every chunk
+/// (`Heap::write_layout`): where the free space was cut up.
 fn report_oom(heap: &Heap, size: usize) {
     let Some(limit) = std::env::var("SNUGALLOC_SIM_OOM_TABLES")
         .ok()
@@ -105,6 +107,12 @@ fn report_oom(heap: &Heap, size: usize) {
             "snugalloc-sim: out of memory for {size} bytes:\n{}",
             heap.snapshot()
         );
+        if std::env::var_os("SNUGALLOC_SIM_OOM_MAP").is_some_and(|v| v == "1") {
+            let mut map = String::new();
+            if heap.write_layout(&mut map).is_ok() {
+                eprintln!("chunk map (. free, s slab, h half chunk, L# chunk-run object, M allocator, c cached):\n{map}");
+            }
+        }
     }
 }
 

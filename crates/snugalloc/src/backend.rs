@@ -975,7 +975,12 @@ impl Backend {
 
     #[cfg(test)]
     fn is_free(&self, chunk: usize) -> bool {
-        self.used(chunk / WORD_BITS).load(Ordering::Relaxed) >> (chunk % WORD_BITS) & 1 == 0
+        !self.chunk_in_use(chunk)
+    }
+
+    /// Whether `chunk`'s used bit is set (a racy read).
+    pub(crate) fn chunk_in_use(&self, chunk: usize) -> bool {
+        self.used(chunk / WORD_BITS).load(Ordering::Relaxed) >> (chunk % WORD_BITS) & 1 == 1
     }
 
     /// Extends the run `[start, start + old_n)` in place to `new_n` chunks if

@@ -562,6 +562,44 @@ impl HeapInner {
         header + self.backend.high_water() * (size_of::<ChunkMeta>() + 1)
     }
 
+    /// See [`Heap::write_layout`].
+    fn write_layout(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
+        const LINE: usize = 128;
+        // Chunks left of the run whose head was seen last.
+        let (mut body, mut body_char) = (0usize, '#');
+        for index in 0..self.pagemap.chunks {
+            if index % LINE == 0 {
+                if index > 0 {
+                    out.write_char('\n')?;
+                }
+                write!(out, "{index:>7} ")?;
+            }
+            let d = self.pagemap.entry(index).desc();
+            let c = match d.kind() {
+                Kind::Slab => 's',
+                Kind::Half => 'h',
+                Kind::Large => {
+                    (body, body_char) = ((d.run() as usize).saturating_sub(1), '#');
+                    'L'
+                }
+                Kind::Meta => {
+                    (body, body_char) = ((d.run() as usize).saturating_sub(1), 'M');
+                    'M'
+                }
+                // A large object's other chunks stay described as free.
+                _ if body > 0 => {
+                    body -= 1;
+                    body_char
+                }
+                Kind::Tail => '#',
+                Kind::Free if self.backend.chunk_in_use(index) => 'c',
+                Kind::Free => '.',
+            };
+            out.write_char(c)?;
+        }
+        out.write_char('\n')
+    }
+
     pub(crate) fn snapshot(&self) -> Snapshot {
         let mut rows = [ClassRow::default(); NUM_CLASSES];
         for (class, row) in rows.iter_mut().enumerate() {
@@ -815,6 +853,17 @@ impl Heap {
     #[inline]
     pub unsafe fn usable_size(&self, ptr: *const u8) -> usize {
         self.inner().usable_size(ptr as usize)
+    }
+
+    /// Writes a map of the heap's chunks, one character per chunk and
+    /// 128 to a line, each line starting with its first chunk's number:
+    /// `.` free, `s` slab, `h` half chunk, `L` the first chunk of an object
+    /// served as a chunk run and `#` its other chunks, `M` allocator
+    /// metadata, `c` held but describing nothing (a cached run, or a claim
+    /// in progress). A racy read, for finding where free space is cut up
+    /// when a request fails; allocates nothing.
+    pub fn write_layout(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
+        self.inner().write_layout(out)
     }
 
     /// Whether `ptr` lies in this heap's chunks.

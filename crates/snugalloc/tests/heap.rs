@@ -531,6 +531,72 @@ fn runs_cached_by_an_attached_allocator_are_taken_before_out_of_memory() {
 }
 
 #[test]
+fn layout_map_shows_every_kind_of_chunk() {
+    let heap = fixed_heap(MIB);
+    let chunk = heap.config().chunk_bytes;
+    let mut a = heap.attach().expect("attach");
+    let small = Layout::from_size_align(100, 8).expect("layout");
+    let half = Layout::from_size_align(1500, 8).expect("layout");
+    let run = Layout::from_size_align(5 * chunk - 100, 8).expect("layout");
+    let (p, q, r) = (a.alloc(small), a.alloc(half), a.alloc(run));
+    let map = |heap: &Heap| {
+        let mut s = String::new();
+        heap.write_layout(&mut s)
+            .expect("a String takes every write");
+        s
+    };
+    let m = map(&heap);
+    let count = |c: char| count_in(&m, c);
+    let slot = size_of_allocator_chunks(&heap);
+    let lines: Vec<_> = m.lines().collect();
+    assert!(lines.len() >= 2, "{m}");
+    for (i, l) in lines.iter().enumerate() {
+        // "<first chunk, 7 wide> <up to 128 chunks>"
+        assert_eq!(l[..7].trim().parse::<usize>(), Ok(i * 128), "{m}");
+        let n = l.len() - 8;
+        assert!(n == 128 || (i + 1 == lines.len() && n <= 128), "{m}");
+    }
+    assert_eq!(count('s'), 1, "{m}");
+    assert_eq!(count('h'), 1, "{m}");
+    assert_eq!((count('L'), count('#')), (1, 4), "{m}");
+    assert_eq!(count('M'), slot, "{m}");
+    assert!(m.contains("L####"), "{m}");
+    assert_eq!(count('c'), 0, "{m}");
+    // SAFETY: allocated above with these layouts, freed once.
+    unsafe {
+        a.dealloc(p, small);
+        a.dealloc(q, half);
+        a.dealloc(r, run);
+    }
+    drop(a);
+    heap.reclaim();
+    let m = map(&heap);
+    assert_eq!(
+        count_in(&m, 's') + count_in(&m, 'h') + count_in(&m, 'L'),
+        0,
+        "{m}"
+    );
+}
+
+/// Chunks one allocator's metadata takes.
+fn size_of_allocator_chunks(heap: &Heap) -> usize {
+    heap.stats()
+        .metadata_bytes
+        .div_ceil(heap.config().chunk_bytes)
+        - fixed_heap(MIB)
+            .stats()
+            .metadata_bytes
+            .div_ceil(heap.config().chunk_bytes)
+}
+
+fn count_in(map: &str, c: char) -> usize {
+    map.lines()
+        .flat_map(|l| l.chars().skip(8))
+        .filter(|&x| x == c)
+        .count()
+}
+
+#[test]
 fn foreign_objects_are_reused_by_the_freeing_allocator_and_bounded() {
     let heap = fixed_heap(16 * MIB);
     let retain = Config::for_region(16 * MIB).idle_retain_bytes;
