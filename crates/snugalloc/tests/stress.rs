@@ -4,12 +4,19 @@
 //! out twice is caught; at the end everything is freed and the reserved
 //! bytes return to where they started.
 //!
-//! `SNUGALLOC_STRESS_ROUNDS` sets the rounds (default 40; soak with more).
+//! The same test runs again with every allocator caching freed runs (the
+//! run cache, off in heaps this small by default), so that allocations
+//! about to fail take the cached runs of attached allocators while their
+//! holders go on using them.
+//!
+//! `SNUGALLOC_STRESS_ROUNDS` sets the rounds of each (default 40; soak
+//! with more).
 
 mod common;
 
 use common::*;
 use core::alloc::Layout;
+use snugalloc::Config;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -67,13 +74,28 @@ fn xorshift(x: &mut u64) -> u64 {
     *x
 }
 
-#[test]
-fn twenty_threads_exhaust_a_16mib_region_repeatedly() {
-    let rounds: usize = std::env::var("SNUGALLOC_STRESS_ROUNDS")
+fn rounds(default: usize) -> usize {
+    std::env::var("SNUGALLOC_STRESS_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(40);
-    let heap = fixed_heap(HEAP_BYTES);
+        .unwrap_or(default)
+}
+
+#[test]
+fn twenty_threads_exhaust_a_16mib_region_repeatedly() {
+    exhaust_repeatedly(Config::for_region(HEAP_BYTES), rounds(40));
+}
+
+#[test]
+fn twenty_threads_exhaust_a_16mib_region_with_run_caches() {
+    let mut config = Config::for_region(HEAP_BYTES);
+    config.chunk_cache_bytes = 256 << 10;
+    config.chunk_cache_min_heap_bytes = 0;
+    exhaust_repeatedly(config, rounds(40));
+}
+
+fn exhaust_repeatedly(config: Config, rounds: usize) {
+    let heap = fixed_heap_with(HEAP_BYTES, config);
     // Create the allocators first, so that "back to the start" compares
     // like with like.
     let attached: Vec<_> = (0..THREADS)
@@ -84,6 +106,8 @@ fn twenty_threads_exhaust_a_16mib_region_repeatedly() {
     let shared: Mutex<Vec<Block>> = Mutex::new(Vec::new());
     let nulls = AtomicUsize::new(0);
     let next_tag = AtomicUsize::new(1);
+    let caching = config.chunk_cache_min_heap_bytes <= HEAP_BYTES && config.chunk_cache_bytes > 0;
+    let mut cached_seen = 0;
     for round in 0..rounds {
         std::thread::scope(|s| {
             for t in 0..THREADS {
@@ -157,6 +181,7 @@ fn twenty_threads_exhaust_a_16mib_region_repeatedly() {
                 });
             }
         });
+        cached_seen = cached_seen.max(heap.snapshot().cached_bytes);
         // Between rounds, free everything and check the region comes back.
         let mut a = heap.attach().expect("attach");
         for b in shared.lock().expect("shared").drain(..) {
@@ -178,6 +203,11 @@ fn twenty_threads_exhaust_a_16mib_region_repeatedly() {
     assert!(
         nulls.load(Ordering::Relaxed) > 0,
         "the region was never exhausted"
+    );
+    assert_eq!(
+        cached_seen > 0,
+        caching,
+        "cached runs seen: {cached_seen} B"
     );
     eprintln!(
         "{} allocations returned null over {rounds} rounds",
