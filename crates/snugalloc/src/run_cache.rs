@@ -1,6 +1,7 @@
 //! Run cache: free chunk runs an allocator keeps for its own next slab or
-//! large object of the same length, so that a run freed and wanted again
-//! within one ECall does not go through the shared backend twice.
+//! large object of the same length, so that a run freed and soon wanted
+//! again does not go through the shared backend twice. In force only in
+//! heaps of at least `Config::chunk_cache_min_heap_bytes`.
 //!
 //! Only the allocator's holder (the thread holding its `busy` flag) puts
 //! runs in, but any thread may empty the cache at any time: a thread about
@@ -10,8 +11,8 @@
 //! descheduled in the middle of an ECall.
 //!
 //! The protocol is one word per run. A slot is 0 (empty) or a run's
-//! encoded start and length. Only the holder makes a slot non-zero, and
-//! only when it reads 0; the holder and thieves empty a slot with one
+//! encoded start and length. Only the holder makes a slot non-zero, with a
+//! compare-and-swap from 0; the holder and thieves empty a slot with one
 //! swap, and whoever's swap returns the run owns it. The chunk count is
 //! raised before a slot is filled and lowered after it is emptied, so it
 //! is never below the chunks in the slots.
