@@ -1055,21 +1055,26 @@ mod tests {
     use super::*;
     extern crate std;
 
+    /// A heap with default settings over `region`.
+    ///
+    /// # Safety
+    /// `region` must outlive the heap, and nothing else may use it meanwhile.
+    unsafe fn heap_over(region: &mut [u8]) -> Heap {
+        let len = region.len();
+        // SAFETY: the caller's contract.
+        unsafe { Heap::from_region(region.as_mut_ptr(), len, Config::for_region(len)) }
+            .expect("valid region")
+    }
+
     /// An idle allocator that a helper holds for a moment (delivering
     /// frees, reclaiming) is passed over: attach takes the next idle one
     /// instead of waiting, and the held one is back in the pool after.
     #[test]
     fn attach_passes_over_an_idle_allocator_a_helper_holds() {
         let mut region = std::vec![0u8; 4 << 20];
-        // SAFETY: `region` outlives the heap and nothing else uses it.
-        let heap = unsafe {
-            Heap::from_region(
-                region.as_mut_ptr(),
-                region.len(),
-                Config::for_region(4 << 20),
-            )
-        }
-        .expect("valid region");
+        // SAFETY: `region` outlives the heap (declared first, dropped last)
+        // and nothing else uses it.
+        let heap = unsafe { heap_over(&mut region) };
         let inner = heap.inner();
         let a = inner.attach().expect("first") as *const AllocatorSlot;
         let b = inner.attach().expect("second") as *const AllocatorSlot;
@@ -1101,15 +1106,9 @@ mod tests {
     #[test]
     fn attach_reaches_a_free_allocator_below_two_held_ones() {
         let mut region = std::vec![0u8; 8 << 20];
-        // SAFETY: `region` outlives the heap and nothing else uses it.
-        let heap = unsafe {
-            Heap::from_region(
-                region.as_mut_ptr(),
-                region.len(),
-                Config::for_region(8 << 20),
-            )
-        }
-        .expect("valid region");
+        // SAFETY: `region` outlives the heap (declared first, dropped last)
+        // and nothing else uses it.
+        let heap = unsafe { heap_over(&mut region) };
         let inner = heap.inner();
         let a = inner.attach().expect("a") as *const AllocatorSlot as usize;
         let b = inner.attach().expect("b") as *const AllocatorSlot as usize;
