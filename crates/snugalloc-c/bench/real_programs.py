@@ -17,10 +17,12 @@ packages) and snugalloc (target/release/libsnugalloc.so), all preloaded.
 
 Usage (from the workspace root, after `cargo build --release`):
   /usr/bin/python3 crates/snugalloc-c/bench/real_programs.py [--quick] [--rounds N]
+      [--programs python,sqlite,redis]
 Rounds (default 3, 1 with --quick) run every allocator once each, in turn,
 so load on a shared machine falls on all of them alike; CPU times are the
-minimum over the rounds (the run least disturbed by other work), memory
-figures come from the last round. The "x best" columns divide each CPU
+minimum over the rounds (the run least disturbed by other work), with the
+median beside it ("median x best": each median over the lowest median),
+memory figures come from the last round. The "x best" columns divide each CPU
 time by the lowest of that program.
 Needs: apt-get install -y python3 sqlite3 redis-server redis-tools
        libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4
@@ -34,34 +36,43 @@ import socket
 import subprocess
 import sys
 import time
+from statistics import median
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "../../.."))
-PROGRAMS = os.path.join(HERE, "../tests/programs")
+PROGRAMS_DIR = os.path.join(HERE, "../tests/programs")
 OUT = os.path.join(ROOT, "target/bench")
 LIBDIR = "/usr/lib/x86_64-linux-gnu"
 
 
 def parse_args(argv):
-    """(quick, rounds) from the command line; exits with the usage on
-    --help and on anything it does not know."""
+    """(quick, rounds, programs) from the command line; exits with the
+    usage on --help and on anything it does not know."""
     if "-h" in argv or "--help" in argv:
         print(__doc__)
         sys.exit(0)
-    quick, rounds, i = False, None, 0
+    usage = "allowed: --quick, --rounds N with N >= 1, --programs LIST of python,sqlite,redis, --help"
+    quick, rounds, programs, i = False, None, list(ALL_PROGRAMS), 0
     while i < len(argv):
         if argv[i] == "--quick":
             quick = True
         elif argv[i] == "--rounds" and i + 1 < len(argv) and argv[i + 1].isdigit() and int(argv[i + 1]) > 0:
             rounds = int(argv[i + 1])
             i += 1
+        elif argv[i] == "--programs" and i + 1 < len(argv):
+            programs = argv[i + 1].split(",")
+            unknown = [p for p in programs if p not in ALL_PROGRAMS]
+            if unknown or not programs:
+                sys.exit(f"real_programs.py: unknown program {unknown!r} in --programs ({usage})")
+            i += 1
         else:
-            sys.exit(f"real_programs.py: unexpected argument {argv[i]!r} (allowed: --quick, --rounds N with N >= 1, --help)")
+            sys.exit(f"real_programs.py: unexpected argument {argv[i]!r} ({usage})")
         i += 1
-    return quick, rounds if rounds is not None else (1 if quick else 3)
+    return quick, rounds if rounds is not None else (1 if quick else 3), programs
 
 
-QUICK, ROUNDS = parse_args(sys.argv[1:])
+ALL_PROGRAMS = ("python", "sqlite", "redis")
+QUICK, ROUNDS, PROGRAMS = parse_args(sys.argv[1:])
 
 
 def build_shim():
@@ -224,31 +235,41 @@ def main():
     libs = allocators()
     keys = 100_000 if QUICK else 400_000
     rows = {}
+    samples = {}
     for rnd in range(ROUNDS):
         for name, lib in libs.items():
-            py_cpu, py_rss = run_rusage(["/usr/bin/python3", os.path.join(PROGRAMS, "alloc_heavy.py")], lib)
-            sq_cpu, sq_rss = run_rusage(["/usr/bin/sqlite3", ":memory:"], lib,
-                                        stdin=os.path.join(PROGRAMS, "workload.sql"))
-            rd = redis_workload(lib, keys)
-            row = dict(allocator=name, python_cpu_s=py_cpu, python_peak_rss_mib=py_rss, sqlite_cpu_s=sq_cpu,
-                       sqlite_peak_rss_mib=sq_rss, redis_cpu_s=rd["cpu"], redis_peak_rss_mib=rd["peak"],
-                       redis_full_rss_mib=rd["full"], redis_used_mib=rd["used"],
-                       redis_refill_rss_mib=rd["refill"], redis_rss_per_used=rd["refill"] / rd["used"],
-                       redis_flush_rss_mib=rd["flush"], redis_flush10_rss_mib=rd["flush10"])
-            if name in rows:
-                for k in ("python_cpu_s", "sqlite_cpu_s", "redis_cpu_s"):
-                    row[k] = min(row[k], rows[name][k])
+            row = dict(allocator=name)
+            if "python" in PROGRAMS:
+                row["python_cpu_s"], row["python_peak_rss_mib"] = run_rusage(
+                    ["/usr/bin/python3", os.path.join(PROGRAMS_DIR, "alloc_heavy.py")], lib)
+            if "sqlite" in PROGRAMS:
+                row["sqlite_cpu_s"], row["sqlite_peak_rss_mib"] = run_rusage(
+                    ["/usr/bin/sqlite3", ":memory:"], lib, stdin=os.path.join(PROGRAMS_DIR, "workload.sql"))
+            if "redis" in PROGRAMS:
+                rd = redis_workload(lib, keys)
+                row.update(redis_cpu_s=rd["cpu"], redis_peak_rss_mib=rd["peak"], redis_full_rss_mib=rd["full"],
+                           redis_used_mib=rd["used"], redis_refill_rss_mib=rd["refill"],
+                           redis_rss_per_used=rd["refill"] / rd["used"], redis_flush_rss_mib=rd["flush"],
+                           redis_flush10_rss_mib=rd["flush10"])
+            for prog in PROGRAMS:
+                k = f"{prog}_cpu_s"
+                samples.setdefault((name, k), []).append(row[k])
+                row[k] = min(samples[(name, k)])
+                row[f"{prog}_cpu_median_s"] = median(samples[(name, k)])
             rows[name] = row
             print(f"round {rnd + 1}/{ROUNDS} done: {name}", file=sys.stderr)
     rows = list(rows.values())
-    for prog in ("python", "sqlite", "redis"):
+    for prog in PROGRAMS:
         best = min(r[f"{prog}_cpu_s"] for r in rows)
+        best_median = min(r[f"{prog}_cpu_median_s"] for r in rows)
         for r in rows:
             r[f"{prog}_cpu_x_best"] = r[f"{prog}_cpu_s"] / best
+            r[f"{prog}_cpu_median_x_best"] = r[f"{prog}_cpu_median_s"] / best_median
     # Refill RSS per live byte: see the module documentation ("redis").
-    best_rss = min(r["redis_refill_rss_mib"] for r in rows)
-    for r in rows:
-        r["redis_refill_rss_x_best"] = r["redis_refill_rss_mib"] / best_rss
+    if "redis" in PROGRAMS:
+        best_rss = min(r["redis_refill_rss_mib"] for r in rows)
+        for r in rows:
+            r["redis_refill_rss_x_best"] = r["redis_refill_rss_mib"] / best_rss
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "real_programs.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -256,14 +277,18 @@ def main():
         w.writerows(rows)
     cols = [("allocator", "allocator", "{}"), ("python_cpu_s", "py cpu s", "{:.2f}"),
             ("python_cpu_x_best", "x best", "{:.2f}"),
+            ("python_cpu_median_x_best", "median x best", "{:.2f}"),
             ("python_peak_rss_mib", "py peak MiB", "{:.0f}"), ("sqlite_cpu_s", "sql cpu s", "{:.2f}"),
             ("sqlite_cpu_x_best", "x best", "{:.2f}"),
+            ("sqlite_cpu_median_x_best", "median x best", "{:.2f}"),
             ("sqlite_peak_rss_mib", "sql peak MiB", "{:.0f}"), ("redis_cpu_s", "redis cpu s", "{:.2f}"),
             ("redis_cpu_x_best", "x best", "{:.2f}"),
+            ("redis_cpu_median_x_best", "median x best", "{:.2f}"),
             ("redis_peak_rss_mib", "redis peak MiB", "{:.0f}"), ("redis_refill_rss_mib", "refill RSS MiB", "{:.0f}"),
             ("redis_refill_rss_x_best", "x best", "{:.3f}"),
             ("redis_used_mib", "used MiB", "{:.0f}"), ("redis_rss_per_used", "RSS/used", "{:.2f}"),
             ("redis_flush_rss_mib", "flush RSS MiB", "{:.0f}"), ("redis_flush10_rss_mib", "+10s RSS MiB", "{:.0f}")]
+    cols = [c for c in cols if c[0] in rows[0]]
     print("| " + " | ".join(h for _, h, _ in cols) + " |")
     print("|" + "---|" * len(cols))
     for row in rows:

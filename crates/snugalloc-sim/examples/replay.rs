@@ -8,7 +8,10 @@
 //! Environment: `SEED` (default 1); `SLICE` (mean operations between
 //! thread switches, default 1500); `GRID=40,42 SEEDS=2` prints the
 //! out-of-memory counts at those sizes for seeds 1..=2 instead (a finer
-//! comparison of configurations than the search's answer).
+//! comparison of configurations than the search's answer); `TABLES=1`
+//! prints the allocator's size-class table at the reserved peak of the
+//! replay in 64 MiB (or in MIB), and the live bytes by block size at the
+//! peak of live bytes.
 
 use clap::Parser;
 use snugalloc_sim::alloc::parse_alloc_list;
@@ -47,6 +50,7 @@ fn main() -> Result<(), String> {
     if let Some(slice) = std::env::var("SLICE").ok().and_then(|v| v.parse().ok()) {
         s.mean_slice = slice;
     }
+    s.tables = std::env::var_os("TABLES").is_some_and(|v| v == "1");
     // GRID=40,41,42 and SEEDS=n: out-of-memory counts at those sizes for
     // seeds 1..=n (a finer comparison than the bisection's answer).
     if let Ok(grid) = std::env::var("GRID") {
@@ -80,6 +84,13 @@ fn main() -> Result<(), String> {
         };
         if let Some(mib) = only {
             let o = run(mib)?;
+            if let Some(t) = &o.class_table_at_peak {
+                eprintln!(
+                    "{spec}: size classes at the reserved peak in {mib} MiB:\n{}",
+                    t.text
+                );
+                eprintln!("at the peak of live bytes, {}", o.live_by_size_at_peak);
+            }
             println!(
                 "| {spec} | {mib} MiB: {} OOM, peak reserved {} |",
                 o.oom_count, o.peak_reserved_bytes
@@ -87,6 +98,13 @@ fn main() -> Result<(), String> {
             continue;
         }
         let top = run(64)?;
+        if let Some(t) = &top.class_table_at_peak {
+            eprintln!(
+                "{spec}: size classes at the reserved peak in 64 MiB:\n{}",
+                t.text
+            );
+            eprintln!("at the peak of live bytes, {}", top.live_by_size_at_peak);
+        }
         if top.oom_count > 0 {
             println!("| {spec} | {} OOM in 64 MiB: no answer |", top.oom_count);
             continue;

@@ -22,7 +22,7 @@
 
 use std::alloc::Layout;
 
-use crate::alloc::{Handle, RegionAlloc};
+use crate::alloc::{ClassTable, Handle, RegionAlloc};
 use crate::rng::Rng;
 use crate::workload::ecall_churn::{alloc_step, Gen, Params, Sink};
 use crate::workload::layout_of;
@@ -36,6 +36,9 @@ pub struct Schedule {
     pub mean_slice: u64,
     /// Operations that make one virtual second.
     pub ops_per_s: u64,
+    /// Whether to take the size-class table at the reserved peak (a walk
+    /// of the allocator's metadata at every new sampled peak).
+    pub tables: bool,
 }
 
 impl Default for Schedule {
@@ -44,12 +47,13 @@ impl Default for Schedule {
             ops: 100_000_000,
             mean_slice: 1500,
             ops_per_s: 10_000_000,
+            tables: false,
         }
     }
 }
 
 /// What a replay measured.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct ReplayOutcome {
     /// Allocations that returned null.
     pub oom_count: u64,
@@ -58,6 +62,69 @@ pub struct ReplayOutcome {
     /// Peak reserved bytes: the allocator's exact peak where it keeps one,
     /// else the sampled peak.
     pub peak_reserved_bytes: u64,
+    /// The allocator's size-class table at the highest sampled reserved
+    /// bytes (taken only when [`Schedule::tables`] is set).
+    pub class_table_at_peak: Option<ClassTable>,
+    /// Live requested bytes by block size at the peak of live bytes.
+    pub live_by_size_at_peak: SizeBands,
+}
+
+/// Live requested bytes by block size: the mix a placement policy has to
+/// pack at a given moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SizeBands {
+    /// Bytes of blocks in each of [`SizeBands::LIMITS`]' bands: up to the
+    /// first limit, then above each limit up to the next, then above the
+    /// last.
+    pub bytes: [u64; 5],
+    /// Bytes that rounding each block above 2 KiB up to a multiple of
+    /// 4 KiB would add (what an allocator of 4 KiB chunk runs loses to
+    /// rounding, before any other overhead).
+    pub round_to_4k_bytes: u64,
+}
+
+impl SizeBands {
+    /// Upper limits of the first four bands (1, 2, 4 and 32 KiB).
+    pub const LIMITS: [usize; 4] = [1 << 10, 2 << 10, 4 << 10, 32 << 10];
+
+    fn band(size: usize) -> usize {
+        Self::LIMITS.iter().take_while(|&&l| size > l).count()
+    }
+
+    fn rounding(size: usize) -> u64 {
+        if size > 2 << 10 {
+            (size.next_multiple_of(4 << 10) - size) as u64
+        } else {
+            0
+        }
+    }
+
+    fn add(&mut self, size: usize) {
+        self.bytes[Self::band(size)] += size as u64;
+        self.round_to_4k_bytes += Self::rounding(size);
+    }
+
+    fn remove(&mut self, size: usize) {
+        self.bytes[Self::band(size)] -= size as u64;
+        self.round_to_4k_bytes -= Self::rounding(size);
+    }
+}
+
+impl std::fmt::Display for SizeBands {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kib = |b: u64| b as f64 / 1024.0;
+        let [a, b, c, d, e] = self.bytes;
+        write!(
+            f,
+            "live KiB by block size: up to 1 KiB {:.0}, 1-2 KiB {:.0}, 2-4 KiB {:.0}, 4-32 KiB {:.0}, above 32 KiB {:.0}; rounding blocks above 2 KiB to 4 KiB would add {:.0} KiB",
+            kib(a),
+            kib(b),
+            kib(c),
+            kib(d),
+            kib(e),
+            kib(self.round_to_4k_bytes)
+        )
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -96,6 +163,8 @@ struct World {
     store_bytes: usize,
     live: u64,
     peak_live: u64,
+    bands: SizeBands,
+    bands_at_peak: SizeBands,
     oom: u64,
     done: u64,
 }
@@ -126,10 +195,13 @@ pub fn replay(alloc: &dyn RegionAlloc, p: &Params, s: Schedule) -> ReplayOutcome
         store_bytes: 0,
         live: 0,
         peak_live: 0,
+        bands: SizeBands::default(),
+        bands_at_peak: SizeBands::default(),
         oom: 0,
         done: 0,
     };
     let mut peak_reserved = 0u64;
+    let mut class_table_at_peak = None;
     let sleep_ops = (p.other_sleep.as_secs_f64() * s.ops_per_s as f64) as u64;
     while w.done < s.ops {
         let t = &mut threads[sched.below(n)];
@@ -144,7 +216,13 @@ pub fn replay(alloc: &dyn RegionAlloc, p: &Params, s: Schedule) -> ReplayOutcome
                 break;
             }
             if w.done / 1000 != before / 1000 {
-                peak_reserved = peak_reserved.max(alloc.reserved_bytes() as u64);
+                let reserved = alloc.reserved_bytes() as u64;
+                if reserved > peak_reserved {
+                    peak_reserved = reserved;
+                    if s.tables {
+                        class_table_at_peak = alloc.class_table();
+                    }
+                }
             }
         }
     }
@@ -177,6 +255,8 @@ pub fn replay(alloc: &dyn RegionAlloc, p: &Params, s: Schedule) -> ReplayOutcome
         peak_reserved_bytes: alloc
             .peak_reserved_bytes()
             .map_or(peak_reserved, |b| b as u64),
+        class_table_at_peak,
+        live_by_size_at_peak: w.bands_at_peak,
     }
 }
 
@@ -273,7 +353,11 @@ impl Sink for ReplaySink<'_, '_> {
             return None;
         };
         w.live += layout.size() as u64;
-        w.peak_live = w.peak_live.max(w.live);
+        w.bands.add(layout.size());
+        if w.live > w.peak_live {
+            w.peak_live = w.live;
+            w.bands_at_peak = w.bands;
+        }
         Some(Blk { ptr, layout })
     }
     fn free(&mut self, b: Blk) {
@@ -287,6 +371,7 @@ fn free(h: Option<&mut (dyn Handle + '_)>, w: &mut World, b: Blk) {
     // leaves the replay's books here, so it is freed once.
     unsafe { h.dealloc(b.ptr, b.layout) };
     w.live -= b.layout.size() as u64;
+    w.bands.remove(b.layout.size());
     w.done += 1;
 }
 
@@ -331,5 +416,51 @@ mod tests {
         let o = once("snugalloc", 8, 1);
         assert!(o.oom_count > 0);
         assert!(o.peak_reserved_bytes <= 8 << 20);
+    }
+
+    #[test]
+    fn size_bands_split_at_their_limits_and_count_rounding_above_2_kib() {
+        let mut b = SizeBands::default();
+        for size in [1024, 1025, 2048, 2049, 4096, 4097, 32768, 32769] {
+            b.add(size);
+        }
+        assert_eq!(
+            b.bytes,
+            [1024, 1025 + 2048, 2049 + 4096, 4097 + 32768, 32769]
+        );
+        // 2049 -> 4096, 4097 -> 8192, 32769 -> 36864; the rest are exact
+        // or at most 2 KiB.
+        assert_eq!(b.round_to_4k_bytes, 2047 + 4095 + 4095);
+        for size in [1024, 1025, 2048, 2049, 4096, 4097, 32768, 32769] {
+            b.remove(size);
+        }
+        assert_eq!(b, SizeBands::default());
+    }
+
+    #[test]
+    fn the_replay_reports_the_live_mix_and_the_table_at_the_peak() {
+        let a = AllocSpec::parse("snugalloc")
+            .expect("spec")
+            .build(Region::map(64 << 20).expect("region"))
+            .expect("heap");
+        let s = Schedule {
+            ops: 300_000,
+            tables: true,
+            ..Schedule::default()
+        };
+        let o = replay(a.as_ref(), &params(1), s);
+        assert_eq!(
+            o.live_by_size_at_peak.bytes.iter().sum::<u64>(),
+            o.peak_requested_bytes
+        );
+        assert!(
+            o.live_by_size_at_peak.bytes.iter().all(|&b| b > 0),
+            "{}",
+            o.live_by_size_at_peak
+        );
+        let table = o
+            .class_table_at_peak
+            .expect("snugalloc gives a class table");
+        assert!(!table.rows.is_empty());
     }
 }
