@@ -19,6 +19,10 @@
 extern "C" {
 #endif
 
+/* The statistics types, shared with snugalloc_oe.h (whichever header
+ * comes first defines them). */
+#ifndef SNUGALLOC_STATS_TYPES
+#define SNUGALLOC_STATS_TYPES
 /* Version of struct snugalloc_stats filled in by this library. */
 #define SNUGALLOC_STATS_VERSION 1
 /* Room for per-size-class rows; class_count says how many are filled. */
@@ -41,7 +45,10 @@ struct snugalloc_stats {
     size_t reserved_bytes;      /* metadata plus chunks handed out */
     size_t peak_reserved_bytes; /* highest reserved_bytes */
     size_t live_bytes;          /* usable bytes of live blocks */
-    size_t peak_live_bytes;     /* highest live_bytes seen */
+    size_t peak_live_bytes;     /* highest live_bytes published: each
+                                   thread publishes its change at 64 KiB
+                                   and at exit, so a peak may be missed by
+                                   up to 64 KiB per thread */
     size_t chunk_bytes;         /* chunk size */
     size_t metadata_bytes;      /* heap metadata */
     size_t free_bytes;          /* bytes of free chunks */
@@ -54,6 +61,7 @@ struct snugalloc_stats {
     size_t class_count;         /* rows of classes[] filled */
     struct snugalloc_class_stats classes[SNUGALLOC_MAX_CLASSES];
 };
+#endif /* SNUGALLOC_STATS_TYPES */
 
 /* Fills *out (no allocation; all zero but version before the first
  * allocation). */

@@ -7,12 +7,22 @@
  * malloc or dl* symbols. Build it for an enclave with
  *   cargo build -p snugalloc-oe --release --features enclave
  *
- * When OE's own headers are included first, their declarations are used
- * and the duplicates below are skipped. */
+ * Where Open Enclave's headers are on the include path, this header
+ * includes openenclave/advanced/allocator.h and mallinfo.h and takes
+ * oe_result_t and oe_mallinfo_t from them, so it may come before or after
+ * any OE header. Without them (a host build, a test) it declares the same
+ * types itself, with OE's values. */
 #ifndef SNUGALLOC_OE_H
 #define SNUGALLOC_OE_H
 
 #include <stddef.h>
+
+#if defined(__has_include)
+#if __has_include(<openenclave/advanced/allocator.h>) && __has_include(<openenclave/advanced/mallinfo.h>)
+#include <openenclave/advanced/allocator.h>
+#include <openenclave/advanced/mallinfo.h>
+#endif
+#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -20,18 +30,20 @@ extern "C" {
 
 #ifndef OE_ADVANCED_MALLINFO_H
 /* As oe_result_t in openenclave/bits/result.h (an enum of unsigned int
- * size): OE_OK is 0, OE_FAILURE 1, OE_UNSUPPORTED 24. */
-#ifndef _OE_BITS_RESULT
+ * size): OE_OK is 0, OE_FAILURE 1, OE_UNSUPPORTED 16. (The guard was
+ * _OE_BITS_RESULT before OE 0.10, _OE_BITS_RESULT_H since.) */
+#if !defined(_OE_BITS_RESULT_H) && !defined(_OE_BITS_RESULT)
 typedef unsigned int oe_result_t;
 #define OE_OK 0u
 #define OE_FAILURE 1u
-#define OE_UNSUPPORTED 24u
+#define OE_UNSUPPORTED 16u
 #endif
 /* As in openenclave/advanced/mallinfo.h. */
 typedef struct _oe_mallinfo {
     size_t max_total_heap_size;         /* bytes the heap manages */
     size_t current_allocated_heap_size; /* exact usable bytes of live blocks */
-    size_t peak_allocated_heap_size;    /* highest current_allocated_heap_size */
+    size_t peak_allocated_heap_size;    /* highest total published (see
+                                           oe_allocator_mallinfo) */
 } oe_mallinfo_t;
 #endif
 
@@ -50,10 +62,17 @@ size_t oe_allocator_malloc_usable_size(void *ptr);
 #endif
 
 #ifndef OE_ADVANCED_MALLINFO_H
+/* OE_OK, or OE_FAILURE before oe_allocator_init or with a null info.
+ * current_allocated_heap_size is exact. The peak is the
+ * highest total published: each thread's allocator publishes its change
+ * when it reaches 64 KiB and at oe_allocator_thread_cleanup, so a peak
+ * inside an ECall may be missed by up to 64 KiB per thread in an ECall. */
 oe_result_t oe_allocator_mallinfo(oe_mallinfo_t *info);
 #endif
 
-#ifndef SNUGALLOC_H
+/* Same layout as in snugalloc.h; whichever header comes first defines it. */
+#ifndef SNUGALLOC_STATS_TYPES
+#define SNUGALLOC_STATS_TYPES
 #define SNUGALLOC_STATS_VERSION 1
 #define SNUGALLOC_MAX_CLASSES 96
 struct snugalloc_class_stats {
@@ -63,7 +82,6 @@ struct snugalloc_class_stats {
     size_t slab_bytes;
     size_t slab_count;
 };
-/* Same layout as in snugalloc.h. */
 struct snugalloc_stats {
     size_t version;
     size_t heap_bytes;
@@ -83,8 +101,8 @@ struct snugalloc_stats {
     size_t class_count;
     struct snugalloc_class_stats classes[SNUGALLOC_MAX_CLASSES];
 };
-void snugalloc_stats(struct snugalloc_stats *out);
 #endif
+void snugalloc_stats(struct snugalloc_stats *out);
 
 #ifdef __cplusplus
 }

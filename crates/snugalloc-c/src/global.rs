@@ -29,6 +29,7 @@
 
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
+use core::fmt::Write as _;
 use core::mem::{ManuallyDrop, MaybeUninit};
 use core::ptr::{null_mut, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
@@ -215,18 +216,39 @@ fn create(settings: &Settings) -> Option<Heap> {
         }
     }
     let config = env::with_chunk(Config::for_os(), settings.chunk_bytes);
-    Heap::from_os(config).ok()
+    match Heap::from_os(config) {
+        Ok(heap) => Some(heap),
+        Err(e) => {
+            // Said once: every allocation of the process returns NULL.
+            let mut w = crate::out::FdWriter::stderr();
+            // FdWriter never fails.
+            let _ = writeln!(w, "snugalloc: no heap, every allocation will fail: {e}");
+            None
+        }
+    }
 }
 
 /// One heap over a fixed region of `size` bytes (rounded down to whole
-/// chunks), as in an enclave: reserved from the OS once, never grown.
+/// chunks), as in an enclave: reserved from the OS once, never grown, with
+/// room for as many allocators (threads at once) as an OS heap. A
+/// region of exactly that size or an error: `Heap::from_os` settles for a
+/// smaller reservation when the OS refuses a large one, which is right for
+/// address space but not for a size the user chose.
 fn fixed_heap(size: usize, chunk_bytes: Option<usize>) -> Result<Heap, snugalloc_core::Error> {
     let base = env::with_chunk(Config::for_region(size), chunk_bytes);
     let size = size / base.chunk_bytes * base.chunk_bytes;
-    Heap::from_os(Config {
+    let heap = Heap::from_os(Config {
         os_reserve_bytes: size,
+        // A process may run many more threads than an enclave (whose
+        // default this is): 8 bytes of the region per allowed allocator.
+        max_allocators: snugalloc_core::MAX_ALLOCATORS,
         ..base
-    })
+    })?;
+    if heap.stats().heap_bytes < size {
+        // Dropping the heap gives its smaller reservation back.
+        return Err(snugalloc_core::Error::OsReserveFailed { bytes: size });
+    }
+    Ok(heap)
 }
 
 fn create_thread_key() {

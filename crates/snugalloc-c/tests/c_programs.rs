@@ -1,6 +1,7 @@
 //! C test programs, built with the system C compiler, run against the
 //! release libraries: every function's errno and NULL cases, alignments,
-//! realloc contents (api.c), fork in a threaded process (fork.c), a
+//! realloc contents (api.c), fork in a threaded process (fork.c; fork_idle.c
+//! forks while frees reach an idle allocator), a
 //! cross-thread free storm (storm.c), and an Open Enclave host driver
 //! (oe_host.c). Each preload-library test also runs on a fixed 64 MiB heap.
 
@@ -16,7 +17,13 @@ const FIXED_MIB: &str = "64";
 #[test]
 fn api_linked_against_the_shared_library() {
     let exe = compile("api", Link::Shared);
-    run_ok(&mut Command::new(&exe));
+    let out = run_ok(&mut Command::new(&exe));
+    // `snugalloc_print_stats` wrote the per-size-class table.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("object B") && err.contains("live objs"),
+        "{err}"
+    );
     run_ok(
         Command::new(&exe)
             .arg(FIXED_MIB)
@@ -47,6 +54,17 @@ fn api_linked_against_the_static_library() {
 #[test]
 fn fork_in_a_threaded_process() {
     let exe = compile("fork", Link::Plain);
+    run_ok(Command::new(&exe).env("LD_PRELOAD", preload_lib()));
+    run_ok(
+        Command::new(&exe)
+            .env("LD_PRELOAD", preload_lib())
+            .env("SNUGALLOC_HEAP_SIZE", FIXED),
+    );
+}
+
+#[test]
+fn fork_while_frees_reach_an_idle_allocator() {
+    let exe = compile("fork_idle", Link::Plain);
     run_ok(Command::new(&exe).env("LD_PRELOAD", preload_lib()));
     run_ok(
         Command::new(&exe)

@@ -275,3 +275,123 @@ int main(void) {
     let status = Command::new(&exe).status().expect("runs");
     assert!(status.success(), "the linked program failed: {status}");
 }
+
+/// Whether `src` compiles (syntax and types only) as `lang` with `-Wall
+/// -Wextra -Werror`, with `include/` and `extra` on the include path;
+/// prints the compiler's complaints when it does not.
+fn compiles(compiler: &str, lang: &str, extra: &std::path::Path, src: &str) -> bool {
+    use std::io::Write;
+    let mut child = Command::new(compiler)
+        .args([
+            "-x",
+            lang,
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-fsyntax-only",
+            "-I",
+        ])
+        .arg(common::root().join("include"))
+        .arg("-I")
+        .arg(extra)
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("the C compiler runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(src.as_bytes())
+        .expect("the source is written");
+    child.wait().expect("the compiler finishes").success()
+}
+
+/// Stand-ins for Open Enclave's headers, written for this test: the include
+/// guards, types and declarations an enclave build sees (as in OE 0.19:
+/// `oe_result_t` an enum with `OE_UNSUPPORTED` 16, guard
+/// `_OE_BITS_RESULT_H`), and an `enclave.h` that brings in the result codes
+/// but not `mallinfo.h`.
+fn fake_openenclave(dir: &std::path::Path) {
+    let files = [
+        (
+            "openenclave/bits/result.h",
+            "#ifndef _OE_BITS_RESULT_H\n#define _OE_BITS_RESULT_H\n\
+             typedef enum _oe_result { OE_OK, OE_FAILURE, OE_UNSUPPORTED = 16, \
+             __OE_RESULT_MAX = 0x7fffffff } oe_result_t;\n#endif\n",
+        ),
+        (
+            "openenclave/enclave.h",
+            "#ifndef _OE_ENCLAVE_H\n#define _OE_ENCLAVE_H\n#include <openenclave/bits/result.h>\n#endif\n",
+        ),
+        (
+            "openenclave/advanced/mallinfo.h",
+            "#ifndef OE_ADVANCED_MALLINFO_H\n#define OE_ADVANCED_MALLINFO_H\n#include <stddef.h>\n\
+             #include <openenclave/bits/result.h>\n#ifdef __cplusplus\nextern \"C\" {\n#endif\n\
+             typedef struct _oe_mallinfo { size_t max_total_heap_size; \
+             size_t current_allocated_heap_size; size_t peak_allocated_heap_size; } oe_mallinfo_t;\n\
+             oe_result_t oe_allocator_mallinfo(oe_mallinfo_t* info);\n\
+             #ifdef __cplusplus\n}\n#endif\n#endif\n",
+        ),
+        (
+            "openenclave/advanced/allocator.h",
+            "#ifndef OE_ADVANCED_ALLOCATOR_H\n#define OE_ADVANCED_ALLOCATOR_H\n#include <stddef.h>\n\
+             #ifdef __cplusplus\nextern \"C\" {\n#endif\n\
+             void oe_allocator_init(void* heap_start_address, void* heap_end_address);\n\
+             void oe_allocator_cleanup(void);\nvoid oe_allocator_thread_init(void);\n\
+             void oe_allocator_thread_cleanup(void);\nvoid* oe_allocator_malloc(size_t size);\n\
+             void oe_allocator_free(void* ptr);\nvoid* oe_allocator_calloc(size_t nmemb, size_t size);\n\
+             void* oe_allocator_realloc(void* ptr, size_t size);\n\
+             void* oe_allocator_aligned_alloc(size_t alignment, size_t size);\n\
+             int oe_allocator_posix_memalign(void** memptr, size_t alignment, size_t size);\n\
+             size_t oe_allocator_malloc_usable_size(void* ptr);\n\
+             #ifdef __cplusplus\n}\n#endif\n#endif\n",
+        ),
+    ];
+    for (path, text) in files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().expect("a directory")).expect("mkdir");
+        std::fs::write(path, text).expect("a stand-in header is written");
+    }
+}
+
+#[test]
+fn headers_work_in_either_order_and_beside_open_enclaves() {
+    let dir = common::scratch_dir("oe-headers");
+    let with_oe = dir.join("with");
+    let without_oe = dir.join("without");
+    std::fs::create_dir_all(&without_oe).expect("mkdir");
+    fake_openenclave(&with_oe);
+    let body = "int main(void) { oe_mallinfo_t m; struct snugalloc_stats s; \
+                snugalloc_stats(&s); return oe_allocator_mallinfo(&m) == OE_OK \
+                && OE_UNSUPPORTED == 16 ? 0 : 1; }\n";
+    let cases = [
+        ("ours in either order", &without_oe, "#include \"snugalloc_oe.h\"\n#include \"snugalloc.h\"\n"),
+        ("ours in either order", &without_oe, "#include \"snugalloc.h\"\n#include \"snugalloc_oe.h\"\n"),
+        ("OE's result codes first", &with_oe, "#include <openenclave/enclave.h>\n#include \"snugalloc_oe.h\"\n"),
+        (
+            "OE's headers after ours",
+            &with_oe,
+            "#include \"snugalloc_oe.h\"\n#include <openenclave/enclave.h>\n\
+             #include <openenclave/advanced/mallinfo.h>\n#include <openenclave/advanced/allocator.h>\n",
+        ),
+        (
+            "OE's headers before ours",
+            &with_oe,
+            "#include <openenclave/advanced/allocator.h>\n#include <openenclave/advanced/mallinfo.h>\n\
+             #include \"snugalloc_oe.h\"\n#include \"snugalloc.h\"\n",
+        ),
+    ];
+    for (compiler, lang) in [("cc", "c"), ("c++", "c++")] {
+        if Command::new(compiler).arg("--version").output().is_err() {
+            println!("SKIPPED: {compiler} is not installed");
+            continue;
+        }
+        for (what, include, headers) in cases {
+            assert!(
+                compiles(compiler, lang, include, &format!("{headers}{body}")),
+                "{what} does not compile as {lang}:\n{headers}"
+            );
+        }
+    }
+}

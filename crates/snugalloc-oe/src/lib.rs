@@ -39,8 +39,9 @@ use stats_abi::CStats;
 pub const OE_OK: c_uint = 0;
 /// `OE_FAILURE` in `openenclave/bits/result.h`.
 pub const OE_FAILURE: c_uint = 1;
-/// `OE_UNSUPPORTED` in `openenclave/bits/result.h` (not returned).
-pub const OE_UNSUPPORTED: c_uint = 24;
+/// `OE_UNSUPPORTED` in `openenclave/bits/result.h` of the OE releases
+/// with pluggable allocators (24 in releases before 0.10; not returned).
+pub const OE_UNSUPPORTED: c_uint = 16;
 
 const EINVAL: c_int = 22;
 const ENOMEM: c_int = 12;
@@ -310,7 +311,10 @@ pub unsafe extern "C" fn oe_allocator_malloc_usable_size(ptr: *mut c_void) -> us
 }
 
 /// Heap size, exact live bytes (usable sizes) and their peak. `OE_OK`, or
-/// `OE_FAILURE` before init or with a null `info`.
+/// `OE_FAILURE` before init or with a null `info`. The peak is the highest
+/// published total: each allocator publishes its change once it reaches
+/// 64 KiB and when its thread detaches (`oe_allocator_thread_cleanup`), so
+/// a peak inside an ECall may be missed by up to 64 KiB per thread.
 ///
 /// # Safety
 /// `info` must be null or valid for writing an `oe_mallinfo_t`.

@@ -102,11 +102,14 @@ pub(crate) fn insert(thread: usize, slot: *mut u8) -> bool {
     for _ in 0..TABLE_SLOTS {
         let e = &TABLE[i];
         let k = e.thread.load(Ordering::Relaxed);
-        // Relaxed: claiming a free entry publishes nothing to other threads;
-        // the slot is read only by this thread.
+        // Acquire on success pairs with the Release that made the entry a
+        // TOMB: the remover's swap of `slot` happens before our store
+        // below, so it cannot overwrite it (on a weakly ordered machine a
+        // Relaxed claim would allow that). The slot is read only by this
+        // thread.
         if (k == EMPTY || k == TOMB)
             && e.thread
-                .compare_exchange(k, thread, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(k, thread, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
         {
             e.slot.store(slot, Ordering::Relaxed);
@@ -128,9 +131,9 @@ pub(crate) fn remove(thread: usize) -> Option<*mut u8> {
         match e.thread.load(Ordering::Relaxed) {
             k if k == thread => {
                 let slot = e.slot.swap(null_mut(), Ordering::Relaxed);
-                // Relaxed: a TOMB entry may be claimed by anyone; its slot
-                // is rewritten by the claimer before the claimer reads it.
-                e.thread.store(TOMB, Ordering::Relaxed);
+                // Release pairs with the Acquire of the next claim of the
+                // entry: our swap of `slot` happens before its store.
+                e.thread.store(TOMB, Ordering::Release);
                 return Some(slot);
             }
             EMPTY => return None,

@@ -164,13 +164,17 @@ const TOP_RUN_CHUNKS: usize = 16;
 /// active and will drain its inbox.
 fn deliver(heap: &HeapInner, batch: Batch) {
     let target = heap.pool.slot(batch.owner as usize);
+    // The hold is made inside the fork gate; while a fork is prepared the
+    // batch is posted instead.
+    let inside = heap.fork_gate.try_enter();
     // Acquire pairs with the Release stores of `busy` (detach, helpers):
     // the last holder's writes to the allocator happen before ours.
-    if target
-        .shared
-        .busy
-        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-        .is_ok()
+    if inside.is_some()
+        && target
+            .shared
+            .busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
     {
         // SAFETY: we hold the owner's `busy` flag, so its owner-only part is
         // ours alone until we release it.

@@ -17,6 +17,7 @@ use core::ptr::{null_mut, NonNull};
 use crate::allocator::{tail_head, Allocator, AllocatorSlot, Counters, Shared, MIN_ALIGN};
 use crate::backend::{bitmap_words, block_words, Backend};
 use crate::config::{Config, Error};
+use crate::fork_gate::ForkGate;
 use crate::half::{open_words, Halves, HIGH, LOW};
 use crate::pagemap::{ChunkMeta, Desc, Kind, Pagemap};
 use crate::platform::fatal_in;
@@ -69,6 +70,9 @@ pub(crate) struct HeapInner {
     /// Size of a half chunk if the heap serves objects above its largest
     /// slab class from halves, else 0.
     pub(crate) half_bytes: usize,
+    /// Holds of other allocators' `busy` flags, made inside it, stop
+    /// while a fork is prepared (see `fork_gate`).
+    pub(crate) fork_gate: ForkGate,
     live_published: AtomicIsize,
     peak_live: AtomicUsize,
     #[cfg_attr(not(feature = "std"), allow(dead_code))]
@@ -230,6 +234,7 @@ impl HeapInner {
                 pool,
                 halves: halves_index,
                 half_bytes: if halves { half_bytes } else { 0 },
+                fork_gate: ForkGate::new(),
                 live_published: AtomicIsize::new(0),
                 peak_live: AtomicUsize::new(0),
                 region_base: base,
@@ -376,6 +381,9 @@ impl HeapInner {
     /// takes the next idle one; only when every idle allocator is held does
     /// it back off (spin briefly, then yield) and try again.
     pub(crate) fn attach(&self) -> Result<&AllocatorSlot, Error> {
+        // Inside the fork gate: the allocators we keep aside, and the one we
+        // take, must not be copied into a child in the middle of that.
+        let _inside = self.fork_gate.enter();
         // The idle allocators found held, out of the idle stack until we
         // leave (so that the next pop finds another), chained through
         // their `next_idle` (id + 1, 0 ends), most recent first.
@@ -506,8 +514,13 @@ impl HeapInner {
     }
 
     /// Runs `f` on every allocator nobody is attached to, holding its
-    /// `busy` flag meanwhile (skipping any that is taken).
+    /// `busy` flag meanwhile (skipping any that is taken). Does nothing
+    /// while a fork is being prepared (the gate is closed): it may run
+    /// inside an attach, which holds the gate, so it cannot wait for it.
     fn for_each_idle(&self, f: fn(&mut Allocator)) {
+        let Some(_inside) = self.fork_gate.try_enter() else {
+            return;
+        };
         for id in 0..self.pool.created() {
             let Some(slot) = self.pool.try_slot(id) else {
                 continue;
@@ -810,13 +823,22 @@ impl Heap {
         }
     }
 
-    /// Takes the heap's internal lock so that a `fork()` does not copy it
-    /// held; call from a `pthread_atfork` prepare handler, and call
-    /// [`Heap::after_fork`] in both the parent and the child handlers. In
-    /// the child, allocators that other threads had attached stay attached
-    /// (their free memory is lost to the child, never corrupted).
+    /// Takes the heap's internal lock, and waits until no thread holds an
+    /// idle allocator for a moment (delivering frees to it, reclaiming it,
+    /// or attaching), so that a `fork()` copies neither; call from a
+    /// `pthread_atfork` prepare handler, and call [`Heap::after_fork`] in
+    /// the parent's handler and [`Heap::after_fork_in_child`] in the
+    /// child's. Until then attaches and reclaims on other threads wait, and
+    /// their frees to idle allocators are posted to inboxes. In the child,
+    /// allocators that other threads had attached stay attached (their free
+    /// memory is lost to the child, never corrupted).
     pub fn before_fork(&self) {
-        self.inner().backend.lock_for_fork();
+        let inner = self.inner();
+        // The backend's fork lock first: it also keeps a second forking
+        // thread out until this fork is done, so one thread at a time
+        // closes the gate.
+        inner.backend.lock_for_fork();
+        inner.fork_gate.close();
     }
 
     /// Releases the lock taken by [`Heap::before_fork`].
@@ -825,6 +847,7 @@ impl Heap {
     /// Must follow `before_fork` on this thread (or, in the child, on the
     /// thread that forked).
     pub unsafe fn after_fork(&self) {
+        self.inner().fork_gate.open();
         // SAFETY: the caller's contract.
         unsafe { self.inner().backend.unlock_after_fork() }
     }
@@ -838,6 +861,7 @@ impl Heap {
     /// As for `after_fork`, and only in the child, before it starts any
     /// thread.
     pub unsafe fn after_fork_in_child(&self) {
+        self.inner().fork_gate.reset_in_child();
         self.inner().backend.rebuild_index();
         // SAFETY: the caller's contract.
         unsafe { self.inner().backend.unlock_after_fork() }

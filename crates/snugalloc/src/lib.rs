@@ -47,6 +47,7 @@
 //! | `remote` | outgoing batches and inboxes for cross-thread frees |
 //! | `allocator` | fast and slow paths of alloc and free |
 //! | `pool` | allocators handed out on attach, taken back on detach |
+//! | `fork_gate` | no other allocator's `busy` flag held for a moment across `fork()` |
 //! | `heap` | region layout, [`Heap`], [`Attached`], reclaim, statistics |
 //! | `stats` | [`Stats`], [`Snapshot`] |
 //! | `global` | [`SnugAlloc`] (TLS, OS heap), [`FixedGlobal`] |
@@ -59,6 +60,7 @@ extern crate std;
 mod allocator;
 mod backend;
 mod config;
+mod fork_gate;
 mod global;
 mod half;
 mod heap;

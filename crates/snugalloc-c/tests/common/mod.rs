@@ -65,6 +65,15 @@ fn out_dir() -> PathBuf {
     dir
 }
 
+/// An empty directory `name` under the C tests' output directory.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = out_dir().join(name);
+    // A leftover from an earlier run goes first; a missing one is fine.
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("the scratch directory is created");
+    dir
+}
+
 /// How a C test program gets its allocator.
 #[derive(Clone, Copy, Debug)]
 pub enum Link {

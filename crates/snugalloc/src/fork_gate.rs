@@ -1,0 +1,167 @@
+//! Fork gate: keeps `fork()` from copying a moment when some thread holds
+//! another allocator's `busy` flag for a moment.
+//!
+//! Besides the thread attached to it, an allocator's `busy` flag is taken
+//! for a moment by a thread delivering frees to it while it is idle
+//! (`allocator::deliver`), by a reclaimer trimming idle allocators
+//! (`HeapInner::for_each_idle`), and by an attach, which pops an idle
+//! allocator and may keep held ones aside, off the idle stack, until it
+//! returns. A `fork()` copies only the thread that called it, so a flag
+//! taken that way at that moment would stay taken in the child for ever:
+//! the allocator would be lost, and an attach that finds only such
+//! allocators on the idle stack would retry without end.
+//!
+//! So each of those holds is made inside the gate, and the `pthread_atfork`
+//! prepare handler ([`crate::Heap::before_fork`]) closes the gate and waits
+//! until nobody is inside. While it is closed a delivery posts to the
+//! owner's inbox instead (it never waits), and attaches and reclaims wait
+//! for the parent handler to open it again. The child, which has one
+//! thread, resets it.
+//!
+//! State: one word, the number of threads inside plus [`CLOSED`]. A thread
+//! that finds the gate closed has already added itself, and takes itself
+//! off again at once; the closer counts it while it does, so it waits for
+//! it too.
+
+use crate::sync::{spin_hint, AtomicUsize, CachePadded, Ordering};
+
+/// Set in the state while the gate is closed.
+const CLOSED: usize = 1 << (usize::BITS - 1);
+
+/// See the module documentation.
+pub(crate) struct ForkGate {
+    state: CachePadded<AtomicUsize>,
+}
+
+/// A thread inside the gate; leaves it when dropped.
+pub(crate) struct Inside<'g>(&'g ForkGate);
+
+impl Drop for Inside<'_> {
+    fn drop(&mut self) {
+        // Release: what we did inside happens before a closer that sees
+        // the count drop (its Acquire load).
+        self.0.state.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl ForkGate {
+    pub(crate) const fn new() -> ForkGate {
+        ForkGate {
+            state: CachePadded(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Enters the gate, or `None` if it is closed.
+    #[inline]
+    pub(crate) fn try_enter(&self) -> Option<Inside<'_>> {
+        // Acquire pairs with the Release of `open`: a thread that enters
+        // after a fork sees the heap as the forking thread left it.
+        let before = self.state.fetch_add(1, Ordering::Acquire);
+        let inside = Inside(self);
+        (before & CLOSED == 0).then_some(inside)
+    }
+
+    /// Enters the gate, waiting (spinning, then yielding) while it is
+    /// closed.
+    pub(crate) fn enter(&self) -> Inside<'_> {
+        let mut spins = 0u32;
+        loop {
+            if let Some(inside) = self.try_enter() {
+                return inside;
+            }
+            spins += 1;
+            if spins < 64 {
+                spin_hint();
+            } else {
+                crate::platform::yield_now();
+            }
+        }
+    }
+
+    /// Closes the gate and waits until every thread inside has left.
+    ///
+    /// Only one thread may close it at a time (the heap's fork lock, taken
+    /// first, sees to that), and only that thread opens it again.
+    pub(crate) fn close(&self) {
+        // AcqRel: a thread that enters afterwards finds it closed.
+        self.state.fetch_or(CLOSED, Ordering::AcqRel);
+        let mut spins = 0u32;
+        // Acquire pairs with the Release of each thread's leaving.
+        while self.state.load(Ordering::Acquire) != CLOSED {
+            spins += 1;
+            if spins < 64 {
+                spin_hint();
+            } else {
+                crate::platform::yield_now();
+            }
+        }
+    }
+
+    /// Opens the gate closed by [`ForkGate::close`] on this thread (the
+    /// parent's side of a fork).
+    pub(crate) fn open(&self) {
+        // Release pairs with the Acquire of later entries.
+        self.state.fetch_and(!CLOSED, Ordering::Release);
+    }
+
+    /// Opens the gate in the child of a fork, whose one thread is the one
+    /// that closed it: a thread of the parent may have been between finding
+    /// it closed and taking itself off, and is not there to finish.
+    pub(crate) fn reset_in_child(&self) {
+        // Release pairs with the Acquire of later entries.
+        self.state.store(0, Ordering::Release);
+    }
+
+    #[cfg(test)]
+    fn inside(&self) -> usize {
+        self.state.load(Ordering::Relaxed) & !CLOSED
+    }
+}
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    #[test]
+    fn a_closed_gate_turns_entries_away_until_it_opens() {
+        let gate = ForkGate::new();
+        {
+            let _a = gate.try_enter().expect("open gate");
+            let _b = gate.try_enter().expect("open gate");
+            assert_eq!(gate.inside(), 2);
+        }
+        assert_eq!(gate.inside(), 0);
+        gate.close();
+        assert!(gate.try_enter().is_none());
+        assert_eq!(gate.inside(), 0, "a turned-away entry takes itself off");
+        gate.open();
+        assert!(gate.try_enter().is_some());
+        gate.close();
+        gate.reset_in_child();
+        assert!(gate.try_enter().is_some());
+    }
+
+    #[test]
+    fn close_waits_for_the_threads_inside() {
+        let gate = Arc::new(ForkGate::new());
+        let left = Arc::new(AtomicBool::new(false));
+        let inside = gate.try_enter().expect("open gate");
+        let closer = {
+            let (gate, left) = (Arc::clone(&gate), Arc::clone(&left));
+            std::thread::spawn(move || {
+                gate.close();
+                // The entry below was still inside until `left` was set.
+                assert!(left.load(Ordering::SeqCst));
+                assert!(gate.try_enter().is_none());
+                gate.open();
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        left.store(true, Ordering::SeqCst);
+        drop(inside);
+        closer.join().expect("closer");
+        assert!(gate.try_enter().is_some());
+    }
+}
