@@ -164,9 +164,16 @@ const TOP_RUN_CHUNKS: usize = 16;
 /// active and will drain its inbox.
 fn deliver(heap: &HeapInner, batch: Batch) {
     let target = heap.pool.slot(batch.owner as usize);
-    // The hold is made inside the fork gate; while a fork is prepared the
-    // batch is posted instead.
-    let inside = heap.fork_gate.try_enter();
+    // An owner that looks idle is held inside the fork gate (while a fork
+    // is prepared the batch is posted instead); an attached one, the common
+    // case, costs no write to the gate's shared word.
+    // Relaxed: a hint; the compare-and-swap below decides.
+    let idle = !target.shared.busy.load(Ordering::Relaxed);
+    let inside = if idle {
+        heap.fork_gate.try_enter()
+    } else {
+        None
+    };
     // Acquire pairs with the Release stores of `busy` (detach, helpers):
     // the last holder's writes to the allocator happen before ours.
     if inside.is_some()

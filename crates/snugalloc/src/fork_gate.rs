@@ -3,20 +3,24 @@
 //!
 //! Besides the thread attached to it, an allocator's `busy` flag is taken
 //! for a moment by a thread delivering frees to it while it is idle
-//! (`allocator::deliver`), by a reclaimer trimming idle allocators
-//! (`HeapInner::for_each_idle`), and by an attach, which pops an idle
-//! allocator and may keep held ones aside, off the idle stack, until it
-//! returns. A `fork()` copies only the thread that called it, so a flag
-//! taken that way at that moment would stay taken in the child for ever:
-//! the allocator would be lost, and an attach that finds only such
-//! allocators on the idle stack would retry without end.
+//! (`allocator::deliver`) and by a reclaimer trimming idle allocators
+//! (`HeapInner::for_each_idle`). A `fork()` copies only the thread that
+//! called it, so a flag taken that way at that moment would stay taken in
+//! the child for ever: the allocator would be lost, and an attach that
+//! finds only such allocators on the idle stack would retry without end.
 //!
-//! So each of those holds is made inside the gate, and the `pthread_atfork`
+//! So those holds are made inside the gate, and the `pthread_atfork`
 //! prepare handler ([`crate::Heap::before_fork`]) closes the gate and waits
 //! until nobody is inside. While it is closed a delivery posts to the
-//! owner's inbox instead (it never waits), and attaches and reclaims wait
-//! for the parent handler to open it again. The child, which has one
-//! thread, resets it.
+//! owner's inbox instead and a reclaim skips the idle allocators (neither
+//! ever waits: a reclaim may run inside an attach). The child, which has
+//! one thread, resets it.
+//!
+//! Attaches are not gated: a fork in the middle of one loses, in the child,
+//! the allocator being attached and any it had set aside, as it loses the
+//! allocators other threads had attached, but nothing in the child waits
+//! for them. Gating every attach would add two writes to one shared word
+//! per attach, which in an enclave is every ECall.
 //!
 //! State: one word, the number of threads inside plus [`CLOSED`]. A thread
 //! that finds the gate closed has already added itself, and takes itself
@@ -59,23 +63,6 @@ impl ForkGate {
         let before = self.state.fetch_add(1, Ordering::Acquire);
         let inside = Inside(self);
         (before & CLOSED == 0).then_some(inside)
-    }
-
-    /// Enters the gate, waiting (spinning, then yielding) while it is
-    /// closed.
-    pub(crate) fn enter(&self) -> Inside<'_> {
-        let mut spins = 0u32;
-        loop {
-            if let Some(inside) = self.try_enter() {
-                return inside;
-            }
-            spins += 1;
-            if spins < 64 {
-                spin_hint();
-            } else {
-                crate::platform::yield_now();
-            }
-        }
     }
 
     /// Closes the gate and waits until every thread inside has left.

@@ -381,9 +381,6 @@ impl HeapInner {
     /// takes the next idle one; only when every idle allocator is held does
     /// it back off (spin briefly, then yield) and try again.
     pub(crate) fn attach(&self) -> Result<&AllocatorSlot, Error> {
-        // Inside the fork gate: the allocators we keep aside, and the one we
-        // take, must not be copied into a child in the middle of that.
-        let _inside = self.fork_gate.enter();
         // The idle allocators found held, out of the idle stack until we
         // leave (so that the next pop finds another), chained through
         // their `next_idle` (id + 1, 0 ends), most recent first.
@@ -824,14 +821,14 @@ impl Heap {
     }
 
     /// Takes the heap's internal lock, and waits until no thread holds an
-    /// idle allocator for a moment (delivering frees to it, reclaiming it,
-    /// or attaching), so that a `fork()` copies neither; call from a
-    /// `pthread_atfork` prepare handler, and call [`Heap::after_fork`] in
-    /// the parent's handler and [`Heap::after_fork_in_child`] in the
-    /// child's. Until then attaches and reclaims on other threads wait, and
-    /// their frees to idle allocators are posted to inboxes. In the child,
-    /// allocators that other threads had attached stay attached (their free
-    /// memory is lost to the child, never corrupted).
+    /// idle allocator for a moment (delivering frees to it or reclaiming
+    /// it), so that a `fork()` copies neither; call from a `pthread_atfork`
+    /// prepare handler, and call [`Heap::after_fork`] in the parent's
+    /// handler and [`Heap::after_fork_in_child`] in the child's. Until then
+    /// other threads' frees to idle allocators are posted to inboxes and
+    /// their reclaims pass idle allocators by. In the child, allocators
+    /// that other threads had attached (or were attaching) stay theirs
+    /// (their free memory is lost to the child, never corrupted).
     pub fn before_fork(&self) {
         let inner = self.inner();
         // The backend's fork lock first: it also keeps a second forking
