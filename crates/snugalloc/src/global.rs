@@ -237,6 +237,19 @@ mod os_global {
                     // Release pairs with the Acquire loads in `heap`.
                     HEAP.store(p, Ordering::Release);
                     HEAP_STATE.store(if p.is_null() { UNINIT } else { READY }, Ordering::Release);
+                    if !p.is_null() {
+                        // SAFETY: the three handlers are plain functions of
+                        // this crate, loaded for the life of the process.
+                        // Registering may allocate with the C library's
+                        // malloc, not with us.
+                        unsafe {
+                            libc::pthread_atfork(
+                                Some(fork_prepare),
+                                Some(fork_parent),
+                                Some(fork_child),
+                            );
+                        }
+                    }
                     return heap;
                 }
                 Err(READY) => {
@@ -245,6 +258,40 @@ mod os_global {
                 }
                 Err(_) => spin_hint(),
             }
+        }
+    }
+
+    /// The process heap if it exists (the fork handlers never create it).
+    fn existing_heap() -> Option<&'static HeapInner> {
+        // Acquire pairs with the Release store in `init_heap`.
+        let p = HEAP.load(Ordering::Acquire);
+        // SAFETY: published heaps are leaked: they live forever.
+        (!p.is_null()).then(|| unsafe { &*p })
+    }
+
+    // `pthread_atfork` handlers, registered with the heap: a fork from a
+    // threaded program copies no purge in progress and no moment-long hold
+    // of an idle allocator (see `fork_gate`).
+    extern "C" fn fork_prepare() {
+        if let Some(heap) = existing_heap() {
+            heap.before_fork();
+        }
+    }
+
+    extern "C" fn fork_parent() {
+        if let Some(heap) = existing_heap() {
+            // SAFETY: `fork_prepare` ran on this thread (the handlers are
+            // registered after the heap is published, so a heap seen now
+            // was seen by the prepare handler too).
+            unsafe { heap.after_fork() };
+        }
+    }
+
+    extern "C" fn fork_child() {
+        if let Some(heap) = existing_heap() {
+            // SAFETY: `fork_prepare` ran on the thread that forked, the
+            // child's only thread.
+            unsafe { heap.after_fork_in_child() };
         }
     }
 
