@@ -110,8 +110,17 @@ pub unsafe extern "C" fn free(ptr: *mut c_void) {
     }
     // errno is preserved without saving it here: the only system call a
     // free can make (madvise, when it gives memory back) restores it.
-    // SAFETY: the caller's contract is `Attached::free`'s.
-    with_thread((), |a| unsafe { a.free(ptr.cast()) });
+    let freed = with_thread(false, |a| {
+        // SAFETY: the caller's contract is `Attached::free`'s.
+        unsafe { a.free(ptr.cast()) };
+        true
+    });
+    if let (false, Some(heap)) = (freed, crate::global::existing_heap()) {
+        // No allocator to be had (every one attached, or no room to make
+        // one): the block still goes back.
+        // SAFETY: as above.
+        unsafe { heap.free_detached(ptr.cast()) };
+    }
 }
 
 /// Allocates `count * size` zeroed bytes; null with `ENOMEM` when the

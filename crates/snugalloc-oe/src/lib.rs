@@ -214,8 +214,16 @@ pub extern "C" fn oe_allocator_malloc(size: usize) -> *mut c_void {
 #[no_mangle]
 pub unsafe extern "C" fn oe_allocator_free(ptr: *mut c_void) {
     if !ptr.is_null() {
-        // SAFETY: the caller's contract is `Attached::free`'s.
-        with_thread((), |a| unsafe { a.free(ptr.cast()) });
+        let freed = with_thread(false, |a| {
+            // SAFETY: the caller's contract is `Attached::free`'s.
+            unsafe { a.free(ptr.cast()) };
+            true
+        });
+        if let (false, Some(heap)) = (freed, heap()) {
+            // No allocator to be had: the block still goes back.
+            // SAFETY: as above.
+            unsafe { heap.free_detached(ptr.cast()) };
+        }
     }
 }
 

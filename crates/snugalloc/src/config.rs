@@ -66,15 +66,16 @@ pub struct Config {
     pub idle_retain_bytes: usize,
     /// Bytes of free chunk runs each allocator may cache instead of giving
     /// them back to the backend (a speed policy for big heaps). In force only
-    /// when the heap is at least `chunk_cache_min_heap_bytes`; 0 turns it off.
-    /// An allocation about to fail takes the cached runs of every
+    /// when the heap is at least `chunk_cache_min_heap_bytes`; 0 turns it off;
+    /// at most 64 MiB. An allocation about to fail takes the cached runs of every
     /// allocator, attached or not, before it reports out of memory.
     pub chunk_cache_bytes: usize,
     /// Smallest heap in which the per-allocator chunk cache is used: in a
     /// smaller heap every allocator's cache would strand memory others need.
     pub chunk_cache_min_heap_bytes: usize,
-    /// OS heaps only: address space to reserve (at least 1 MiB, a multiple
-    /// of `chunk_bytes`). Memory is committed on first touch.
+    /// OS heaps: address space to reserve (at least 1 MiB, a multiple of
+    /// `chunk_bytes`); memory is committed on first touch. Fixed regions
+    /// do not use it, but it is validated there too, so keep the default.
     pub os_reserve_bytes: usize,
     /// OS heaps only: free chunks still resident ("dirty") are returned to
     /// the OS at once when they exceed the most of this many bytes, a

@@ -150,10 +150,10 @@ unsafe impl GlobalAlloc for FixedGlobal {
             true
         });
         if !freed {
-            crate::platform::fatal(
-                "free with every allocator of the pool attached",
-                ptr as usize,
-            );
+            // No allocator to be had (all attached, or no room to make
+            // one): a free must still succeed.
+            // SAFETY: as above.
+            unsafe { heap.free_detached(ptr, Some(layout.size())) };
         }
     }
 
@@ -359,8 +359,16 @@ mod os_global {
     #[cold]
     #[inline(never)]
     unsafe fn dealloc_cold(ptr: *mut u8, size: usize) {
-        // SAFETY: the caller's GlobalAlloc contract for `ptr`.
-        without_local((), |a| unsafe { a.dealloc::<false>(ptr, size) })
+        let freed = without_local(false, |a| {
+            // SAFETY: the caller's GlobalAlloc contract for `ptr`.
+            unsafe { a.dealloc::<false>(ptr, size) };
+            true
+        });
+        if let (false, Some(heap)) = (freed, existing_heap()) {
+            // No allocator to be had: the block still goes back.
+            // SAFETY: as above.
+            unsafe { heap.free_detached(ptr, Some(size)) };
+        }
     }
 
     // SAFETY: blocks come from the heap's allocators, which honour size and

@@ -18,13 +18,13 @@ use crate::allocator::{tail_head, Allocator, AllocatorSlot, Counters, Shared, MI
 use crate::backend::{bitmap_words, block_words, Backend};
 use crate::config::{Config, Error};
 use crate::fork_gate::ForkGate;
-use crate::half::{open_words, Halves, HIGH, LOW};
-use crate::pagemap::{ChunkMeta, Desc, Kind, Pagemap};
+use crate::half::{open_words, Halves, Release, HIGH, LOW};
+use crate::pagemap::{ChunkMeta, Desc, FreeObject, Kind, Pagemap};
 use crate::platform::fatal_in;
 use crate::pool::Pool;
 use crate::remote::Inbox;
 use crate::run_cache::RunCache;
-use crate::size_class::{class_of, ClassTable, NUM_CLASSES};
+use crate::size_class::{class_of, class_size, ClassTable, NUM_CLASSES};
 #[cfg(feature = "std")]
 use crate::source::OS_REGION;
 use crate::source::{Source, FIXED_REGION};
@@ -73,6 +73,9 @@ pub(crate) struct HeapInner {
     /// Holds of other allocators' `busy` flags, made inside it, stop
     /// while a fork is prepared (see `fork_gate`).
     pub(crate) fork_gate: ForkGate,
+    /// Bytes freed without an allocator (`free_detached`), as a negative
+    /// count: part of the live total beside the allocators' counters.
+    detached_live: AtomicIsize,
     live_published: AtomicIsize,
     peak_live: AtomicUsize,
     #[cfg_attr(not(feature = "std"), allow(dead_code))]
@@ -235,6 +238,7 @@ impl HeapInner {
                 halves: halves_index,
                 half_bytes: if halves { half_bytes } else { 0 },
                 fork_gate: ForkGate::new(),
+                detached_live: AtomicIsize::new(0),
                 live_published: AtomicIsize::new(0),
                 peak_live: AtomicUsize::new(0),
                 region_base: base,
@@ -261,6 +265,62 @@ impl HeapInner {
         // A read-modify-write only for a new peak, so the line stays shared.
         if total > self.peak_live.load(Ordering::Relaxed) {
             self.peak_live.fetch_max(total, Ordering::Relaxed);
+        }
+    }
+
+    /// Frees `ptr` without an attached allocator, for a thread that cannot
+    /// get one (every allocator of the pool attached, or no room left to
+    /// make one): a chunk run or a half goes straight back; a slab object
+    /// is posted, alone, to its owner's inbox, as a remote free would be.
+    /// The bytes leave the live total through `detached_live`.
+    ///
+    /// # Safety
+    /// `ptr` must be a live block of this heap, not used afterwards; `size`
+    /// is the size it was allocated (and counted) with, or `None` if its
+    /// usable size was counted.
+    pub(crate) unsafe fn free_detached(&self, ptr: *mut u8, size: Option<usize>) {
+        let located = self.locate(ptr as usize, "free");
+        let usable = match located {
+            Located::Slab { class, .. } => class_size(class),
+            Located::Large { chunks, .. } => chunks << self.pagemap.chunk_shift,
+            Located::Half { .. } => self.half_bytes,
+        };
+        let bytes = size.unwrap_or(usable) as isize;
+        // Relaxed: statistics only.
+        self.detached_live.fetch_sub(bytes, Ordering::Relaxed);
+        self.publish_live(-bytes);
+        match located {
+            Located::Slab { owner, .. } => {
+                let obj = ptr.cast::<FreeObject>();
+                // SAFETY: `locate` checked that `ptr` is an object slot of a
+                // slab of `owner`; the caller gives it up, so its first word
+                // becomes the link of a list of one, handed over once.
+                unsafe {
+                    (*obj).next = core::ptr::null_mut();
+                    self.pool
+                        .slot(owner as usize)
+                        .shared
+                        .inbox
+                        .post(obj, obj, 1);
+                }
+            }
+            Located::Large { index, chunks } => {
+                // The head is the only chunk described (`Pagemap::set_large`).
+                self.pagemap.clear_run(index, 1);
+                self.backend.free_run(index, chunks);
+            }
+            Located::Half { index, half } => {
+                match self.halves.release(&self.pagemap, index, half) {
+                    Release::HalfFree => {}
+                    // The pagemap already says free.
+                    Release::ChunkFree => self.backend.free_run(index, 1),
+                    Release::NotInUse => fatal_in(
+                        "free",
+                        "double free detected (half chunk already free)",
+                        ptr as usize,
+                    ),
+                }
+            }
         }
     }
 
@@ -414,20 +474,39 @@ impl HeapInner {
                 back_off(&mut spins);
                 continue;
             }
-            let Some(id) = self.pool.new_id() else {
+            let exhausted = || {
                 if self.pool.has_idle() {
                     // Somebody detached while we looked.
-                    continue;
+                    None
+                } else {
+                    Some(Err(Error::PoolExhausted {
+                        max_allocators: self.pool.max(),
+                    }))
                 }
-                return Err(Error::PoolExhausted {
-                    max_allocators: self.pool.max(),
-                });
             };
-            return self.create_allocator(id);
+            if self.pool.created() >= self.pool.max() {
+                match exhausted() {
+                    None => continue,
+                    Some(e) => return e,
+                }
+            }
+            // The allocator's memory before its id: an id taken for an
+            // allocator that cannot be made would be lost for good.
+            let index = self.claim_allocator_run().ok_or(Error::OutOfMemory)?;
+            let Some(id) = self.pool.new_id() else {
+                self.backend.free_run(index, self.slot_chunks);
+                match exhausted() {
+                    None => continue,
+                    Some(e) => return e,
+                }
+            };
+            return Ok(self.create_allocator(id, index));
         }
     }
 
-    fn create_allocator(&self, id: usize) -> Result<&AllocatorSlot, Error> {
+    /// A run for a new allocator's metadata (reclaiming once if there is
+    /// none), or `None`.
+    fn claim_allocator_run(&self) -> Option<usize> {
         let chunks = self.slot_chunks;
         // In a fixed region allocators go to the top, away from the objects
         // first fit packs at the bottom, so they never split the free space.
@@ -440,13 +519,16 @@ impl HeapInner {
                 self.backend.alloc_run_top(chunks)
             }
         };
-        let index = match claim() {
-            Some(i) => i,
-            None => {
-                self.reclaim_others();
-                claim().ok_or(Error::OutOfMemory)?
-            }
-        };
+        claim().or_else(|| {
+            self.reclaim_others();
+            claim()
+        })
+    }
+
+    /// Makes allocator `id` (a fresh id) in the run at `index` (from
+    /// `claim_allocator_run`), attached to the caller.
+    fn create_allocator(&self, id: usize, index: usize) -> &AllocatorSlot {
+        let chunks = self.slot_chunks;
         self.pagemap.set_run(
             index,
             chunks,
@@ -474,7 +556,7 @@ impl HeapInner {
         }
         self.pool.publish(id, slot);
         // SAFETY: initialised above; lives in heap metadata.
-        Ok(unsafe { &*slot })
+        unsafe { &*slot }
     }
 
     /// Returns an attached allocator to the pool.
@@ -575,7 +657,8 @@ impl HeapInner {
         let live: isize = (0..self.pool.created())
             .filter_map(|id| self.pool.try_slot(id))
             .map(|s| s.shared.counters.live.load(Ordering::Relaxed))
-            .sum();
+            .sum::<isize>()
+            + self.detached_live.load(Ordering::Relaxed);
         let live = live.max(0) as usize;
         Stats {
             heap_bytes: self.region_bytes,
@@ -886,6 +969,24 @@ impl Heap {
         unsafe { self.inner().after_fork_in_child() }
     }
 
+    /// Frees a C-style block ([`Attached::malloc`] and the like, whose
+    /// usable size was counted) without an attached allocator: for a
+    /// thread that cannot get one, because every allocator of the pool is
+    /// attached or the heap has no room to make another. A chunk run or
+    /// half chunk goes straight back; a slab object is posted to its
+    /// owner's inbox, as another thread's free would be. `ptr` may be null.
+    ///
+    /// # Safety
+    /// As for [`Attached::free`]: `ptr` must be null or a live block of
+    /// this heap from [`Attached::malloc`] (or its C-style siblings), not
+    /// used afterwards.
+    pub unsafe fn free_detached(&self, ptr: *mut u8) {
+        if !ptr.is_null() {
+            // SAFETY: the caller's contract; the usable size was counted.
+            unsafe { self.inner().free_detached(ptr, None) }
+        }
+    }
+
     /// Usable bytes of a block (at least what was asked for), found from
     /// the pagemap alone: no allocator need be attached.
     ///
@@ -933,11 +1034,20 @@ impl Drop for Heap {
 
 /// One allocator of a heap, attached to the caller until dropped.
 ///
-/// It can be moved to another thread, but used by one at a time.
+/// It can be moved to another thread (it is `Send`), but used by one at a
+/// time (it is not `Sync`: every method takes `&mut self` or reads only).
 pub struct Attached<'h> {
     heap: &'h HeapInner,
     slot: &'h AllocatorSlot,
 }
+
+// SAFETY: the heap is shared between threads as `Heap` is (its shared
+// state is atomics, locks and busy flags); the allocator's owner-only part
+// belongs to whoever holds its `busy` flag, which this handle does, and
+// the Acquire/Release of that flag at attach and detach already orders a
+// handover between threads. Moving the handle moves that ownership; it is
+// not `Sync`, so two threads never use it at once.
+unsafe impl Send for Attached<'_> {}
 
 impl Attached<'_> {
     #[inline(always)]
@@ -1204,7 +1314,11 @@ mod tests {
     fn no_idle_allocator_is_held_while_a_fork_is_prepared() {
         use std::sync::mpsc;
         // Under Miri, a short run of the same.
-        let (mib, count) = if cfg!(miri) { (4, 2_000) } else { (32, 200_000) };
+        let (mib, count) = if cfg!(miri) {
+            (4, 2_000)
+        } else {
+            (32, 200_000)
+        };
         let mut region = std::vec![0u8; mib << 20];
         let len = region.len();
         // No kept foreign objects: every remote free goes home in batches.

@@ -62,6 +62,18 @@ fn fatal_bytes(msg: &[u8]) -> ! {
 
 #[cfg(not(feature = "std"))]
 fn fatal_bytes(msg: &[u8]) -> ! {
+    no_unwind_panic(msg.as_ptr(), msg.len())
+}
+
+/// Without an OS there is no `abort`: the program's panic handler gets the
+/// message. The function is `extern "C"`, out of which a panic may not
+/// unwind, so if the handler unwinds the program aborts rather than unwind
+/// through the allocator (and out of a `GlobalAlloc` method, which is
+/// undefined behaviour).
+#[cfg(not(feature = "std"))]
+extern "C" fn no_unwind_panic(ptr: *const u8, len: usize) -> ! {
+    // SAFETY: `ptr` and `len` describe the live slice `fatal_bytes` got.
+    let msg = unsafe { core::slice::from_raw_parts(ptr, len) };
     let text = core::str::from_utf8(msg).unwrap_or("snugalloc: fatal error");
     panic!("{}", text.trim_end())
 }

@@ -201,6 +201,94 @@ fn pool_reuses_the_most_recently_detached_allocator() {
     assert!(limited.attach().is_ok());
 }
 
+/// A thread that cannot get an allocator (every one of the pool attached)
+/// can still free: chunk runs and half chunks go straight back, slab
+/// objects to their owner's inbox; the live count follows, and everything
+/// is back once the owner has taken its inbox.
+#[test]
+fn blocks_are_freed_without_an_allocator_when_none_can_be_had() {
+    let heap = fixed_heap_with(
+        16 * MIB,
+        Config {
+            max_allocators: 1,
+            ..Config::for_region(16 * MIB)
+        },
+    );
+    let start = heap.stats();
+    let mut owner = heap.attach().expect("attach");
+    // Slab objects, a half chunk (1-2 KiB), chunk runs small and large.
+    let sizes = [24, 200, 1000, 1500, 3000, 20_000, 300_000];
+    let blocks: Vec<*mut u8> = sizes.iter().map(|&n| owner.malloc(n)).collect();
+    assert!(blocks.iter().all(|p| !p.is_null()));
+    assert_eq!(
+        heap.attach().err(),
+        Some(Error::PoolExhausted { max_allocators: 1 })
+    );
+    let live = heap.stats().live_bytes;
+    assert!(live >= sizes.iter().sum::<usize>());
+    for &p in &blocks {
+        // SAFETY: live blocks of this heap from `malloc`, freed once.
+        unsafe { heap.free_detached(p) };
+    }
+    // SAFETY: null is ignored.
+    unsafe { heap.free_detached(std::ptr::null_mut()) };
+    assert_eq!(
+        heap.stats().live_bytes,
+        start.live_bytes,
+        "every byte left the live count"
+    );
+    // The owner takes its inbox (on its next slow path, or at detach); then
+    // nothing is held.
+    drop(owner);
+    heap.reclaim();
+    let end = heap.stats();
+    assert_eq!(
+        end.reserved_bytes,
+        start.reserved_bytes + end.metadata_bytes - start.metadata_bytes
+    );
+    assert!(heap.attach().is_ok());
+}
+
+/// An attach that cannot make an allocator because the region is full
+/// uses up no pool id: once memory is back, the pool still grows to its
+/// limit (before, each failure took an id for good, and the pool ended up
+/// "exhausted" with no allocator attached).
+#[test]
+fn attaches_that_fail_for_memory_use_up_no_pool_ids() {
+    let heap = fixed_heap_with(
+        4 * MIB,
+        Config {
+            max_allocators: 4,
+            ..Config::for_region(4 * MIB)
+        },
+    );
+    let mut a = heap.attach().expect("attach");
+    let mut blocks = Vec::new();
+    loop {
+        let p = a.malloc(4096);
+        if p.is_null() {
+            break;
+        }
+        blocks.push(p);
+    }
+    for _ in 0..10 {
+        assert_eq!(heap.attach().err(), Some(Error::OutOfMemory));
+    }
+    for p in blocks {
+        // SAFETY: live blocks from `malloc`, freed once.
+        unsafe { a.free(p) };
+    }
+    let others: Vec<_> = (0..3)
+        .map(|_| heap.attach().expect("an id is left"))
+        .collect();
+    assert_eq!(heap.stats().allocators, 4);
+    assert_eq!(
+        heap.attach().err(),
+        Some(Error::PoolExhausted { max_allocators: 4 })
+    );
+    drop(others);
+}
+
 #[test]
 fn live_and_peak_counters_follow_requests() {
     let heap = fixed_heap(8 * MIB);
@@ -796,4 +884,26 @@ fn half_chunks_can_be_switched_off() {
         heap.snapshot().stats.reserved_bytes,
         heap.stats().metadata_bytes
     );
+}
+
+/// An `Attached` is `Send`: attached on one thread, used and detached on
+/// another, as its documentation says.
+#[test]
+fn an_attached_allocator_moves_to_another_thread() {
+    let heap = fixed_heap(8 * MIB);
+    let mut a = heap.attach().expect("attach");
+    let p = a.malloc(100) as usize;
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            let q = a.malloc(200);
+            assert!(!q.is_null());
+            // SAFETY: both are live blocks of this heap, freed once.
+            unsafe {
+                a.free(q);
+                a.free(p as *mut u8);
+            }
+            drop(a);
+        });
+    });
+    assert_eq!(heap.stats().live_bytes, 0);
 }
