@@ -91,7 +91,6 @@ fn snugalloc_oe_h_matches_libsnugalloc_oe_so() {
 
 #[test]
 fn headers_compile_as_c_and_cxx() {
-    let include = common::root().join("include");
     for (compiler, lang) in [("cc", "c"), ("c++", "c++")] {
         if Command::new(compiler).arg("--version").output().is_err() {
             println!("SKIPPED: {compiler} is not installed");
@@ -99,53 +98,19 @@ fn headers_compile_as_c_and_cxx() {
         }
         for header in ["snugalloc.h", "snugalloc_oe.h"] {
             let src = format!("#include <stdlib.h>\n#include \"{header}\"\n#include \"{header}\"\nint main(void) {{ return 0; }}\n");
-            let mut child = Command::new(compiler)
-                .args([
-                    "-x",
-                    lang,
-                    "-Wall",
-                    "-Wextra",
-                    "-Werror",
-                    "-fsyntax-only",
-                    "-I",
-                ])
-                .arg(&include)
-                .arg("-")
-                .stdin(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(src.as_bytes())
-                .unwrap();
             assert!(
-                child.wait().unwrap().success(),
+                compiles(compiler, lang, &[], &src),
                 "{header} does not compile as {lang}"
             );
         }
     }
     // Both headers together (the OE one skips what snugalloc.h declares).
-    let status = Command::new("cc")
-        .args(["-Wall", "-Werror", "-fsyntax-only", "-I"])
-        .arg(&include)
-        .arg("-x")
-        .arg("c")
-        .arg("-")
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin
-                .take()
-                .unwrap()
-                .write_all(b"#include \"snugalloc.h\"\n#include \"snugalloc_oe.h\"\nint main(void){struct snugalloc_stats s; snugalloc_stats(&s); return 0;}\n")?;
-            c.wait()
-        })
-        .unwrap();
-    assert!(status.success());
+    assert!(compiles(
+        "cc",
+        "c",
+        &[],
+        "#include \"snugalloc.h\"\n#include \"snugalloc_oe.h\"\nint main(void){struct snugalloc_stats s; snugalloc_stats(&s); return 0;}\n"
+    ));
 }
 
 /// Global symbols an archive's members define and those they leave
@@ -279,7 +244,7 @@ int main(void) {
 /// Whether `src` compiles (syntax and types only) as `lang` with `-Wall
 /// -Wextra -Werror`, with `include/` and `extra` on the include path;
 /// prints the compiler's complaints when it does not.
-fn compiles(compiler: &str, lang: &str, extra: &std::path::Path, src: &str) -> bool {
+fn compiles(compiler: &str, lang: &str, extra: &[&std::path::Path], src: &str) -> bool {
     use std::io::Write;
     let mut child = Command::new(compiler)
         .args([
@@ -292,8 +257,11 @@ fn compiles(compiler: &str, lang: &str, extra: &std::path::Path, src: &str) -> b
             "-I",
         ])
         .arg(common::root().join("include"))
-        .arg("-I")
-        .arg(extra)
+        .args(
+            extra
+                .iter()
+                .flat_map(|dir| [std::ffi::OsStr::new("-I"), dir.as_os_str()]),
+        )
         .arg("-")
         .stdin(std::process::Stdio::piped())
         .spawn()
@@ -389,7 +357,7 @@ fn headers_work_in_either_order_and_beside_open_enclaves() {
         }
         for (what, include, headers) in cases {
             assert!(
-                compiles(compiler, lang, include, &format!("{headers}{body}")),
+                compiles(compiler, lang, &[include], &format!("{headers}{body}")),
                 "{what} does not compile as {lang}:\n{headers}"
             );
         }

@@ -27,7 +27,7 @@
 //! off again at once; the closer counts it while it does, so it waits for
 //! it too.
 
-use crate::sync::{spin_hint, AtomicUsize, CachePadded, Ordering};
+use crate::sync::{AtomicUsize, CachePadded, Ordering};
 
 /// Set in the state while the gate is closed.
 const CLOSED: usize = 1 << (usize::BITS - 1);
@@ -75,12 +75,7 @@ impl ForkGate {
         let mut spins = 0u32;
         // Acquire pairs with the Release of each thread's leaving.
         while self.state.load(Ordering::Acquire) != CLOSED {
-            spins += 1;
-            if spins < 64 {
-                spin_hint();
-            } else {
-                crate::platform::yield_now();
-            }
+            crate::heap::back_off(&mut spins);
         }
     }
 

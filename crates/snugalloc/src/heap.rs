@@ -24,7 +24,7 @@ use crate::platform::fatal_in;
 use crate::pool::Pool;
 use crate::remote::Inbox;
 use crate::run_cache::RunCache;
-use crate::size_class::{class_of, class_size, ClassTable, NUM_CLASSES};
+use crate::size_class::{class_of, ClassTable, NUM_CLASSES};
 #[cfg(feature = "std")]
 use crate::source::OS_REGION;
 use crate::source::{Source, FIXED_REGION};
@@ -135,7 +135,7 @@ fn slot_chunks(chunk_bytes: usize) -> usize {
 
 /// Waits a little before looking again: spins briefly, then yields, so a
 /// thread that was preempted holding what we need gets to run.
-fn back_off(spins: &mut u32) {
+pub(crate) fn back_off(spins: &mut u32) {
     *spins += 1;
     if *spins < 64 {
         spin_hint();
@@ -280,12 +280,7 @@ impl HeapInner {
     /// usable size was counted.
     pub(crate) unsafe fn free_detached(&self, ptr: *mut u8, size: Option<usize>) {
         let located = self.locate(ptr as usize, "free");
-        let usable = match located {
-            Located::Slab { class, .. } => class_size(class),
-            Located::Large { chunks, .. } => chunks << self.pagemap.chunk_shift,
-            Located::Half { .. } => self.half_bytes,
-        };
-        let bytes = size.unwrap_or(usable) as isize;
+        let bytes = size.unwrap_or_else(|| self.usable_bytes(&located)) as isize;
         // Relaxed: statistics only.
         self.detached_live.fetch_sub(bytes, Ordering::Relaxed);
         self.publish_live(-bytes);
@@ -421,7 +416,12 @@ impl HeapInner {
     #[cold]
     #[inline(never)]
     fn usable_size_slow(&self, addr: usize) -> usize {
-        match self.locate(addr, "usable size") {
+        self.usable_bytes(&self.locate(addr, "usable size"))
+    }
+
+    /// Usable bytes of a located block.
+    fn usable_bytes(&self, located: &Located) -> usize {
+        match *located {
             // `locate` checked the class is in range (0 is unreachable).
             Located::Slab { class, .. } => self
                 .classes
@@ -474,31 +474,22 @@ impl HeapInner {
                 back_off(&mut spins);
                 continue;
             }
-            let exhausted = || {
+            if self.pool.created() >= self.pool.max() {
                 if self.pool.has_idle() {
                     // Somebody detached while we looked.
-                    None
-                } else {
-                    Some(Err(Error::PoolExhausted {
-                        max_allocators: self.pool.max(),
-                    }))
+                    continue;
                 }
-            };
-            if self.pool.created() >= self.pool.max() {
-                match exhausted() {
-                    None => continue,
-                    Some(e) => return e,
-                }
+                return Err(Error::PoolExhausted {
+                    max_allocators: self.pool.max(),
+                });
             }
             // The allocator's memory before its id: an id taken for an
             // allocator that cannot be made would be lost for good.
             let index = self.claim_allocator_run().ok_or(Error::OutOfMemory)?;
             let Some(id) = self.pool.new_id() else {
+                // Another thread took the last id meanwhile: look again.
                 self.backend.free_run(index, self.slot_chunks);
-                match exhausted() {
-                    None => continue,
-                    Some(e) => return e,
-                }
+                continue;
             };
             return Ok(self.create_allocator(id, index));
         }
