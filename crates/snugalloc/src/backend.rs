@@ -75,7 +75,9 @@
 //! - a chunk's used bit is set exactly while someone holds it (an
 //!   allocation, a claim in progress, or a purge);
 //! - `reserved_chunks` counts chunks handed out by `alloc_run`/`try_grow`
-//!   and not yet freed;
+//!   and not yet freed; a free subtracts before it releases the chunks,
+//!   so a chunk is never counted twice and `peak_reserved_chunks` never
+//!   exceeds `chunks`;
 //! - with no claim or free in progress, bit `b` of `blocks` is set exactly
 //!   when chunks `8b .. 8b + 8` are all free (so never for a last block
 //!   that runs past `chunks`: its padding bits are set).
@@ -1010,8 +1012,13 @@ impl Backend {
             let before = self.last_dirty_change_ms.swap(now, Ordering::Relaxed);
             quiet = now.saturating_sub(before) >= self.decommit_delay_ms;
         }
-        self.release_bits(start, n);
+        // Uncounted before the bits are released: a claimer that takes
+        // these chunks (acquiring the release below) counts them after our
+        // subtraction, so the count, and the peak raised from it, never
+        // holds a chunk twice. (Counted the other way round, a thread
+        // preempted between the two let the peak pass the heap's size.)
         self.reserved_chunks.fetch_sub(n, Ordering::Relaxed);
+        self.release_bits(start, n);
         self.lower_hints(start, n);
         self.decommit_if_due(quiet);
     }
@@ -2000,6 +2007,29 @@ mod loom_tests {
             let theirs = t.join().expect("claimer");
             assert!(mine.is_some() != theirs.is_some(), "{mine:?} {theirs:?}");
             assert_eq!(mine.or(theirs), Some(63));
+        });
+    }
+
+    /// A free races with a claim of the same chunks: the count never holds
+    /// them twice, so the peak stays at the backend's size (it reached 16
+    /// of 8 with the free's subtraction after its release).
+    #[test]
+    fn a_run_freed_and_claimed_at_once_is_counted_once() {
+        loom::model(|| {
+            let b = backend(8);
+            assert_eq!(b.alloc_run(8, 0), Some(0));
+            let b2 = Arc::clone(&b);
+            let t = loom::thread::spawn(move || b2.free_run(0, 8));
+            let mine = loop {
+                if let Some(start) = b.alloc_run(8, 0) {
+                    break start;
+                }
+                loom::thread::yield_now();
+            };
+            t.join().expect("freer");
+            assert_eq!(b.peak_reserved_chunks(), 8);
+            assert_eq!(b.reserved_chunks(), 8);
+            b.free_run(mine, 8);
         });
     }
 
