@@ -11,7 +11,9 @@
 //! comparison of configurations than the search's answer); `TABLES=1`
 //! prints the allocator's size-class table at the reserved peak of the
 //! replay in 64 MiB (or in MIB), and the live bytes by block size at the
-//! peak of live bytes.
+//! peak of live bytes; `ONE_ALLOCATOR=1` gives every virtual thread the
+//! same handle, attached once (for snugalloc, one allocator and no
+//! per-thread slabs: the floor of any design without them).
 
 use clap::Parser;
 use snugalloc_sim::alloc::parse_alloc_list;
@@ -51,6 +53,7 @@ fn main() -> Result<(), String> {
         s.mean_slice = slice;
     }
     s.tables = std::env::var_os("TABLES").is_some_and(|v| v == "1");
+    s.one_allocator = std::env::var_os("ONE_ALLOCATOR").is_some_and(|v| v == "1");
     // GRID=40,41,42 and SEEDS=n: out-of-memory counts at those sizes for
     // seeds 1..=n (a finer comparison than the bisection's answer).
     if let Ok(grid) = std::env::var("GRID") {

@@ -39,6 +39,13 @@ pub struct Schedule {
     /// Whether to take the size-class table at the reserved peak (a walk
     /// of the allocator's metadata at every new sampled peak).
     pub tables: bool,
+    /// Whether every virtual thread uses one handle, attached once for the
+    /// whole replay, instead of attaching its own for each ECall. A
+    /// diagnostic, not a way to run an allocator: with snugalloc it is one
+    /// allocator for every thread (no per-thread slabs, no remote frees),
+    /// which is the floor any design without per-thread slabs could reach
+    /// with the same placement.
+    pub one_allocator: bool,
 }
 
 impl Default for Schedule {
@@ -48,6 +55,7 @@ impl Default for Schedule {
             mean_slice: 1500,
             ops_per_s: 10_000_000,
             tables: false,
+            one_allocator: false,
         }
     }
 }
@@ -203,13 +211,22 @@ pub fn replay(alloc: &dyn RegionAlloc, p: &Params, s: Schedule) -> ReplayOutcome
     let mut peak_reserved = 0u64;
     let mut class_table_at_peak = None;
     let sleep_ops = (p.other_sleep.as_secs_f64() * s.ops_per_s as f64) as u64;
+    let mut shared = if s.one_allocator {
+        Some(
+            alloc
+                .attach()
+                .expect("an allocator can attach before the replay starts"),
+        )
+    } else {
+        None
+    };
     while w.done < s.ops {
         let t = &mut threads[sched.below(n)];
         let slice = 1 + sched.below((2 * s.mean_slice.max(1) - 1) as usize) as u64;
         let end = w.done + slice;
         while w.done < end {
             let before = w.done;
-            if !step(alloc, p, &s, t, &mut w, sleep_ops) {
+            if !step(alloc, p, &s, t, &mut shared, &mut w, sleep_ops) {
                 // Asleep: the core idles for a turn, and virtual time goes
                 // on (so a replay of sleeping threads alone still ends).
                 w.done += 1;
@@ -231,11 +248,13 @@ pub fn replay(alloc: &dyn RegionAlloc, p: &Params, s: Schedule) -> ReplayOutcome
     for t in threads.iter_mut() {
         t.handle = None;
     }
-    let mut h = Some(
-        alloc
-            .attach()
-            .expect("an allocator can attach once every virtual thread has detached"),
-    );
+    let mut h = shared.or_else(|| {
+        Some(
+            alloc
+                .attach()
+                .expect("an allocator can attach once every virtual thread has detached"),
+        )
+    });
     for t in threads.iter_mut() {
         let blocks = t
             .local
@@ -260,6 +279,18 @@ pub fn replay(alloc: &dyn RegionAlloc, p: &Params, s: Schedule) -> ReplayOutcome
     }
 }
 
+/// The handle a virtual thread works through: the one shared by every
+/// thread ([`Schedule::one_allocator`]), else its own.
+fn handle<'x, 'a>(
+    own: &'x mut Option<Box<dyn Handle + 'a>>,
+    shared: &'x mut Option<Box<dyn Handle + 'a>>,
+) -> Option<&'x mut (dyn Handle + 'a)> {
+    match shared {
+        Some(h) => Some(h.as_mut()),
+        None => own.as_deref_mut(),
+    }
+}
+
 /// One step of virtual thread `t`: one operation, or a phase change.
 /// Returns false when the thread cannot go on now (asleep).
 fn step<'a>(
@@ -267,6 +298,7 @@ fn step<'a>(
     p: &Params,
     s: &Schedule,
     t: &mut VThread<'a>,
+    shared: &mut Option<Box<dyn Handle + 'a>>,
     w: &mut World,
     sleep_ops: u64,
 ) -> bool {
@@ -275,15 +307,17 @@ fn step<'a>(
             if w.done < wake_at {
                 return false;
             }
-            t.handle = alloc.attach();
-            if t.handle.is_none() {
-                return false;
+            if shared.is_none() {
+                t.handle = alloc.attach();
+                if t.handle.is_none() {
+                    return false;
+                }
             }
             t.phase = Phase::Alloc { done: 0 };
         }
         Phase::Alloc { done } => {
             let mut sink = ReplaySink {
-                h: t.handle.as_deref_mut(),
+                h: handle(&mut t.handle, shared),
                 w,
             };
             t.phase = match alloc_step(
@@ -316,11 +350,11 @@ fn step<'a>(
             } else {
                 let i = t.gen.rng.below(t.local.len());
                 let b = t.local.swap_remove(i);
-                free(t.handle.as_deref_mut(), w, b);
+                free(handle(&mut t.handle, shared), w, b);
             }
         }
         Phase::Trim => match t.victims.pop() {
-            Some(b) => free(t.handle.as_deref_mut(), w, b),
+            Some(b) => free(handle(&mut t.handle, shared), w, b),
             None => {
                 t.handle = None;
                 let wake_at = if t.other { w.done + sleep_ops } else { 0 };
@@ -408,6 +442,72 @@ mod tests {
         assert_ne!(
             once("snugalloc", 64, 7).peak_requested_bytes,
             once("snugalloc", 64, 8).peak_requested_bytes
+        );
+    }
+
+    /// Forwards to an allocator and counts its attaches.
+    struct CountingAttaches {
+        inner: Box<dyn RegionAlloc>,
+        attaches: std::sync::atomic::AtomicUsize,
+    }
+
+    impl RegionAlloc for CountingAttaches {
+        fn label(&self) -> String {
+            self.inner.label()
+        }
+        fn attach(&self) -> Option<Box<dyn Handle + '_>> {
+            self.attaches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.attach()
+        }
+        fn reserved_bytes(&self) -> usize {
+            self.inner.reserved_bytes()
+        }
+        fn peak_reserved_bytes(&self) -> Option<usize> {
+            self.inner.peak_reserved_bytes()
+        }
+        fn region(&self) -> Option<&Region> {
+            self.inner.region()
+        }
+        fn check(&self) -> Vec<String> {
+            self.inner.check()
+        }
+    }
+
+    #[test]
+    fn one_allocator_replays_the_same_workload_through_one_attach() {
+        let run = |one_allocator: bool| {
+            let a = CountingAttaches {
+                inner: AllocSpec::parse("snugalloc")
+                    .and_then(|s| s.build(Region::map(64 << 20)?))
+                    .expect("build"),
+                attaches: Default::default(),
+            };
+            let s = Schedule {
+                ops: 1_000_000,
+                one_allocator,
+                ..Schedule::default()
+            };
+            let o = replay(&a, &params(3), s);
+            assert!(a.check().is_empty(), "{:?}", a.check());
+            (o, a.attaches.into_inner())
+        };
+        let (own, own_attaches) = run(false);
+        let (one, one_attaches) = run(true);
+        assert_eq!(one_attaches, 1);
+        // One per ECall (thousands), plus the final one.
+        assert!(own_attaches > 1000, "{own_attaches}");
+        // Same requests in the same order: the workload does not depend on
+        // the handles.
+        assert_eq!(own.oom_count + one.oom_count, 0);
+        assert_eq!(own.peak_requested_bytes, one.peak_requested_bytes);
+        // What the diagnostic is for: per-thread slabs cost memory, so one
+        // allocator holds less at its peak.
+        assert!(
+            one.peak_reserved_bytes < own.peak_reserved_bytes,
+            "{} vs {}",
+            one.peak_reserved_bytes,
+            own.peak_reserved_bytes
         );
     }
 
