@@ -395,9 +395,10 @@ fn cmd_min_heap(args: &MinHeapArgs) -> Result<bool, Failure> {
     };
     let report = |label: &str, p: &minheap::Probe| {
         eprintln!(
-            "snugalloc-sim:   {label:<24} {:>5} MiB: {} OOM, peak reserved {:.2} MiB",
+            "snugalloc-sim:   {label:<24} {:>5} MiB: {} OOM in {:.1} s, peak reserved {:.2} MiB",
             p.heap_mib,
             p.oom_count,
+            p.seconds,
             units::mib(p.peak_reserved_bytes as f64)
         );
     };

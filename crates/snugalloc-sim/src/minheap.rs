@@ -35,8 +35,13 @@ pub struct Probe {
     pub oom_count: u64,
     /// Corrupted or escaping blocks (must be zero).
     pub integrity_failures: u64,
-    /// Peak reserved bytes in the probe.
+    /// Peak reserved bytes in the probe: the allocator's exact peak where
+    /// it keeps one, else the highest sample. A probe stops at the first
+    /// sample after a failure, so a failed probe's peak is that of the
+    /// part it ran.
     pub peak_reserved_bytes: u64,
+    /// Seconds the probe ran (less than the duration when it failed).
+    pub seconds: f64,
     /// Peak live requested bytes in the probe.
     pub peak_requested_bytes: u64,
 }
@@ -70,12 +75,16 @@ pub struct Search<'a> {
 fn probe_at(s: &Search<'_>, heap_mib: usize) -> Result<Probe, String> {
     let region = Region::map(heap_mib * MIB)?;
     let alloc = s.spec.build(region)?;
-    let sum = Summary::of(&(s.probe)(alloc.as_ref()));
+    let outcome = (s.probe)(alloc.as_ref());
+    let sum = Summary::of(&outcome);
     let p = Probe {
         heap_mib,
         oom_count: sum.oom_count,
         integrity_failures: sum.corruption_count + sum.escape_count,
-        peak_reserved_bytes: sum.peak_reserved_bytes,
+        peak_reserved_bytes: sum
+            .exact_peak_reserved_bytes
+            .unwrap_or(sum.peak_reserved_bytes),
+        seconds: outcome.elapsed_s,
         peak_requested_bytes: sum.peak_requested_bytes,
     };
     (s.report)(&alloc.label(), &p);
