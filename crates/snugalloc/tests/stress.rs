@@ -204,6 +204,15 @@ fn exhaust_repeatedly(config: Config, rounds: usize) {
         nulls.load(Ordering::Relaxed) > 0,
         "the region was never exhausted"
     );
+    // A free racing a claim of the same chunks must not count them twice:
+    // the exact peak cannot pass what the region holds.
+    let s = heap.stats();
+    assert!(
+        s.peak_reserved_bytes <= s.heap_bytes,
+        "peak reserved {} B in a heap of {} B",
+        s.peak_reserved_bytes,
+        s.heap_bytes
+    );
     assert_eq!(
         cached_seen > 0,
         caching,
