@@ -1256,8 +1256,12 @@ impl Allocator {
     fn reclaim_heap(&mut self) {
         self.reclaim_own();
         self.heap().reclaim_others();
-        // Frees other allocators just sent us.
+        // Frees other allocators just sent us. The slabs they empty go
+        // back too (a bin keeps an emptied head, and a cache keeps
+        // runs), or the retry that follows could not use them.
         self.drain_inbox();
+        self.release_empty_slabs(0);
+        self.flush_cache();
     }
 
     /// Checks the bins against the slab invariants; run at detach in debug

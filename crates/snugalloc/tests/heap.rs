@@ -619,6 +619,44 @@ fn runs_cached_by_an_attached_allocator_are_taken_before_out_of_memory() {
 }
 
 #[test]
+fn a_slab_emptied_by_the_frees_a_reclaim_gathers_serves_the_retry() {
+    // `owner`'s only slab of a class holds one object, which `other`
+    // freed and keeps as a foreign object while idle. When `owner` runs
+    // out of chunks, its reclaim sends that object home and the slab
+    // empties: its chunk must reach the backend before the retry, not
+    // stay behind as the bin's kept empty head.
+    let heap = fixed_heap(4 * MIB);
+    let chunk = heap.stats().chunk_bytes;
+    let small = Layout::from_size_align(200, 8).expect("layout");
+    let run = Layout::from_size_align(chunk, 16).expect("layout");
+    let mut owner = heap.attach().expect("attach");
+    let mut other = heap.attach().expect("attach");
+    let p = owner.alloc(small);
+    assert!(!p.is_null());
+    // SAFETY: allocated above with `small`, freed once.
+    unsafe { other.dealloc(p, small) };
+    drop(other);
+    assert!(heap.snapshot().foreign_bytes > 0, "{}", heap.snapshot());
+    let free_chunks = heap.stats().free_bytes / chunk;
+    let runs: Vec<_> =
+        core::iter::from_fn(|| Some(owner.alloc(run)).filter(|p| !p.is_null())).collect();
+    assert_eq!(
+        runs.len(),
+        free_chunks + 1,
+        "the slab's chunk was not used\n{}",
+        heap.snapshot()
+    );
+    for &q in &runs {
+        // SAFETY: allocated above with `run`, freed once.
+        unsafe { owner.dealloc(q, run) };
+    }
+    drop(owner);
+    heap.reclaim();
+    assert_eq!(heap.stats().live_bytes, 0);
+    assert_eq!(object_chunk_bytes(&heap), 0, "{}", heap.snapshot());
+}
+
+#[test]
 fn layout_map_shows_every_kind_of_chunk() {
     let heap = fixed_heap(MIB);
     let chunk = heap.config().chunk_bytes;
