@@ -24,8 +24,10 @@
 //!   below a search's result that lands while the search runs, before its
 //!   raise), until the next free below them lowers them again; so a
 //!   search that fails from a hint is repeated from word 0, and one that
-//!   fails while another thread rolled back a claim is repeated, so a
-//!   transient claim never causes a false out-of-memory.
+//!   fails while another thread holds chunks it may give back (a claim of
+//!   a run across words, which sets one word at a time, or a purge), or
+//!   after one gave them back, is repeated, so a transient claim never
+//!   causes a false out-of-memory.
 //! - **Free-blocks index** (`blocks`): one bit per aligned block of 8 chunks
 //!   (a byte of the used bitmap), set when the whole block is free. Every
 //!   free run of 15 chunks or more holds a free block, and a run is its
@@ -85,7 +87,7 @@
 use crate::config::Config;
 use crate::platform;
 use crate::source::Source;
-use crate::sync::model::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::model::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::sync::{spin_hint, CachePadded};
 
 const WORD_BITS: usize = 64;
@@ -131,6 +133,9 @@ pub(crate) struct Backend {
     hints: CachePadded<[AtomicUsize; HINTS]>,
     /// Bumped after every rolled-back claim and every purge.
     rollbacks: AtomicUsize,
+    /// Claims of runs across words and purges in progress: they hold
+    /// chunks they may give back (see `claim_retrying`).
+    holding: CachePadded<AtomicUsize>,
     dirty_chunks: AtomicUsize,
     /// When chunks were last marked dirty (freed) or dirty chunks reused.
     last_dirty_change_ms: AtomicU64,
@@ -305,6 +310,7 @@ impl Backend {
             decommit_epoch_ms: config.decommit_epoch_ms,
             hints: CachePadded(core::array::from_fn(|_| AtomicUsize::new(0))),
             rollbacks: AtomicUsize::new(0),
+            holding: CachePadded(AtomicUsize::new(0)),
             dirty_chunks: AtomicUsize::new(0),
             last_dirty_change_ms: AtomicU64::new(platform::now_ms()),
             epoch_ms: AtomicU64::new(platform::now_ms()),
@@ -450,6 +456,14 @@ impl Backend {
     /// conflict, clears what it set and returns false.
     fn try_claim(&self, start: usize, n: usize) -> bool {
         let end = start + n;
+        // A run across words is set one word at a time, so other threads
+        // can see part of it held and fail a search that a roll-back
+        // would have let succeed: counted while in progress. SeqCst: see
+        // `claim_retrying`.
+        let across = start / WORD_BITS != (end - 1) / WORD_BITS;
+        if across {
+            self.holding.fetch_add(1, Ordering::SeqCst);
+        }
         let mut pos = start;
         while pos < end {
             let (word, mask, take) = segment(pos, end);
@@ -466,6 +480,9 @@ impl Backend {
                     // Release pairs with the Acquire load in `alloc_run`: a
                     // search that failed meanwhile sees the change and retries.
                     self.rollbacks.fetch_add(1, Ordering::Release);
+                    if across {
+                        self.holding.fetch_sub(1, Ordering::SeqCst);
+                    }
                     return false;
                 }
                 // Acquire pairs with the Release in `release_bits`: the last
@@ -481,6 +498,9 @@ impl Backend {
                 }
             }
             pos += take;
+        }
+        if across {
+            self.holding.fetch_sub(1, Ordering::SeqCst);
         }
         true
     }
@@ -623,8 +643,18 @@ impl Backend {
     }
 
     /// Runs `pass` (one search-and-claim) until it claims a run. A failed
-    /// pass is repeated only if another thread rolled a claim back while it
-    /// ran, so a transient claim never causes a false failure.
+    /// pass is repeated while another thread holds chunks it may give back,
+    /// or if one gave some back while it ran, so a transient claim never
+    /// causes a false failure (up to 64 passes, so a thread that holds
+    /// chunks while it is descheduled cannot keep us waiting for good).
+    ///
+    /// Why the count of holders suffices: a holder counts itself (SeqCst)
+    /// before its first compare-and-swap (SeqCst). If the pass read one of
+    /// its words, the fence below follows that write in the SeqCst order,
+    /// so the load after it reads the count with the holder in it, or a
+    /// later value written when the holder was done; that decrement comes
+    /// after its roll-back's bump, which the load (SeqCst, so acquiring)
+    /// then sees.
     fn claim_retrying(&self, mut pass: impl FnMut() -> Option<usize>) -> Option<usize> {
         for _ in 0..64 {
             // Acquire pairs with the Release bump in `try_claim`.
@@ -632,7 +662,10 @@ impl Backend {
             if let Some(start) = pass() {
                 return Some(start);
             }
-            if self.rollbacks.load(Ordering::Acquire) == epoch {
+            fence(Ordering::SeqCst);
+            if self.holding.load(Ordering::SeqCst) == 0
+                && self.rollbacks.load(Ordering::Acquire) == epoch
+            {
                 return None;
             }
             spin_hint();
@@ -1151,7 +1184,11 @@ impl Backend {
             if long_runs_only && len < MIN_PURGE_CHUNKS {
                 continue;
             }
+            // Counted while held, like a claim across words (see
+            // `claim_retrying`), until the bump below.
+            self.holding.fetch_add(1, Ordering::SeqCst);
             if !self.try_claim(start, len) {
+                self.holding.fetch_sub(1, Ordering::SeqCst);
                 continue;
             }
             let cleared = self.clear_dirty(start, len);
@@ -1169,6 +1206,7 @@ impl Backend {
             // Release pairs with the Acquire in `alloc_run`: a search
             // that failed while we held these chunks retries.
             self.rollbacks.fetch_add(1, Ordering::Release);
+            self.holding.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -2007,6 +2045,35 @@ mod loom_tests {
             let theirs = t.join().expect("claimer");
             assert!(mine.is_some() != theirs.is_some(), "{mine:?} {theirs:?}");
             assert_eq!(mine.or(theirs), Some(63));
+        });
+    }
+
+    /// A claim across two words holds the first while a one-chunk claim
+    /// takes a chunk of the second, so it rolls back; a search for three
+    /// chunks that fails meanwhile (only two free chunks in sight) must
+    /// look again: it may fail only if the long claim succeeded. (Before
+    /// the count of holders, a search retried only if a roll-back had
+    /// already happened, and reported out of memory with 64 chunks free.)
+    #[test]
+    fn a_search_that_meets_a_claim_in_progress_does_not_fail_falsely() {
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(3);
+        model.max_branches = 100_000;
+        model.check(|| {
+            let b = backend(128);
+            // Chunks 0..67 free, the rest held.
+            assert_eq!(b.alloc_run(128, 0), Some(0));
+            b.free_run(0, 67);
+            let (b2, b3) = (Arc::clone(&b), Arc::clone(&b));
+            let long = loom::thread::spawn(move || b2.alloc_run(67, 0));
+            let one = loom::thread::spawn(move || b3.alloc_run(1, 0));
+            let three = b.alloc_run(3, 0);
+            let long = long.join().expect("long claim");
+            let one = one.join().expect("one-chunk claim");
+            assert!(
+                three.is_some() || long.is_some(),
+                "3 chunks refused while 67 were free ({long:?}, {one:?})"
+            );
         });
     }
 

@@ -15,9 +15,13 @@ pub(crate) use core::sync::atomic::{
 /// (`RUSTFLAGS="--cfg loom"`): loom's under that flag, core's otherwise.
 pub(crate) mod model {
     #[cfg(not(loom))]
-    pub(crate) use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use core::sync::atomic::{
+        fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering,
+    };
     #[cfg(loom)]
-    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use loom::sync::atomic::{
+        fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering,
+    };
 }
 
 /// Tells the processor we are spinning.
