@@ -545,6 +545,9 @@ impl Backend {
         if dirty > 0 {
             let left = self.dirty_chunks.fetch_sub(dirty, Ordering::Relaxed) - dirty;
             lower_to(&self.epoch_low_dirty, left);
+            // Short dirty runs that stopped an over-limit purge were
+            // reused: the wait for more does not start above what is left.
+            lower_to(&self.stuck_dirty, left);
             self.last_dirty_change_ms
                 .store(platform::now_ms(), Ordering::Relaxed);
         }
@@ -1118,6 +1121,10 @@ impl Backend {
             let limit = self.dirty_limit(self.reserved_chunks.load(Ordering::Relaxed));
             self.stuck_dirty
                 .store(if left > limit { left } else { 0 }, Ordering::Relaxed);
+        } else {
+            // A quiet or epoch purge gave chunks back: never wait for more
+            // than is left (else the over-limit rule could stay off).
+            lower_to(&self.stuck_dirty, left);
         }
         if epoch_over {
             // Relaxed: heuristics; a claim racing with these stores only
@@ -1896,6 +1903,36 @@ mod tests {
         b.backend.free_run(0, 40);
         assert_eq!(b.dirty_chunks(), 0);
         assert!(!b.resident(0) && !b.resident(79));
+    }
+
+    #[test]
+    #[cfg(feature = "std")]
+    #[cfg_attr(miri, ignore = "Miri does not model MAP_NORESERVE or madvise")]
+    fn dirty_chunks_that_stopped_a_purge_and_were_reused_do_not_stop_the_next() {
+        let b = OsBackend::new(200, 8, NEVER_MS, NEVER_MS);
+        for i in 0..120 {
+            assert_eq!(b.backend.alloc_run(1, 0), Some(i));
+        }
+        b.touch(0, 120);
+        // Two chunks of every three freed: 80 dirty in runs of two, too
+        // short for an over-limit purge, which notes where it got stuck.
+        for i in (0..120).filter(|i| i % 3 != 0) {
+            b.backend.free_run(i, 1);
+        }
+        assert_eq!(b.dirty_chunks(), 80);
+        assert!(b.backend.stuck_dirty.load(Ordering::Relaxed) > 0);
+        // The next phase reuses every one of them.
+        for _ in 0..80 {
+            assert!(b.backend.alloc_run(1, 0).is_some());
+        }
+        assert_eq!(b.dirty_chunks(), 0);
+        // 70 chunks freed as one run, 50 left in use: over the limit of
+        // 50, and long enough to give back. (With the stuck mark left at
+        // 70 from before, nothing was given back.)
+        b.backend.free_run(0, 70);
+        assert!(b.dirty_chunks() < 70, "{} dirty", b.dirty_chunks());
+        assert!(!b.resident(69));
+        assert!(b.resident(70));
     }
 
     #[test]
