@@ -158,10 +158,11 @@ const TOP_RUN_CHUNKS: usize = 16;
 
 /// Hands a batch of freed objects to their owner. If nobody is attached to
 /// the owner, the sender takes the owner's `busy` flag for a moment and
-/// frees them itself (so idle allocators strand nothing in their inbox);
-/// otherwise the batch is posted to the owner's inbox with one CAS. Never
-/// waits: a flag that is taken means the owner, or another helper, is
-/// active and will drain its inbox.
+/// frees them itself; otherwise the batch is posted to the owner's inbox
+/// with one CAS. Never waits. Either way it then looks once more
+/// (`HeapInner::drain_if_idle`): an owner that was detaching when the
+/// batch was posted, or a helper that held it, may have let go since, and
+/// an idle allocator's inbox is drained by whoever sees it.
 fn deliver(heap: &HeapInner, batch: Batch) {
     let target = heap.pool.slot(batch.owner as usize);
     // An owner that looks idle is held inside the fork gate (while a fork
@@ -199,6 +200,8 @@ fn deliver(heap: &HeapInner, batch: Batch) {
                 .post(batch.first, batch.last, batch.count as usize)
         };
     }
+    drop(inside);
+    heap.drain_if_idle(target);
 }
 
 /// The head chunk of the run that tail chunk `index` belongs to.
@@ -823,6 +826,13 @@ impl Allocator {
             self.free_message(obj);
             obj = next;
         }
+        self.accept_inbox();
+    }
+
+    /// As a helper holding an idle allocator's `busy` flag: frees what
+    /// waits in its inbox, posts what that sends elsewhere, and trims its
+    /// empty slabs as its detach would.
+    pub(crate) fn accept_inbox(&mut self) {
         self.drain_inbox();
         self.post_outgoing();
         self.release_empty_slabs(self.heap().config.idle_retain_bytes);

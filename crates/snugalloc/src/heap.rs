@@ -30,7 +30,8 @@ use crate::source::OS_REGION;
 use crate::source::{Source, FIXED_REGION};
 use crate::stats::{ClassRow, FreeRuns, Snapshot, Stats};
 use crate::sync::{
-    spin_hint, AtomicBool, AtomicIsize, AtomicPtr, AtomicU32, AtomicUsize, CachePadded, Ordering,
+    fence, spin_hint, AtomicBool, AtomicIsize, AtomicPtr, AtomicU32, AtomicUsize, CachePadded,
+    Ordering,
 };
 
 /// Where a pointer handed back by a client lives.
@@ -287,17 +288,16 @@ impl HeapInner {
         match located {
             Located::Slab { owner, .. } => {
                 let obj = ptr.cast::<FreeObject>();
+                let slot = self.pool.slot(owner as usize);
                 // SAFETY: `locate` checked that `ptr` is an object slot of a
                 // slab of `owner`; the caller gives it up, so its first word
                 // becomes the link of a list of one, handed over once.
                 unsafe {
                     (*obj).next = core::ptr::null_mut();
-                    self.pool
-                        .slot(owner as usize)
-                        .shared
-                        .inbox
-                        .post(obj, obj, 1);
+                    slot.shared.inbox.post(obj, obj, 1);
                 }
+                // An idle owner frees it now (see `drain_if_idle`).
+                self.drain_if_idle(slot);
             }
             Located::Large { index, chunks } => {
                 // The head is the only chunk described (`Pagemap::set_large`).
@@ -562,7 +562,45 @@ impl HeapInner {
         let id = local.id();
         // Release pairs with the Acquire swap in `attach`.
         slot.shared.busy.store(false, Ordering::Release);
+        // Frees posted while we held it, after `on_detach` drained.
+        self.drain_if_idle(slot);
         self.pool.push_idle(id as usize);
+    }
+
+    /// Drains the inbox of `slot` if nobody holds it, and again as long as
+    /// frees arrive while we do. Called by every thread that posts to an
+    /// inbox or lets go of an idle allocator's `busy` flag, so an idle
+    /// allocator does not keep frees (and the slabs they pin) until it is
+    /// attached again: a thread that posts while another holds the flag,
+    /// and the holder letting go, each fence and then read what the other
+    /// wrote, so at least one of them sees the inbox not empty and the flag
+    /// free (the store-buffering pattern; SeqCst fences). Never waits: a
+    /// taken flag means its holder will look after it. Inside the fork gate,
+    /// like every hold of an idle allocator; skipped while a fork is
+    /// prepared (the frees wait for an attach or a reclaim).
+    pub(crate) fn drain_if_idle(&self, slot: &AllocatorSlot) {
+        loop {
+            fence(Ordering::SeqCst);
+            if slot.shared.inbox.is_empty() || slot.shared.busy.load(Ordering::Relaxed) {
+                return;
+            }
+            let Some(_inside) = self.fork_gate.try_enter() else {
+                return;
+            };
+            // Acquire pairs with the Release stores of `busy`.
+            if slot
+                .shared
+                .busy
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                return;
+            }
+            // SAFETY: we hold `busy`, so `local` is ours alone.
+            unsafe { &mut *slot.local.get() }.accept_inbox();
+            // Release pairs with the Acquire in `attach` and here.
+            slot.shared.busy.store(false, Ordering::Release);
+        }
     }
 
     /// Drains and trims every allocator nobody is attached to, then takes
@@ -636,6 +674,8 @@ impl HeapInner {
                 f(unsafe { &mut *slot.local.get() });
                 // Release pairs with the Acquire in `attach`.
                 slot.shared.busy.store(false, Ordering::Release);
+                // Frees posted while we held it.
+                self.drain_if_idle(slot);
             }
         }
     }

@@ -8,7 +8,7 @@
 use core::ops::Deref;
 
 pub(crate) use core::sync::atomic::{
-    AtomicBool, AtomicIsize, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+    fence, AtomicBool, AtomicIsize, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
 };
 
 /// Atomics of the lock-free structures that are model-checked with loom

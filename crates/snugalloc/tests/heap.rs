@@ -249,6 +249,47 @@ fn blocks_are_freed_without_an_allocator_when_none_can_be_had() {
     assert!(heap.attach().is_ok());
 }
 
+/// A free posted to an idle allocator's inbox does not wait there for the
+/// allocator's next attach (or a reclaim): whoever posts it, or lets the
+/// allocator go after it was posted, frees it.
+#[test]
+fn frees_to_an_idle_allocator_do_not_wait_in_its_inbox() {
+    let heap = fixed_heap(16 * MIB);
+    let layout = Layout::from_size_align(48, 8).expect("layout");
+    // Without an allocator: posted, and drained by the poster at once.
+    let mut owner = heap.attach().expect("attach");
+    let blocks: Vec<usize> = (0..100).map(|_| owner.alloc(layout) as usize).collect();
+    drop(owner);
+    for &p in &blocks {
+        // SAFETY: live blocks of this heap of `layout`, freed once.
+        unsafe { heap.free_detached(p as *mut u8) };
+    }
+    assert_eq!(heap.snapshot().remote_inbox, 0, "{}", heap.snapshot());
+    // Frees sent while the owner detaches, round after round.
+    for round in 0..1000 {
+        let mut owner = heap.attach().expect("attach");
+        let blocks: Vec<usize> = (0..2000).map(|_| owner.alloc(layout) as usize).collect();
+        assert!(blocks.iter().all(|&p| p != 0));
+        let go = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut other = heap.attach().expect("attach");
+                go.wait();
+                for &p in &blocks {
+                    // SAFETY: as above; `owner` no longer uses them.
+                    unsafe { other.dealloc(p as *mut u8, layout) };
+                }
+            });
+            go.wait();
+            drop(owner);
+        });
+        let snap = heap.snapshot();
+        assert_eq!(snap.remote_inbox, 0, "round {round}: {snap}");
+        heap.reclaim();
+    }
+    assert_eq!(heap.stats().live_bytes, 0);
+}
+
 /// An attach that cannot make an allocator because the region is full
 /// uses up no pool id: once memory is back, the pool still grows to its
 /// limit (before, each failure took an id for good, and the pool ended up
