@@ -799,7 +799,10 @@ impl Allocator {
     }
 
     /// Posts every outgoing batch to its owner's inbox (never applying it
-    /// for an idle owner: used while acting for another allocator).
+    /// for an idle owner: used while acting for another allocator). The one
+    /// post that skips `HeapInner::drain_if_idle`: an idle allocator has
+    /// outgoing batches only when a double free made it forward an object,
+    /// and such a batch waits for its owner's next attach or a reclaim.
     fn post_outgoing(&mut self) {
         let heap = self.heap;
         self.outgoing.drain(|batch| {

@@ -647,9 +647,13 @@ impl Backend {
 
     /// Runs `pass` (one search-and-claim) until it claims a run. A failed
     /// pass is repeated while another thread holds chunks it may give back,
-    /// or if one gave some back while it ran, so a transient claim never
-    /// causes a false failure (up to 64 passes, so a thread that holds
-    /// chunks while it is descheduled cannot keep us waiting for good).
+    /// or if one gave some back while it ran, up to 64 passes, so that a
+    /// thread holding chunks while it is descheduled cannot keep us waiting
+    /// for good. A claim across words holds its chunks for a few
+    /// instructions, and 64 passes outlast it unless its thread is
+    /// preempted there; a purge holds its chunks across a system call,
+    /// which can outlast them, so a search near the end of an OS heap's
+    /// reservation can still fail while a purge gives back what it needs.
     ///
     /// Why the count of holders suffices: a holder counts itself (SeqCst)
     /// before its first compare-and-swap (SeqCst). If the pass read one of
@@ -1121,6 +1125,9 @@ impl Backend {
             let limit = self.dirty_limit(self.reserved_chunks.load(Ordering::Relaxed));
             self.stuck_dirty
                 .store(if left > limit { left } else { 0 }, Ordering::Relaxed);
+            // A claim that reused dirty chunks since we read `left` lowered
+            // the mark; our store may have raised it again.
+            lower_to(&self.stuck_dirty, self.dirty_chunks.load(Ordering::Relaxed));
         } else {
             // A quiet or epoch purge gave chunks back: never wait for more
             // than is left (else the over-limit rule could stay off).

@@ -577,7 +577,10 @@ impl HeapInner {
     /// free (the store-buffering pattern; SeqCst fences). Never waits: a
     /// taken flag means its holder will look after it. Inside the fork gate,
     /// like every hold of an idle allocator; skipped while a fork is
-    /// prepared (the frees wait for an attach or a reclaim).
+    /// prepared (the frees wait for an attach or a reclaim). Lock-free, not
+    /// wait-free: while other threads keep freeing to the allocator, the
+    /// thread that holds it keeps draining (a loop that stopped early
+    /// could leave the last post behind).
     pub(crate) fn drain_if_idle(&self, slot: &AllocatorSlot) {
         loop {
             fence(Ordering::SeqCst);
