@@ -204,6 +204,13 @@ fn deliver(heap: &HeapInner, batch: Batch) {
     heap.drain_if_idle(target);
 }
 
+/// A slab object freed while free (see `Allocator::free_to_slab`).
+#[cold]
+#[inline(never)]
+fn double_free(obj: *mut FreeObject) -> ! {
+    fatal("double free detected (object already free)", obj as usize)
+}
+
 /// The head chunk of the run that tail chunk `index` belongs to.
 #[inline(always)]
 pub(crate) fn tail_head(index: usize, desc: Desc, addr: usize) -> usize {
@@ -645,10 +652,17 @@ impl Allocator {
     unsafe fn free_to_slab(&mut self, index: usize, class: usize, obj: *mut FreeObject) {
         let meta = self.pagemap.entry(index);
         let head = meta.free.load(Ordering::Relaxed);
+        let in_use = meta.used.load(Ordering::Relaxed);
+        if head == obj || in_use == 0 {
+            // Freed just before (it heads the free list), or the slab has
+            // nothing in use: linking it would loop the list and wrap the
+            // count, and the object would be handed out twice.
+            double_free(obj);
+        }
         // SAFETY: the caller gives `obj` up; its first word becomes the link.
         unsafe { (*obj).next = head };
         meta.free.store(obj, Ordering::Relaxed);
-        let used = meta.used.load(Ordering::Relaxed).wrapping_sub(1);
+        let used = in_use - 1;
         meta.used.store(used, Ordering::Relaxed);
         if used == 0 && self.bins[class].head as usize == index {
             // The head slab emptied: keep it for the next allocation (an

@@ -440,7 +440,7 @@ fn bad_config_and_regions_are_errors_not_panics() {
 }
 
 /// Misuse cases run in a child process, since they abort it.
-const CASES: [(&str, &str); 7] = [
+const CASES: [(&str, &str); 9] = [
     ("foreign", "free: pointer this heap does not own"),
     ("interior", "not the start of an object"),
     ("large-interior", "inside a large object"),
@@ -449,6 +449,10 @@ const CASES: [(&str, &str); 7] = [
     ("unallocated", "not allocated"),
     ("half-interior", "not the start of an object"),
     ("half-twice", "not allocated"),
+    // A slab object freed twice in a row (it heads its slab's free list),
+    // and once more after its slab emptied.
+    ("slab-twice", "double free detected"),
+    ("slab-twice-empty", "double free detected"),
 ];
 
 fn misuse(case: &str) {
@@ -456,6 +460,7 @@ fn misuse(case: &str) {
     let mut a = heap.attach().expect("attach");
     let l = Layout::from_size_align(64, 8).expect("layout");
     let p = a.alloc(l);
+    let p2 = a.alloc(l);
     let big = Layout::from_size_align(50_000, 8).expect("layout");
     let q = a.alloc(big);
     let half = Layout::from_size_align(1500, 8).expect("layout");
@@ -477,6 +482,15 @@ fn misuse(case: &str) {
             "half-twice" => {
                 a.dealloc(h1, half);
                 a.dealloc(h1, half)
+            }
+            "slab-twice" => {
+                a.dealloc(p, l);
+                a.dealloc(p, l)
+            }
+            "slab-twice-empty" => {
+                a.dealloc(p, l);
+                a.dealloc(p2, l);
+                a.dealloc(p, l)
             }
             _ => unreachable!(),
         }
