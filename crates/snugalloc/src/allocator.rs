@@ -935,9 +935,17 @@ impl Allocator {
                 }
                 // SAFETY: `ptr` is a checked object slot of `object_bytes`
                 // bytes; the caller's contract.
-                return unsafe {
+                let new = unsafe {
                     self.realloc_move::<USABLE>(ptr, old_size, slot.object_bytes, align, new_size)
                 };
+                if new.is_null() && new_size <= slot.object_bytes as usize {
+                    // No room for a smaller object: a shrink keeps its block.
+                    if !USABLE {
+                        self.count(new_size as isize - old_size as isize);
+                    }
+                    return ptr;
+                }
+                return new;
             }
         }
         // SAFETY: the caller's contract.
@@ -1038,7 +1046,27 @@ impl Allocator {
         }
         // SAFETY: `old_usable` is the usable size of `ptr`; the caller's
         // contract.
-        unsafe { self.realloc_move::<USABLE>(ptr, old_size, old_usable, align, new_size) }
+        let new =
+            unsafe { self.realloc_move::<USABLE>(ptr, old_size, old_usable, align, new_size) };
+        if !new.is_null() || new_size > old_usable || ptr as usize % align.max(1) != 0 {
+            return new;
+        }
+        // No room to move to: a shrink keeps its block (a run gives back
+        // the chunks it no longer needs) rather than fail.
+        let new_usable = match located {
+            Located::Large { index, chunks } => {
+                let new_chunks = new_size.max(1).div_ceil(1 << self.chunk_shift);
+                if self.resize_run(index, chunks, new_chunks) {
+                    new_chunks << self.chunk_shift
+                } else {
+                    old_usable
+                }
+            }
+            Located::Slab { .. } | Located::Half { .. } => old_usable,
+        };
+        let new_counted = if USABLE { new_usable } else { new_size };
+        self.count(new_counted as isize - old_counted as isize);
+        ptr
     }
 
     /// Shrinks or grows the large run at `index` in place.

@@ -912,6 +912,67 @@ fn objects_of_one_to_two_kib_share_chunks_and_any_thread_frees_them() {
     assert_eq!(heap.stats().live_bytes, 0);
 }
 
+/// In a full heap a shrink cannot fail: a block that cannot move to a
+/// smaller one keeps its place (a chunk run gives back what it no longer
+/// needs). Before, each of these returned null.
+#[test]
+fn a_shrink_in_a_full_heap_keeps_its_block() {
+    let heap = fixed_heap(4 * MIB);
+    let chunk = heap.stats().chunk_bytes;
+    let mut a = heap.attach().expect("attach");
+    let big = Layout::from_size_align(64 * chunk, 16).expect("layout");
+    let half = Layout::from_size_align(1500, 16).expect("layout");
+    let slab = Layout::from_size_align(900, 16).expect("layout");
+    let (pb, ph, ps) = (a.alloc(big), a.alloc(half), a.alloc(slab));
+    assert!(!pb.is_null() && !ph.is_null() && !ps.is_null());
+    // SAFETY: live blocks of these sizes.
+    unsafe {
+        fill(pb, big.size(), 1);
+        fill(ph, half.size(), 2);
+        fill(ps, slab.size(), 3);
+    }
+    // Fill every other chunk; no slab of the 100-byte class exists.
+    let run = Layout::from_size_align(chunk, 16).expect("layout");
+    let filler: Vec<_> =
+        core::iter::from_fn(|| Some(a.alloc(run)).filter(|p| !p.is_null())).collect();
+    assert!(a
+        .alloc(Layout::from_size_align(100, 16).expect("layout"))
+        .is_null());
+    // SAFETY: each block is live with its layout; 100 bytes are kept. (The
+    // run last: it gives chunks back, where the others could then move.)
+    let (qh, qs, qb) = unsafe {
+        (
+            a.realloc(ph, half, 100),
+            a.realloc(ps, slab, 100),
+            a.realloc(pb, big, 100),
+        )
+    };
+    assert_eq!((qb, qh, qs), (pb, ph, ps));
+    // SAFETY: live, at least 100 bytes each.
+    unsafe { assert!(check(qb, 100, 1) && check(qh, 100, 2) && check(qs, 100, 3)) };
+    // The run kept one chunk and gave back the rest.
+    // SAFETY: live.
+    assert_eq!(unsafe { heap.usable_size(qb) }, chunk);
+    let freed = Layout::from_size_align(63 * chunk, 16).expect("layout");
+    let r = a.alloc(freed);
+    assert!(!r.is_null(), "the 63 chunks given back can be had");
+    let small = Layout::from_size_align(100, 16).expect("layout");
+    // SAFETY: every block below is live with the layout given, freed once.
+    unsafe {
+        a.dealloc(r, freed);
+        for b in [qb, qh, qs] {
+            a.dealloc(b, small);
+        }
+        for &f in &filler {
+            a.dealloc(f, run);
+        }
+    }
+    drop(a);
+    heap.reclaim();
+    assert_eq!(heap.stats().live_bytes, 0);
+    assert_eq!(object_chunk_bytes(&heap), 0, "{}", heap.snapshot());
+}
+
 #[test]
 fn realloc_moves_between_halves_slabs_and_runs() {
     let heap = fixed_heap(16 * MIB);
