@@ -938,7 +938,7 @@ impl Allocator {
                 let new = unsafe {
                     self.realloc_move::<USABLE>(ptr, old_size, slot.object_bytes, align, new_size)
                 };
-                if new.is_null() && new_size <= slot.object_bytes as usize {
+                if new.is_null() && new_size <= slot.object_bytes {
                     // No room for a smaller object: a shrink keeps its block.
                     if !USABLE {
                         self.count(new_size as isize - old_size as isize);
