@@ -18,6 +18,11 @@ pub const MIN_CHUNK_BYTES: usize = 4 * KIB;
 pub const MAX_CHUNK_BYTES: usize = 64 * KIB;
 /// Largest number of allocators one heap may create.
 pub const MAX_ALLOCATORS: usize = 16 * 1024;
+/// Most chunks a heap uses: chunk indices are kept in 32 bits (slab
+/// links, whose end marker is `u32::MAX`, cached runs, large objects'
+/// lengths). 16 TiB of 4 KiB chunks; a bigger region is used only up to
+/// that, and a bigger OS reservation is a configuration error.
+pub const MAX_CHUNKS: usize = u32::MAX as usize - 1;
 /// Fixed regions above this size default to 16 KiB chunks.
 pub const SMALL_HEAP_BYTES: usize = 256 * MIB;
 /// Largest `Config::decommit_delay_ms` and `Config::decommit_epoch_ms`: a
@@ -206,11 +211,11 @@ impl Config {
             }
         }
         let r = self.os_reserve_bytes;
-        if r < MIB || r % c != 0 {
+        if r < MIB || r % c != 0 || r / c > MAX_CHUNKS {
             return bad(
                 "os_reserve_bytes",
                 r,
-                "at least 1 MiB and a multiple of chunk_bytes",
+                "at least 1 MiB, a multiple of chunk_bytes, and at most 2^32 - 2 chunks",
             );
         }
         Ok(())
@@ -443,6 +448,13 @@ mod tests {
             (
                 Config {
                     os_reserve_bytes: 1 << 19,
+                    ..base
+                },
+                "os_reserve_bytes",
+            ),
+            (
+                Config {
+                    os_reserve_bytes: (MAX_CHUNKS + 1) * base.chunk_bytes,
                     ..base
                 },
                 "os_reserve_bytes",

@@ -16,7 +16,7 @@ use core::ptr::{null_mut, NonNull};
 
 use crate::allocator::{tail_head, Allocator, AllocatorSlot, Counters, Shared, MIN_ALIGN};
 use crate::backend::{bitmap_words, block_words, Backend};
-use crate::config::{Config, Error};
+use crate::config::{Config, Error, MAX_CHUNKS};
 use crate::fork_gate::ForkGate;
 use crate::half::{open_words, Halves, Release, HIGH, LOW};
 use crate::pagemap::{ChunkMeta, Desc, FreeObject, Kind, Pagemap};
@@ -172,7 +172,8 @@ impl HeapInner {
         let half_bytes = config.chunk_bytes / 2;
         let halves = config.half_chunks && classes.small_limit_bytes < half_bytes;
         let per_chunk = config.chunk_bytes + size_of::<ChunkMeta>();
-        let mut chunks = len / per_chunk;
+        // Chunk indices are 32-bit: a larger region is used up to the limit.
+        let mut chunks = (len / per_chunk).min(MAX_CHUNKS);
         let layout = loop {
             match plan(base, chunks, &config, halves) {
                 Some(p) if p.end <= end => break Some(p),

@@ -69,7 +69,9 @@ fn fatal_bytes(msg: &[u8]) -> ! {
 /// message. The function is `extern "C"`, out of which a panic may not
 /// unwind, so if the handler unwinds the program aborts rather than unwind
 /// through the allocator (and out of a `GlobalAlloc` method, which is
-/// undefined behaviour).
+/// undefined behaviour). That abort is Rust's behaviour from 1.81 (before,
+/// unwinding out of `extern "C"` was itself undefined), hence the
+/// workspace's `rust-version`.
 #[cfg(not(feature = "std"))]
 extern "C" fn no_unwind_panic(ptr: *const u8, len: usize) -> ! {
     // SAFETY: `ptr` and `len` describe the live slice `fatal_bytes` got.
