@@ -43,7 +43,8 @@ pub const WORKLOAD_ALLOWED: &str = "ecall-churn, churn, producer-consumer, sizes
 pub struct ThreadCounters {
     /// Requested bytes allocated minus freed by this thread.
     pub live_bytes: AtomicI64,
-    /// Allocations plus frees.
+    /// Allocations that succeeded plus frees (a null return is counted in
+    /// `oom`, not here).
     pub ops: AtomicU64,
     /// Null returns.
     pub oom: AtomicU64,
@@ -172,6 +173,8 @@ impl Ctx<'_> {
 pub struct Block {
     ptr: NonNull<u8>,
     size: usize,
+    /// Unique to the allocation (thread and count), mixed into its guards.
+    tag: u64,
 }
 
 // SAFETY: a `Block` is exclusive ownership of an allocation; the allocators
@@ -192,6 +195,8 @@ pub struct Worker<'c> {
     pub counters: &'c ThreadCounters,
     exact_live: Option<&'c ExactLive>,
     allocs: u64,
+    /// The thread's index, in the top bits of its blocks' tags.
+    index: u64,
     inject_every: Option<u64>,
     region: Option<(usize, usize)>,
 }
@@ -204,6 +209,7 @@ impl<'c> Worker<'c> {
             counters: &ctx.counters[index],
             exact_live: ctx.exact_live,
             allocs: 0,
+            index: index as u64,
             inject_every: ctx.inject_corruption_every,
             region,
         }
@@ -228,12 +234,14 @@ impl<'c> Worker<'c> {
     pub fn alloc(&mut self, h: &mut dyn Handle, size: usize) -> Option<Block> {
         let layout = layout_of(size);
         let p = h.alloc(layout);
-        // Relaxed: statistics; see ThreadCounters.
-        self.counters.ops.fetch_add(1, Ordering::Relaxed);
         let Some(ptr) = NonNull::new(p) else {
+            // Relaxed: statistics; see ThreadCounters. A failed allocation
+            // is no operation done (throughput counts the work served).
             self.counters.oom.fetch_add(1, Ordering::Relaxed);
             return None;
         };
+        // Relaxed: statistics; see ThreadCounters.
+        self.counters.ops.fetch_add(1, Ordering::Relaxed);
         if let Some((base, len)) = self.region {
             let a = p as usize;
             if a < base || a.saturating_add(size) > base + len {
@@ -245,9 +253,10 @@ impl<'c> Worker<'c> {
                 return None;
             }
         }
-        // SAFETY: `p` is a fresh allocation of `size` bytes.
-        unsafe { guard::write(p, size) };
         self.allocs += 1;
+        let tag = self.index << 48 | self.allocs;
+        // SAFETY: `p` is a fresh allocation of `size` bytes.
+        unsafe { guard::write(p, size, tag) };
         if self.inject_every.is_some_and(|n| self.allocs % n == 0) {
             // SAFETY: the last byte of the block is inside it.
             unsafe { p.add(size - 1).write(p.add(size - 1).read() ^ 0xFF) };
@@ -258,7 +267,7 @@ impl<'c> Worker<'c> {
         if let Some(e) = self.exact_live {
             e.add(size as i64);
         }
-        Some(Block { ptr, size })
+        Some(Block { ptr, size, tag })
     }
 
     /// Checks a block's guards and frees it; a damaged block is counted,
@@ -275,7 +284,7 @@ impl<'c> Worker<'c> {
         }
         // SAFETY: the block is live and owned by us; guards were written at
         // allocation.
-        if let Err(at) = unsafe { guard::check(p, block.size) } {
+        if let Err(at) = unsafe { guard::check(p, block.size, block.tag) } {
             let n = self.counters.corruption.fetch_add(1, Ordering::Relaxed);
             if n < 5 {
                 eprintln!(
