@@ -269,7 +269,7 @@ pub fn replay(alloc: &dyn RegionAlloc, p: &Params, s: Schedule) -> ReplayOutcome
         free(h.as_deref_mut(), &mut w, b);
     }
     ReplayOutcome {
-        oom_count: w.oom,
+        oom_count: w.oom + alloc.attach_out_of_memory(),
         peak_requested_bytes: w.peak_live,
         peak_reserved_bytes: alloc
             .peak_reserved_bytes()
@@ -471,6 +471,9 @@ mod tests {
         }
         fn check(&self) -> Vec<String> {
             self.inner.check()
+        }
+        fn attach_out_of_memory(&self) -> u64 {
+            self.inner.attach_out_of_memory()
         }
     }
 

@@ -144,7 +144,10 @@ pub fn run_in_process(
             }
             on_sample(&sample);
             samples.push(sample);
-            if t >= duration || crate::interrupt::requested() || (stop_on_oom && tot.oom > 0) {
+            if t >= duration
+                || crate::interrupt::requested()
+                || (stop_on_oom && tot.oom + alloc.attach_out_of_memory() > 0)
+            {
                 break;
             }
             tick += 1;
@@ -175,7 +178,7 @@ pub fn run_in_process(
     RunOutcome {
         alloc: alloc.label(),
         samples,
-        oom_count: after.oom,
+        oom_count: after.oom + alloc.attach_out_of_memory(),
         corruption_count: after.corruption,
         escape_count: after.escapes,
         total_ops: during.ops,

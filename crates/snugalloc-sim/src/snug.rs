@@ -17,7 +17,7 @@
 //! `half_chunks`.
 
 use std::alloc::Layout;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use snugalloc::{Attached, Config, Heap};
 
@@ -29,6 +29,8 @@ pub struct SnugRegion {
     label: String,
     heap: Heap,
     region: Region,
+    /// Attaches refused with `Error::OutOfMemory`.
+    attach_oom: AtomicU64,
 }
 
 /// The configuration a spec asks for over a region of `len` bytes.
@@ -81,6 +83,7 @@ pub fn build(
         label,
         heap,
         region,
+        attach_oom: AtomicU64::new(0),
     }))
 }
 
@@ -138,10 +141,20 @@ impl RegionAlloc for SnugRegion {
     }
 
     fn attach(&self) -> Option<Box<dyn Handle + '_>> {
-        self.heap
-            .attach()
-            .ok()
-            .map(|a| Box::new(SnugHandle(a, &self.heap)) as Box<dyn Handle + '_>)
+        match self.heap.attach() {
+            Ok(a) => Some(Box::new(SnugHandle(a, &self.heap))),
+            Err(e) => {
+                if e == snugalloc::Error::OutOfMemory {
+                    // Relaxed: a count read after the run.
+                    self.attach_oom.fetch_add(1, Ordering::Relaxed);
+                }
+                None
+            }
+        }
+    }
+
+    fn attach_out_of_memory(&self) -> u64 {
+        self.attach_oom.load(Ordering::Relaxed)
     }
 
     fn reserved_bytes(&self) -> usize {
@@ -240,5 +253,29 @@ mod tests {
             .err()
             .expect("classes=3 is rejected");
         assert!(err.contains("classes_per_doubling"), "{err}");
+    }
+
+    #[test]
+    fn attaches_refused_for_memory_are_counted() {
+        let a = build(
+            "snugalloc".into(),
+            &SnugOptions::default(),
+            Region::map(4 << 20).expect("map"),
+        )
+        .expect("heap");
+        let mut h = a.attach().expect("the first attach");
+        let l = Layout::from_size_align(4096, 16).expect("layout");
+        let blocks: Vec<_> =
+            core::iter::from_fn(|| Some(h.alloc(l)).filter(|p| !p.is_null())).collect();
+        // A second allocator needs memory for its metadata; there is none.
+        assert!(a.attach().is_none());
+        assert_eq!(a.attach_out_of_memory(), 1);
+        for p in blocks {
+            // SAFETY: allocated above with `l`, freed once.
+            unsafe { h.dealloc(p, l) };
+        }
+        drop(h);
+        assert!(a.attach().is_some());
+        assert_eq!(a.attach_out_of_memory(), 1);
     }
 }

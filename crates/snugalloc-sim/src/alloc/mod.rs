@@ -86,8 +86,17 @@ pub trait RegionAlloc: Send + Sync {
     fn label(&self) -> String;
 
     /// Starts an ECall; `None` when no handle can be had right now (the
-    /// caller retries), which only snugalloc's bounded pool can cause.
+    /// caller retries), which only snugalloc can cause: every allocator of
+    /// its pool attached, or no room for a new one's metadata (counted in
+    /// [`RegionAlloc::attach_out_of_memory`]).
     fn attach(&self) -> Option<Box<dyn Handle + '_>>;
+
+    /// Attaches refused for lack of memory so far: out-of-memory failures
+    /// as much as null allocations are (a thread that cannot attach does
+    /// no work), so runs add them to their count.
+    fn attach_out_of_memory(&self) -> u64 {
+        0
+    }
 
     /// Bytes currently reserved: the allocator's footprint, by its
     /// adapter's definition. Cheap and lock-free; called every 100 ms.
