@@ -76,6 +76,10 @@ fn probe_at(s: &Search<'_>, heap_mib: usize) -> Result<Probe, String> {
     let region = Region::map(heap_mib * MIB)?;
     let alloc = s.spec.build(region)?;
     let outcome = (s.probe)(alloc.as_ref());
+    if crate::interrupt::requested() {
+        // The probe was cut short: it proves nothing either way.
+        return Err("interrupted: the search has no answer".into());
+    }
     let sum = Summary::of(&outcome);
     let p = Probe {
         heap_mib,
