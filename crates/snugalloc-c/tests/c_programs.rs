@@ -53,21 +53,20 @@ fn api_linked_against_the_static_library() {
 
 #[test]
 fn fork_in_a_threaded_process() {
-    let exe = compile("fork", Link::Plain);
-    run_ok(Command::new(&exe).env("LD_PRELOAD", preload_lib()));
-    run_ok(
-        Command::new(&exe)
-            .env("LD_PRELOAD", preload_lib())
-            .env("SNUGALLOC_HEAP_SIZE", FIXED),
-    );
+    run_preloaded_over_both_heaps(&compile("fork", Link::Plain));
 }
 
 #[test]
 fn fork_while_frees_reach_an_idle_allocator() {
-    let exe = compile("fork_idle", Link::Plain);
-    run_ok(Command::new(&exe).env("LD_PRELOAD", preload_lib()));
+    run_preloaded_over_both_heaps(&compile("fork_idle", Link::Plain));
+}
+
+/// Runs `exe` with the library preloaded, over the OS heap and then over a
+/// fixed heap.
+fn run_preloaded_over_both_heaps(exe: &std::path::Path) {
+    run_ok(Command::new(exe).env("LD_PRELOAD", preload_lib()));
     run_ok(
-        Command::new(&exe)
+        Command::new(exe)
             .env("LD_PRELOAD", preload_lib())
             .env("SNUGALLOC_HEAP_SIZE", FIXED),
     );

@@ -45,7 +45,7 @@ use core::cell::UnsafeCell;
 use core::ptr::null_mut;
 
 use crate::half::{Release, LOW};
-use crate::heap::{HeapInner, Located};
+use crate::heap::{hold_idle, HeapInner, Located};
 use crate::pagemap::{ChunkMeta, Desc, FreeObject, Pagemap, NIL};
 use crate::platform::fatal;
 use crate::remote::{Batch, Inbox, Outgoing};
@@ -168,29 +168,16 @@ fn deliver(heap: &HeapInner, batch: Batch) {
     // An owner that looks idle is held inside the fork gate (while a fork
     // is prepared the batch is posted instead); an attached one, the common
     // case, costs no write to the gate's shared word.
-    // Relaxed: a hint; the compare-and-swap below decides.
+    // Relaxed: a hint; `hold_idle`'s compare-and-swap decides.
     let idle = !target.shared.busy.load(Ordering::Relaxed);
     let inside = if idle {
         heap.fork_gate.try_enter()
     } else {
         None
     };
-    // Acquire pairs with the Release stores of `busy` (detach, helpers):
-    // the last holder's writes to the allocator happen before ours.
-    if inside.is_some()
-        && target
-            .shared
-            .busy
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
-    {
-        // SAFETY: we hold the owner's `busy` flag, so its owner-only part is
-        // ours alone until we release it.
-        let owner = unsafe { &mut *target.local.get() };
-        owner.accept(batch.first);
-        // Release pairs with the Acquire in `attach` and here.
-        target.shared.busy.store(false, Ordering::Release);
-    } else {
+    // An idle owner's batch is freed by us, as its helper.
+    let freed = inside.is_some() && hold_idle(target, |owner| owner.accept(batch.first));
+    if !freed {
         // SAFETY: a batch is a list of `count` objects given up by clients,
         // linked by `Outgoing::push`, and is handed over exactly once.
         unsafe {
@@ -940,10 +927,8 @@ impl Allocator {
                 };
                 if new.is_null() && new_size <= slot.object_bytes {
                     // No room for a smaller object: a shrink keeps its block.
-                    if !USABLE {
-                        self.count(new_size as isize - old_size as isize);
-                    }
-                    return ptr;
+                    let usable = slot.object_bytes;
+                    return self.kept::<USABLE>(ptr, old_size, usable, new_size, usable);
                 }
                 return new;
             }
@@ -1056,16 +1041,32 @@ impl Allocator {
         let new_usable = match located {
             Located::Large { index, chunks } => {
                 let new_chunks = new_size.max(1).div_ceil(1 << self.chunk_shift);
-                if self.resize_run(index, chunks, new_chunks) {
-                    new_chunks << self.chunk_shift
-                } else {
-                    old_usable
-                }
+                // Never fails: `new_chunks <= chunks`, as `new_size <= old_usable`.
+                let shrunk = self.resize_run(index, chunks, new_chunks);
+                debug_assert!(shrunk);
+                new_chunks << self.chunk_shift
             }
             Located::Slab { .. } | Located::Half { .. } => old_usable,
         };
-        let new_counted = if USABLE { new_usable } else { new_size };
-        self.count(new_counted as isize - old_counted as isize);
+        self.kept::<USABLE>(ptr, old_size, old_usable, new_size, new_usable)
+    }
+
+    /// A resize that keeps `ptr` where it is: counts the change of its size
+    /// (of its usable size with `USABLE`) and returns it.
+    fn kept<const USABLE: bool>(
+        &mut self,
+        ptr: *mut u8,
+        old_size: usize,
+        old_usable: usize,
+        new_size: usize,
+        new_usable: usize,
+    ) -> *mut u8 {
+        let (old, new) = if USABLE {
+            (old_usable, new_usable)
+        } else {
+            (old_size, new_size)
+        };
+        self.count(new as isize - old as isize);
         ptr
     }
 

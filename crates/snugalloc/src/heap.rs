@@ -34,6 +34,30 @@ use crate::sync::{
     Ordering,
 };
 
+/// Runs `f` on the allocator of `slot` if nobody holds its `busy` flag,
+/// holding the flag meanwhile; returns whether it did. The caller is inside
+/// the fork gate (every hold of an idle allocator is) and, once this
+/// returns true, runs `HeapInner::drain_if_idle` for frees posted meanwhile
+/// (`drain_if_idle` itself loops instead).
+pub(crate) fn hold_idle(slot: &AllocatorSlot, f: impl FnOnce(&mut Allocator)) -> bool {
+    // Acquire pairs with the Release stores of `busy` (detach, helpers):
+    // the last holder's writes to the allocator happen before ours.
+    if slot
+        .shared
+        .busy
+        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        return false;
+    }
+    // SAFETY: we hold `busy`, so `local` is ours alone until we release it.
+    f(unsafe { &mut *slot.local.get() });
+    // Release pairs with the Acquire in `attach` and in the next holder's
+    // compare-and-swap above.
+    slot.shared.busy.store(false, Ordering::Release);
+    true
+}
+
 /// Where a pointer handed back by a client lives.
 pub(crate) enum Located {
     Slab {
@@ -591,19 +615,9 @@ impl HeapInner {
             let Some(_inside) = self.fork_gate.try_enter() else {
                 return;
             };
-            // Acquire pairs with the Release stores of `busy`.
-            if slot
-                .shared
-                .busy
-                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-                .is_err()
-            {
+            if !hold_idle(slot, Allocator::accept_inbox) {
                 return;
             }
-            // SAFETY: we hold `busy`, so `local` is ours alone.
-            unsafe { &mut *slot.local.get() }.accept_inbox();
-            // Release pairs with the Acquire in `attach` and here.
-            slot.shared.busy.store(false, Ordering::Release);
         }
     }
 
@@ -667,17 +681,7 @@ impl HeapInner {
             let Some(slot) = self.pool.try_slot(id) else {
                 continue;
             };
-            // Acquire pairs with the Release store in `detach`.
-            if slot
-                .shared
-                .busy
-                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-            {
-                // SAFETY: we hold `busy`.
-                f(unsafe { &mut *slot.local.get() });
-                // Release pairs with the Acquire in `attach`.
-                slot.shared.busy.store(false, Ordering::Release);
+            if hold_idle(slot, f) {
                 // Frees posted while we held it.
                 self.drain_if_idle(slot);
             }
