@@ -856,27 +856,25 @@ impl Allocator {
         self.shared().inbox.taken(n);
     }
 
-    /// Frees an object that arrived in our inbox (already checked by its
-    /// sender); forwards it if its slab now has another owner.
+    /// Frees an object that arrived in our inbox; forwards it if its slab
+    /// now has another owner. Its sender checked its slot, but a double
+    /// free can outlive its slab: the first free empties the slab, which
+    /// goes back and becomes a slab of another class before the second
+    /// arrives, so the slot is checked again here.
     fn free_message(&mut self, obj: *mut FreeObject) {
         let addr = obj as usize;
-        let Some(index) = self.pagemap.index_of(addr) else {
-            fatal("remote free of a pointer outside the heap", addr)
-        };
-        let desc = self.pagemap.entry(index).desc();
-        if !desc.is_slab() {
+        let Some(slot) = self.slab_slot(addr) else {
             fatal(
-                "heap metadata corrupted: remote free into a chunk that is not a slab",
+                "double free or heap corruption: a remote free is not an object of a slab",
                 addr,
-            );
-        }
-        if desc.owner() != self.id {
-            self.send_home(desc.owner(), obj);
+            )
+        };
+        if slot.owner != self.id {
+            self.send_home(slot.owner, obj);
             return;
         }
-        let head = index - desc.run() as usize;
-        // SAFETY: the sender checked the slot; the slab is ours.
-        unsafe { self.free_to_slab(head, desc.class(), obj) }
+        // SAFETY: `obj` starts an object of our slab at `slot.head`.
+        unsafe { self.free_to_slab(slot.head, slot.class, obj) }
     }
 
     // ----- realloc and queries ----------------------------------------
@@ -1016,15 +1014,10 @@ impl Allocator {
                         }
                         // No half to be had: shrink in place rather than fail.
                     }
-                    let new_chunks = new_size.max(1).div_ceil(1 << self.chunk_shift);
-                    if self.resize_run(index, chunks, new_chunks) {
-                        let new_counted = if USABLE {
-                            new_chunks << self.chunk_shift
-                        } else {
-                            new_size
-                        };
-                        self.count(new_counted as isize - old_counted as isize);
-                        return ptr;
+                    if let Some(kept) = self.resize_in_place::<USABLE>(
+                        ptr, index, chunks, old_size, old_usable, new_size,
+                    ) {
+                        return kept;
                     }
                 }
             }
@@ -1033,22 +1026,54 @@ impl Allocator {
         // contract.
         let new =
             unsafe { self.realloc_move::<USABLE>(ptr, old_size, old_usable, align, new_size) };
-        if !new.is_null() || new_size > old_usable || ptr as usize % align.max(1) != 0 {
+        if !new.is_null() {
             return new;
         }
-        // No room to move to: a shrink keeps its block (a run gives back
-        // the chunks it no longer needs) rather than fail.
-        let new_usable = match located {
-            Located::Large { index, chunks } => {
-                let new_chunks = new_size.max(1).div_ceil(1 << self.chunk_shift);
-                // Never fails: `new_chunks <= chunks`, as `new_size <= old_usable`.
-                let shrunk = self.resize_run(index, chunks, new_chunks);
-                debug_assert!(shrunk);
-                new_chunks << self.chunk_shift
+        match located {
+            // The move failed after a reclaim, which may have freed the
+            // chunks just past the run (an empty slab, a cached run): a
+            // grow in place can succeed now where it failed above. A
+            // shrink keeps its block and gives back the chunks it no
+            // longer needs (it cannot fail) rather than fail.
+            Located::Large { index, chunks }
+                if ptr as usize % align.max(1) == 0
+                    && (new_size <= old_usable
+                        || (self.class_for(new_size, align).is_none()
+                            && new_size <= self.pagemap.chunks << self.chunk_shift)) =>
+            {
+                self.resize_in_place::<USABLE>(ptr, index, chunks, old_size, old_usable, new_size)
+                    .unwrap_or(null_mut())
             }
-            Located::Slab { .. } | Located::Half { .. } => old_usable,
-        };
-        self.kept::<USABLE>(ptr, old_size, old_usable, new_size, new_usable)
+            // No room to move to: a shrink keeps its block rather than fail.
+            Located::Slab { .. } | Located::Half { .. }
+                if new_size <= old_usable && ptr as usize % align.max(1) == 0 =>
+            {
+                self.kept::<USABLE>(ptr, old_size, old_usable, new_size, old_usable)
+            }
+            _ => null_mut(),
+        }
+    }
+
+    /// Resizes the chunk run of `chunks` chunks at `index`, which holds
+    /// `ptr` (usable size `old_usable`, requested `old_size`), to hold
+    /// `new_size` bytes without moving it, and returns `ptr`; `None` when
+    /// it cannot grow (a shrink always succeeds).
+    fn resize_in_place<const USABLE: bool>(
+        &mut self,
+        ptr: *mut u8,
+        index: usize,
+        chunks: usize,
+        old_size: usize,
+        old_usable: usize,
+        new_size: usize,
+    ) -> Option<*mut u8> {
+        let new_chunks = new_size.max(1).div_ceil(1 << self.chunk_shift);
+        if !self.resize_run(index, chunks, new_chunks) {
+            debug_assert!(new_chunks > chunks, "a shrink cannot fail");
+            return None;
+        }
+        let new_usable = new_chunks << self.chunk_shift;
+        Some(self.kept::<USABLE>(ptr, old_size, old_usable, new_size, new_usable))
     }
 
     /// A resize that keeps `ptr` where it is: counts the change of its size

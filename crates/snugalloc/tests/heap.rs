@@ -440,7 +440,7 @@ fn bad_config_and_regions_are_errors_not_panics() {
 }
 
 /// Misuse cases run in a child process, since they abort it.
-const CASES: [(&str, &str); 9] = [
+const CASES: [(&str, &str); 10] = [
     ("foreign", "free: pointer this heap does not own"),
     ("interior", "not the start of an object"),
     ("large-interior", "inside a large object"),
@@ -453,6 +453,12 @@ const CASES: [(&str, &str); 9] = [
     // and once more after its slab emptied.
     ("slab-twice", "double free detected"),
     ("slab-twice-empty", "double free detected"),
+    // An object freed twice by other threads, its slab emptied by the first
+    // free and reused for another class before the second arrives.
+    (
+        "remote-twice-reused",
+        "a remote free is not an object of a slab",
+    ),
 ];
 
 fn misuse(case: &str) {
@@ -492,9 +498,53 @@ fn misuse(case: &str) {
                 a.dealloc(p2, l);
                 a.dealloc(p, l)
             }
+            "remote-twice-reused" => remote_twice_reused(),
             _ => unreachable!(),
         }
     }
+}
+
+/// Owner `o` has a slab of 48-byte objects holding `x0` and `x1` (the
+/// second object). Senders `d` and `b` both free `x1` (nothing is kept as
+/// a foreign object: `idle_retain_bytes` is 0), and `b`'s copy arrives. The
+/// owner frees `x0` and detaches, which gives the empty slab back; `c`
+/// makes a slab of 256-byte objects there, where `x1` is no object. Then
+/// `d` delivers its copy.
+fn remote_twice_reused() {
+    let config = Config {
+        idle_retain_bytes: 0,
+        ..Config::for_region(4 * MIB)
+    };
+    let heap = fixed_heap_with(4 * MIB, config);
+    let l48 = Layout::from_size_align(48, 16).expect("layout");
+    let l256 = Layout::from_size_align(256, 16).expect("layout");
+    let run = Layout::from_size_align(8 * 4096, 16).expect("layout");
+    let mut o = heap.attach().expect("attach");
+    let (x0, x1) = (o.alloc(l48), o.alloc(l48));
+    assert_eq!(x1 as usize, x0 as usize + 48, "x1 is x0's neighbour");
+    let mut d = heap.attach().expect("attach");
+    let mut b = heap.attach().expect("attach");
+    // SAFETY: none: `x1` is freed twice on purpose.
+    unsafe {
+        d.dealloc(x1, l48);
+        b.dealloc(x1, l48);
+    }
+    drop(b);
+    // A slow-path allocation drains the owner's inbox.
+    let r = o.alloc(run);
+    // SAFETY: live blocks with these layouts.
+    unsafe {
+        o.dealloc(r, run);
+        o.dealloc(x0, l48);
+    }
+    drop(o);
+    heap.reclaim();
+    let mut c = heap.attach().expect("attach");
+    let y = c.alloc(l256);
+    assert_eq!(y, x0, "the emptied slab's chunk was reused");
+    drop(d);
+    // Drains `c`'s inbox, in case `d`'s copy went there.
+    let _ = c.alloc(run);
 }
 
 #[test]
@@ -963,6 +1013,50 @@ fn a_shrink_in_a_full_heap_keeps_its_block() {
         for b in [qb, qh, qs] {
             a.dealloc(b, small);
         }
+        for &f in &filler {
+            a.dealloc(f, run);
+        }
+    }
+    drop(a);
+    heap.reclaim();
+    assert_eq!(heap.stats().live_bytes, 0);
+    assert_eq!(object_chunk_bytes(&heap), 0, "{}", heap.snapshot());
+}
+
+/// A grow of a chunk run whose next chunk is an empty slab, in a full
+/// heap: the first try in place fails (the slab is there), the move's
+/// reclaim gives the slab's chunk back, and the grow in place is tried
+/// again rather than the realloc failing.
+#[test]
+fn a_run_grows_in_place_into_chunks_the_reclaim_frees() {
+    let heap = fixed_heap(4 * MIB);
+    let chunk = heap.stats().chunk_bytes;
+    let mut a = heap.attach().expect("attach");
+    let two = Layout::from_size_align(2 * chunk, 16).expect("layout");
+    let small = Layout::from_size_align(100, 16).expect("layout");
+    let l = a.alloc(two);
+    let p = a.alloc(small);
+    assert_eq!(
+        p as usize,
+        l as usize + 2 * chunk,
+        "the slab follows the run"
+    );
+    // SAFETY: `l` is live with layout `two`.
+    unsafe { fill(l, two.size(), 7) };
+    let run = Layout::from_size_align(chunk, 16).expect("layout");
+    let filler: Vec<_> =
+        core::iter::from_fn(|| Some(a.alloc(run)).filter(|q| !q.is_null())).collect();
+    // SAFETY: `p` is live with layout `small`; the slab is now empty and
+    // stays its bin's head.
+    unsafe { a.dealloc(p, small) };
+    // SAFETY: `l` is live with layout `two`.
+    let q = unsafe { a.realloc(l, two, 3 * chunk) };
+    assert_eq!(q, l, "grown in place");
+    // SAFETY: `q` is live with 3 chunks.
+    unsafe {
+        assert!(check(q, two.size(), 7));
+        assert_eq!(heap.usable_size(q), 3 * chunk);
+        a.dealloc(q, Layout::from_size_align(3 * chunk, 16).expect("layout"));
         for &f in &filler {
             a.dealloc(f, run);
         }
