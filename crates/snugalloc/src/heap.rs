@@ -479,10 +479,14 @@ impl HeapInner {
             }
         };
         let mut spins = 0u32;
+        // Set once there was no memory for a new allocator (which ran a
+        // reclaim): from then on only an idle allocator will do.
+        let mut cannot_create = false;
         loop {
             if let Some(id) = self.pool.pop_idle() {
                 let slot = self.pool.slot(id);
                 if !slot.shared.busy.swap(true, Ordering::Acquire) {
+                    self.pool.note_attached();
                     put_back(&mut aside);
                     // SAFETY: we hold `busy`, so `local` is ours alone.
                     unsafe { &mut *slot.local.get() }.on_attach();
@@ -499,24 +503,40 @@ impl HeapInner {
                 back_off(&mut spins);
                 continue;
             }
-            if self.pool.created() >= self.pool.max() {
+            // No allocator to be had now. An idle one that another attach
+            // holds aside (or one being detached) is only out of the stack
+            // for a moment: wait for it rather than fail, once no new one
+            // can be made.
+            let error = if self.pool.created() >= self.pool.max() {
                 if self.pool.has_idle() {
                     // Somebody detached while we looked.
                     continue;
                 }
-                return Err(Error::PoolExhausted {
+                Error::PoolExhausted {
                     max_allocators: self.pool.max(),
-                });
-            }
-            // The allocator's memory before its id: an id taken for an
-            // allocator that cannot be made would be lost for good.
-            let index = self.claim_allocator_run().ok_or(Error::OutOfMemory)?;
-            let Some(id) = self.pool.new_id() else {
-                // Another thread took the last id meanwhile: look again.
-                self.backend.free_run(index, self.slot_chunks);
-                continue;
+                }
+            } else if !cannot_create {
+                // The allocator's memory before its id: an id taken for an
+                // allocator that cannot be made would be lost for good.
+                let Some(index) = self.claim_allocator_run() else {
+                    cannot_create = true;
+                    continue;
+                };
+                let Some(id) = self.pool.new_id() else {
+                    // Another thread took the last id meanwhile: look again.
+                    self.backend.free_run(index, self.slot_chunks);
+                    continue;
+                };
+                self.pool.note_attached();
+                return Ok(self.create_allocator(id, index));
+            } else {
+                Error::OutOfMemory
             };
-            return Ok(self.create_allocator(id, index));
+            if self.pool.some_unattached() {
+                back_off(&mut spins);
+                continue;
+            }
+            return Err(error);
         }
     }
 
@@ -585,6 +605,7 @@ impl HeapInner {
         let local = unsafe { &mut *slot.local.get() };
         local.on_detach();
         let id = local.id();
+        self.pool.note_detached();
         // Release pairs with the Acquire swap in `attach`.
         slot.shared.busy.store(false, Ordering::Release);
         // Frees posted while we held it, after `on_detach` drained.
@@ -664,7 +685,8 @@ impl HeapInner {
     /// As for [`Heap::after_fork_in_child`].
     pub(crate) unsafe fn after_fork_in_child(&self) {
         self.fork_gate.reset_in_child();
-        self.backend.rebuild_index();
+        self.pool.recount_in_child();
+        self.backend.reset_in_child();
         // SAFETY: the caller's contract.
         unsafe { self.backend.unlock_after_fork() }
     }
@@ -1289,6 +1311,94 @@ mod tests {
         unsafe {
             inner.detach(&*got);
             inner.detach(&*next);
+        }
+    }
+
+    /// An idle allocator that another attach holds aside (it found it held
+    /// by a helper) is out of the stack for a moment. An attach that finds
+    /// the stack empty meanwhile, in a pool that cannot grow, waits for it
+    /// instead of failing with `PoolExhausted`.
+    #[test]
+    fn attach_waits_for_an_idle_allocator_another_attach_holds_aside() {
+        let mut region = std::vec![0u8; 4 << 20];
+        let config = Config {
+            max_allocators: 2,
+            ..Config::for_region(region.len())
+        };
+        let len = region.len();
+        // SAFETY: `region` outlives the heap (declared first, dropped last)
+        // and nothing else uses it.
+        let heap =
+            unsafe { Heap::from_region(region.as_mut_ptr(), len, config) }.expect("valid region");
+        let inner = heap.inner();
+        let a = inner.attach().expect("a") as *const AllocatorSlot;
+        let b = inner.attach().expect("b") as *const AllocatorSlot;
+        // SAFETY: attached to `b`.
+        unsafe { inner.detach(&*b) };
+        // Another attach has popped `b` and holds it aside.
+        let id = inner.pool.pop_idle().expect("b is idle");
+        let got = std::thread::scope(|s| {
+            let pool = &inner.pool;
+            s.spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                pool.push_idle(id);
+            });
+            inner.attach().map(|slot| slot as *const AllocatorSlot)
+        });
+        assert_eq!(got.ok(), Some(b), "waited for `b`");
+        // SAFETY: attached to both.
+        unsafe {
+            inner.detach(&*a);
+            inner.detach(&*b);
+        }
+        assert_eq!(inner.pool.created(), 2);
+    }
+
+    /// The same in a full heap where the pool could grow: no memory for a
+    /// new allocator, so the attach waits for the one held aside instead of
+    /// failing with `OutOfMemory`.
+    #[test]
+    fn attach_in_a_full_heap_waits_for_an_idle_allocator_held_aside() {
+        let mut region = std::vec![0u8; 4 << 20];
+        // SAFETY: `region` outlives the heap (declared first, dropped last)
+        // and nothing else uses it.
+        let heap = unsafe { heap_over(&mut region) };
+        let inner = heap.inner();
+        let a = inner.attach().expect("a") as *const AllocatorSlot;
+        let b = inner.attach().expect("b") as *const AllocatorSlot;
+        // SAFETY: attached to `b`.
+        unsafe { inner.detach(&*b) };
+        // Fill the heap from `a`.
+        // SAFETY: attached to `a`.
+        let local = unsafe { &mut *(*a).local.get() };
+        let chunk = inner.config.chunk_bytes;
+        let mut blocks = std::vec::Vec::new();
+        loop {
+            let p = local.alloc::<false>(chunk, 16);
+            if p.is_null() {
+                break;
+            }
+            blocks.push(p);
+        }
+        let id = inner.pool.pop_idle().expect("b is idle");
+        let got = std::thread::scope(|s| {
+            let pool = &inner.pool;
+            s.spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                pool.push_idle(id);
+            });
+            inner.attach().map(|slot| slot as *const AllocatorSlot)
+        });
+        assert_eq!(got.ok(), Some(b), "waited for `b`");
+        assert_eq!(inner.pool.created(), 2, "no allocator was created");
+        for p in blocks {
+            // SAFETY: live blocks of `chunk` bytes from `a`.
+            unsafe { local.dealloc::<false>(p, chunk) };
+        }
+        // SAFETY: attached to both.
+        unsafe {
+            inner.detach(&*a);
+            inner.detach(&*b);
         }
     }
 

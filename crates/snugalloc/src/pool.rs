@@ -14,6 +14,10 @@
 //!   one may still be null (being created, or failed).
 //! - An allocator is on the idle stack at most once, and only while its
 //!   `busy` flag is clear or held by a reclaimer.
+//! - `attached` counts the allocators attached to a thread (incremented
+//!   once an attach holds one, decremented before a detach pushes it), so
+//!   `created - attached` allocators are on the idle stack, in an
+//!   attacher's hands for a moment, or being created or detached.
 
 use crate::allocator::AllocatorSlot;
 use crate::platform::fatal;
@@ -26,6 +30,8 @@ pub(crate) struct Pool {
     slots: *const AtomicPtr<AllocatorSlot>,
     max: usize,
     created: AtomicUsize,
+    /// Allocators attached to a thread (see the module's invariants).
+    attached: AtomicUsize,
     /// Tag in the high 32 bits, `id + 1` of the top allocator (0 = empty)
     /// in the low 32.
     idle: AtomicU64,
@@ -45,6 +51,7 @@ impl Pool {
             slots,
             max,
             created: AtomicUsize::new(0),
+            attached: AtomicUsize::new(0),
             idle: AtomicU64::new(0),
         }
     }
@@ -107,6 +114,45 @@ impl Pool {
         // Release pairs with the Acquire load in `try_slot`: whoever finds
         // the pointer sees the allocator initialised.
         self.entry(id).store(slot, Ordering::Release);
+    }
+
+    /// Counts an allocator attached to a thread.
+    pub(crate) fn note_attached(&self) {
+        self.attached.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an allocator let go by its thread (before it is pushed).
+    pub(crate) fn note_detached(&self) {
+        self.attached.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Whether some allocator is not attached to a thread. Read after a
+    /// `pop_idle` that found the stack empty, that means one is out of the
+    /// stack for a moment: set aside by an attacher that found it held, or
+    /// on its way onto the stack or to its creator. It will be on the stack
+    /// or attached soon, so the attach should look again rather than fail.
+    /// Racy; the Acquire load of that `pop_idle` orders a detacher's count
+    /// before its push.
+    pub(crate) fn some_unattached(&self) -> bool {
+        self.attached.load(Ordering::Relaxed) < self.created.load(Ordering::Relaxed)
+    }
+
+    /// In a forked child, before it starts a thread: allocators that other
+    /// threads of the parent held out of the stack are theirs for good, so
+    /// count everything that is not on the stack as attached.
+    pub(crate) fn recount_in_child(&self) {
+        let mut on_stack = 0;
+        let mut top = self.idle.load(Ordering::Relaxed) as u32;
+        while top != 0 && on_stack < self.max {
+            on_stack += 1;
+            top = self
+                .slot((top - 1) as usize)
+                .shared
+                .next_idle
+                .load(Ordering::Relaxed);
+        }
+        self.attached
+            .store(self.created().saturating_sub(on_stack), Ordering::Relaxed);
     }
 
     /// Whether some allocator is detached (racy).
