@@ -650,8 +650,8 @@ impl Backend {
     /// or if one gave some back while it ran, up to 64 passes, so that a
     /// thread holding chunks while it is descheduled cannot keep us waiting
     /// for good. A claim across words holds its chunks for a few
-    /// instructions, and 64 passes outlast it unless its thread is
-    /// preempted there; a purge holds its chunks across a system call,
+    /// instructions, and 64 passes (the later ones yielding the processor)
+    /// outlast it unless its thread stays preempted there; a purge holds its chunks across a system call,
     /// which can outlast them, so a search near the end of an OS heap's
     /// reservation can still fail while a purge gives back what it needs.
     ///
@@ -663,7 +663,7 @@ impl Backend {
     /// after its roll-back's bump, which the load (SeqCst, so acquiring)
     /// then sees.
     fn claim_retrying(&self, mut pass: impl FnMut() -> Option<usize>) -> Option<usize> {
-        for _ in 0..64 {
+        for pass_no in 0..64 {
             // Acquire pairs with the Release bump in `try_claim`.
             let epoch = self.rollbacks.load(Ordering::Acquire);
             if let Some(start) = pass() {
@@ -675,7 +675,13 @@ impl Backend {
             {
                 return None;
             }
-            spin_hint();
+            // With more threads than cores the holder may be waiting for
+            // ours: after a few passes, let it run.
+            if pass_no < 8 || cfg!(loom) {
+                spin_hint();
+            } else {
+                crate::platform::yield_now();
+            }
         }
         None
     }
@@ -1195,7 +1201,8 @@ impl Backend {
             };
             let start = last + 1 - len;
             end = start;
-            if long_runs_only && len < MIN_PURGE_CHUNKS {
+            // `len == 0`: `last` was claimed between the two reads.
+            if len == 0 || (long_runs_only && len < MIN_PURGE_CHUNKS) {
                 continue;
             }
             // Counted while held, like a claim across words (see
@@ -1233,11 +1240,16 @@ impl Backend {
             })
     }
 
-    /// Sets the free-blocks index from the used bitmap. Only while no other
-    /// thread can claim or free: in the child of a `fork`, where a claim
-    /// or free that another thread of the parent had not finished would
-    /// otherwise leave a block's bit stale until the block changes again.
-    pub(crate) fn rebuild_index(&self) {
+    /// Puts right, in the child of a `fork`, what claims and frees that
+    /// other threads of the parent had not finished left behind; only while
+    /// no other thread can claim or free. Their count in `holding` would
+    /// make every failed search run all its passes, and a block's bit in
+    /// the free-blocks index could stay stale until the block changes
+    /// again: the count goes to zero (chunks those claims hold are lost to
+    /// the child, like everything else those threads held) and the index
+    /// is set from the used bitmap.
+    pub(crate) fn reset_in_child(&self) {
+        self.holding.store(0, Ordering::SeqCst);
         for i in 0..block_words(self.chunks) {
             let free = (0..8)
                 .filter(|j| i * 8 + j < self.words)
@@ -1627,8 +1639,11 @@ mod tests {
             let word = unsafe { &*b.blocks.add(i) };
             word.store(!word.load(Ordering::Relaxed), Ordering::Relaxed);
         }
-        b.rebuild_index();
+        // A claim across words that a fork cut short.
+        b.holding.fetch_add(1, Ordering::SeqCst);
+        b.reset_in_child();
         b.assert_index_exact();
+        assert_eq!(b.holding.load(Ordering::SeqCst), 0);
     }
 
     #[test]

@@ -15,7 +15,9 @@ pub struct Stats {
     /// Bytes of the region in use: metadata plus every chunk handed out
     /// (slabs, large objects, allocators).
     pub reserved_bytes: usize,
-    /// The highest `reserved_bytes` so far.
+    /// The highest `reserved_bytes` so far: exact for a fixed region; for
+    /// an OS heap its metadata part is today's, which can only be higher
+    /// (see docs/stats.md).
     pub peak_reserved_bytes: usize,
     /// Bytes the program holds: requested sizes (sizes passed to
     /// `alloc`/`dealloc`), or usable sizes for C-style `malloc`/`free`.
