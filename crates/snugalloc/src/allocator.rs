@@ -799,27 +799,6 @@ impl Allocator {
         self.shared().counters.outgoing.store(0, Ordering::Relaxed);
     }
 
-    /// Posts every outgoing batch to its owner's inbox (never applying it
-    /// for an idle owner: used while acting for another allocator). The one
-    /// post that skips `HeapInner::drain_if_idle`: an idle allocator has
-    /// outgoing batches only when a double free made it forward an object,
-    /// and such a batch waits for its owner's next attach or a reclaim.
-    fn post_outgoing(&mut self) {
-        let heap = self.heap;
-        self.outgoing.drain(|batch| {
-            // SAFETY: the heap outlives its allocators.
-            let target = unsafe { &*heap }.pool.slot(batch.owner as usize);
-            // SAFETY: as in `deliver`.
-            unsafe {
-                target
-                    .shared
-                    .inbox
-                    .post(batch.first, batch.last, batch.count as usize)
-            };
-        });
-        self.shared().counters.outgoing.store(0, Ordering::Relaxed);
-    }
-
     /// Frees a batch of our own objects (a list linked through `next`), sent
     /// by another allocator, then everything in our inbox, as the owner.
     fn accept(&mut self, first: *mut FreeObject) {
@@ -834,11 +813,9 @@ impl Allocator {
     }
 
     /// As a helper holding an idle allocator's `busy` flag: frees what
-    /// waits in its inbox, posts what that sends elsewhere, and trims its
-    /// empty slabs as its detach would.
+    /// waits in its inbox and trims its empty slabs as its detach would.
     pub(crate) fn accept_inbox(&mut self) {
         self.drain_inbox();
-        self.post_outgoing();
         self.release_empty_slabs(self.heap().config.idle_retain_bytes);
     }
 
@@ -856,11 +833,13 @@ impl Allocator {
         self.shared().inbox.taken(n);
     }
 
-    /// Frees an object that arrived in our inbox; forwards it if its slab
-    /// now has another owner. Its sender checked its slot, but a double
-    /// free can outlive its slab: the first free empties the slab, which
-    /// goes back and becomes a slab of another class before the second
-    /// arrives, so the slot is checked again here.
+    /// Frees an object that arrived in our inbox. Its sender checked its
+    /// slot, and a slab keeps its owner while any of its objects is in use
+    /// (one in flight counts), so the object is ours; but a double free can
+    /// outlive its slab: the first free empties the slab, which goes back
+    /// and becomes a slab of another class or allocator before the second
+    /// arrives. Both are checked again here (a slab reused by us for the
+    /// same class, where the object is one again, cannot be told apart).
     fn free_message(&mut self, obj: *mut FreeObject) {
         let addr = obj as usize;
         let Some(slot) = self.slab_slot(addr) else {
@@ -870,8 +849,10 @@ impl Allocator {
             )
         };
         if slot.owner != self.id {
-            self.send_home(slot.owner, obj);
-            return;
+            fatal(
+                "double free or heap corruption: a remote free reached an allocator that does not own its slab",
+                addr,
+            );
         }
         // SAFETY: `obj` starts an object of our slab at `slot.head`.
         unsafe { self.free_to_slab(slot.head, slot.class, obj) }

@@ -651,9 +651,10 @@ impl Backend {
     /// thread holding chunks while it is descheduled cannot keep us waiting
     /// for good. A claim across words holds its chunks for a few
     /// instructions, and 64 passes (the later ones yielding the processor)
-    /// outlast it unless its thread stays preempted there; a purge holds its chunks across a system call,
-    /// which can outlast them, so a search near the end of an OS heap's
-    /// reservation can still fail while a purge gives back what it needs.
+    /// outlast it unless its thread stays preempted there; a purge holds
+    /// its chunks across a system call, which can outlast them, so a
+    /// search near the end of an OS heap's reservation can still fail
+    /// while a purge gives back what it needs.
     ///
     /// Why the count of holders suffices: a holder counts itself (SeqCst)
     /// before its first compare-and-swap (SeqCst). If the pass read one of

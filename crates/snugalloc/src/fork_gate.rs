@@ -19,7 +19,8 @@
 //! Attaches are not gated: a fork in the middle of one loses, in the child,
 //! the allocator being attached and any it had set aside, as it loses the
 //! allocators other threads had attached, but nothing in the child waits
-//! for them. Gating every attach would add two writes to one shared word
+//! for them (the child handler counts every allocator that is not on the
+//! idle stack as attached). Gating every attach would add two writes to one shared word
 //! per attach, which in an enclave is every ECall.
 //!
 //! State: one word, the number of threads inside plus [`CLOSED`]. A thread

@@ -160,6 +160,10 @@ fn slot_chunks(chunk_bytes: usize) -> usize {
 
 /// Waits a little before looking again: spins briefly, then yields, so a
 /// thread that was preempted holding what we need gets to run.
+/// Back-offs after which an attach that waits for an allocator out of the
+/// stack for a moment gives up: the first 64 spin, the rest yield.
+const ATTACH_WAIT_LIMIT: u32 = 1 << 16;
+
 pub(crate) fn back_off(spins: &mut u32) {
     *spins += 1;
     if *spins < 64 {
@@ -464,7 +468,14 @@ impl HeapInner {
     /// thread delivering frees to it (`busy`). Rather than wait for that
     /// thread, which may have been preempted, attach keeps it aside and
     /// takes the next idle one; only when every idle allocator is held does
-    /// it back off (spin briefly, then yield) and try again.
+    /// it back off (spin briefly, then yield) and try again. It also backs
+    /// off, rather than fail, when the stack is empty and no allocator can
+    /// be made (the pool is at its maximum, or there is no memory for one)
+    /// while some allocator is out of the stack for a moment (set aside by
+    /// another attach, or being detached), up to [`ATTACH_WAIT_LIMIT`]
+    /// back-offs: a bound, so that a count left wrong (a `fork` without the
+    /// fork hooks, a signal handler that allocates in the middle of a
+    /// detach) turns into an error, not a hang.
     pub(crate) fn attach(&self) -> Result<&AllocatorSlot, Error> {
         // The idle allocators found held, out of the idle stack until we
         // leave (so that the next pop finds another), chained through
@@ -532,7 +543,7 @@ impl HeapInner {
             } else {
                 Error::OutOfMemory
             };
-            if self.pool.some_unattached() {
+            if self.pool.some_unattached() && spins < ATTACH_WAIT_LIMIT {
                 back_off(&mut spins);
                 continue;
             }
@@ -947,7 +958,9 @@ impl Heap {
 
     /// Attaches an allocator from the pool to the caller: the most recently
     /// detached one, or a new one if all are attached. Costs a few atomic
-    /// operations; takes no lock that allocation needs. Drop the handle to
+    /// operations; takes no lock that allocation needs. When the pool can
+    /// make no new allocator, it may wait (yielding) for one that another
+    /// thread is detaching or holds for a moment. Drop the handle to
     /// detach.
     pub fn attach(&self) -> Result<Attached<'_>, Error> {
         let slot = self.inner().attach()?;
@@ -1018,9 +1031,11 @@ impl Heap {
     }
 
     /// [`Heap::after_fork`] for the child, which also puts right what the
-    /// parent's other threads left half done in the chunk backend's index
-    /// of free blocks (see `backend.rs`); call it from the `pthread_atfork`
-    /// child handler instead of `after_fork`.
+    /// parent's other threads left half done: the chunk backend's index of
+    /// free blocks and its count of claims in progress (see `backend.rs`),
+    /// and the pool's count of attached allocators (those the parent's
+    /// threads held count as attached for good); call it from the
+    /// `pthread_atfork` child handler instead of `after_fork`.
     ///
     /// # Safety
     /// As for `after_fork`, and only in the child, before it starts any
@@ -1352,6 +1367,35 @@ mod tests {
             inner.detach(&*b);
         }
         assert_eq!(inner.pool.created(), 2);
+    }
+
+    /// An allocator that never comes back to the stack (as after a `fork`
+    /// without the fork hooks): the attach waits a bounded time, then
+    /// reports the error rather than hang.
+    #[test]
+    fn attach_gives_up_on_an_allocator_that_never_comes_back() {
+        let mut region = std::vec![0u8; 4 << 20];
+        let config = Config {
+            max_allocators: 2,
+            ..Config::for_region(region.len())
+        };
+        let len = region.len();
+        // SAFETY: `region` outlives the heap (declared first, dropped last)
+        // and nothing else uses it.
+        let heap = unsafe { Heap::from_region(region.as_mut_ptr(), len, config) }
+            .expect("valid region");
+        let inner = heap.inner();
+        let a = inner.attach().expect("a") as *const AllocatorSlot;
+        let b = inner.attach().expect("b") as *const AllocatorSlot;
+        // SAFETY: attached to `b`.
+        unsafe { inner.detach(&*b) };
+        let _lost = inner.pool.pop_idle().expect("b is idle");
+        let t0 = std::time::Instant::now();
+        let got = inner.attach().map(|_| ());
+        assert_eq!(got, Err(Error::PoolExhausted { max_allocators: 2 }));
+        assert!(t0.elapsed() < std::time::Duration::from_secs(60));
+        // SAFETY: attached to `a`.
+        unsafe { inner.detach(&*a) };
     }
 
     /// The same in a full heap where the pool could grow: no memory for a

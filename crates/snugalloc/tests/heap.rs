@@ -440,7 +440,7 @@ fn bad_config_and_regions_are_errors_not_panics() {
 }
 
 /// Misuse cases run in a child process, since they abort it.
-const CASES: [(&str, &str); 10] = [
+const CASES: [(&str, &str); 11] = [
     ("foreign", "free: pointer this heap does not own"),
     ("interior", "not the start of an object"),
     ("large-interior", "inside a large object"),
@@ -458,6 +458,11 @@ const CASES: [(&str, &str); 10] = [
     (
         "remote-twice-reused",
         "a remote free is not an object of a slab",
+    ),
+    // The same, the chunk reused by another allocator for the same class.
+    (
+        "remote-twice-reused-same-class",
+        "a remote free reached an allocator that does not own its slab",
     ),
 ];
 
@@ -498,7 +503,8 @@ fn misuse(case: &str) {
                 a.dealloc(p2, l);
                 a.dealloc(p, l)
             }
-            "remote-twice-reused" => remote_twice_reused(),
+            "remote-twice-reused" => remote_twice_reused(false),
+            "remote-twice-reused-same-class" => remote_twice_reused(true),
             _ => unreachable!(),
         }
     }
@@ -508,9 +514,10 @@ fn misuse(case: &str) {
 /// second object). Senders `d` and `b` both free `x1` (nothing is kept as
 /// a foreign object: `idle_retain_bytes` is 0), and `b`'s copy arrives. The
 /// owner frees `x0` and detaches, which gives the empty slab back; `c`
-/// makes a slab of 256-byte objects there, where `x1` is no object. Then
-/// `d` delivers its copy.
-fn remote_twice_reused() {
+/// makes a slab of 256-byte objects there, where `x1` is no object (with
+/// `same_class`, of 48-byte objects, and holds `x1` again), while the
+/// owner's allocator is attached again by `e`. Then `d` delivers its copy.
+fn remote_twice_reused(same_class: bool) {
     let config = Config {
         idle_retain_bytes: 0,
         ..Config::for_region(4 * MIB)
@@ -539,12 +546,17 @@ fn remote_twice_reused() {
     }
     drop(o);
     heap.reclaim();
+    // `e` takes the owner's allocator (the idle stack's top), `c` another.
+    let mut e = heap.attach().expect("attach");
     let mut c = heap.attach().expect("attach");
-    let y = c.alloc(l256);
+    let y = c.alloc(if same_class { l48 } else { l256 });
     assert_eq!(y, x0, "the emptied slab's chunk was reused");
+    if same_class {
+        assert_eq!(c.alloc(l48), x1, "x1 is live again");
+    }
+    // `d`'s copy goes to the owner's inbox; `e`'s next slow path drains it.
     drop(d);
-    // Drains `c`'s inbox, in case `d`'s copy went there.
-    let _ = c.alloc(run);
+    let _ = e.alloc(run);
 }
 
 #[test]
