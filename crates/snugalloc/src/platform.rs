@@ -10,6 +10,9 @@ use core::fmt::{self, Write};
 #[cfg(feature = "std")]
 use core::ptr::NonNull;
 
+#[cfg(feature = "std")]
+use crate::sync::{AtomicUsize, Ordering};
+
 /// Formats into a fixed stack buffer, truncating; never allocates.
 struct StackWriter {
     buf: [u8; 256],
@@ -117,22 +120,60 @@ pub(crate) unsafe fn release(base: *mut u8, bytes: usize) {
     }
 }
 
-/// Gives the pages of `[base, base + bytes)` back to the OS; they read as
-/// zero when next touched.
+/// The OS's page size, asked once (4 KiB if it will not say).
+#[cfg(feature = "std")]
+fn page_size() -> usize {
+    static PAGE: AtomicUsize = AtomicUsize::new(0);
+    let known = PAGE.load(Ordering::Relaxed);
+    if known != 0 {
+        return known;
+    }
+    // SAFETY: sysconf reads a constant of the system; no memory is touched.
+    let asked = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let page = usize::try_from(asked)
+        .ok()
+        .filter(|p| p.is_power_of_two())
+        .unwrap_or(4096);
+    PAGE.store(page, Ordering::Relaxed);
+    page
+}
+
+/// The whole pages of `page` bytes (a power of two) inside
+/// `[base, base + bytes)`: their start and length, the length 0 when
+/// there are none. A chunk may be smaller than a page (4 KiB chunks on a
+/// system of 16 or 64 KiB pages), and the OS discards whole pages only.
+#[cfg(any(feature = "std", test))]
+fn whole_pages(base: usize, bytes: usize, page: usize) -> (usize, usize) {
+    let mask = page - 1;
+    let end = (base + bytes) & !mask;
+    match base.checked_add(mask).map(|b| b & !mask) {
+        Some(start) if start < end => (start, end - start),
+        _ => (base, 0),
+    }
+}
+
+/// Gives the whole pages inside `[base, base + bytes)` back to the OS;
+/// they read as zero when next touched. Parts of pages at either end are
+/// left alone: the rest of such a page may be a neighbour's live chunk.
 ///
 /// # Safety
 /// The range must lie inside a reservation made by [`reserve`] and hold no
 /// data anybody still needs.
 #[cfg(feature = "std")]
 pub(crate) unsafe fn decommit(base: *mut u8, bytes: usize) {
+    let (start, len) = whole_pages(base as usize, bytes, page_size());
+    if len == 0 {
+        return;
+    }
     // SAFETY: `__errno_location` returns this thread's errno; the caller
-    // guarantees the range is ours and unused, and DONTNEED on a private
+    // guarantees the range is ours and unused, `[start, start + len)` lies
+    // inside it and covers whole pages only, and DONTNEED on a private
     // anonymous mapping only discards its contents. errno is restored, so
     // that frees (which may decommit) never change it, as C requires.
     unsafe {
         let errno = libc::__errno_location();
         let saved = *errno;
-        libc::madvise(base.cast(), bytes, libc::MADV_DONTNEED);
+        libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED);
         *errno = saved;
     }
 }
@@ -165,4 +206,27 @@ pub(crate) fn now_ms() -> u64 {
 #[cfg(not(feature = "std"))]
 pub(crate) fn now_ms() -> u64 {
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_pages;
+
+    #[test]
+    fn only_whole_pages_inside_a_range_are_given_back() {
+        const P: usize = 64 << 10;
+        // Chunks of 4 KiB on 64 KiB pages: a run inside one page gives
+        // nothing back, a run across pages only the pages it covers whole.
+        assert_eq!(whole_pages(P + 4096, 8192, P), (P + 4096, 0));
+        assert_eq!(whole_pages(P, 8192, P), (P, 0));
+        assert_eq!(whole_pages(P, P, P), (P, P));
+        assert_eq!(whole_pages(P - 4096, P + 8192, P), (P, P));
+        assert_eq!(whole_pages(P - 4096, 2 * P, P), (P, P));
+        assert_eq!(whole_pages(P - 4096, 2 * P + 4096, P), (P, 2 * P));
+        // Chunks no smaller than pages: the range itself.
+        assert_eq!(
+            whole_pages(3 * 16384, 5 * 16384, 4096),
+            (3 * 16384, 5 * 16384)
+        );
+    }
 }
