@@ -162,7 +162,7 @@ fn slot_chunks(chunk_bytes: usize) -> usize {
 /// thread that was preempted holding what we need gets to run.
 /// Back-offs after which an attach that waits for an allocator out of the
 /// stack for a moment gives up: the first 64 spin, the rest yield.
-const ATTACH_WAIT_LIMIT: u32 = 1 << 16;
+pub(crate) const ATTACH_WAIT_LIMIT: u32 = 1 << 16;
 
 pub(crate) fn back_off(spins: &mut u32) {
     *spins += 1;
@@ -211,7 +211,9 @@ impl HeapInner {
         };
         let needed = config.max_slab_bytes / config.chunk_bytes + slot_chunks(config.chunk_bytes);
         let Some(p) = layout.filter(|_| chunks >= needed) else {
-            let min = plan(0, needed, &config, halves).map_or(usize::MAX, |p| p.end + 64);
+            // From this base: the padding up to the first chunk boundary
+            // depends on it.
+            let min = plan(base, needed, &config, halves).map_or(usize::MAX, |p| p.end - base);
             return Err(Error::RegionTooSmall {
                 region_bytes: len,
                 min_bytes: min,
@@ -888,6 +890,10 @@ impl HeapInner {
 ///
 /// Threads use it through [`Heap::attach`]. Any attached handle may free
 /// any block of the heap, whichever handle allocated it.
+///
+/// Invariant: `inner` points to the heap's state at the start of its own
+/// region, valid until the `Heap` is dropped (which gives an OS
+/// reservation back) or leaked.
 pub struct Heap {
     inner: NonNull<HeapInner>,
 }
@@ -1382,8 +1388,8 @@ mod tests {
         let len = region.len();
         // SAFETY: `region` outlives the heap (declared first, dropped last)
         // and nothing else uses it.
-        let heap = unsafe { Heap::from_region(region.as_mut_ptr(), len, config) }
-            .expect("valid region");
+        let heap =
+            unsafe { Heap::from_region(region.as_mut_ptr(), len, config) }.expect("valid region");
         let inner = heap.inner();
         let a = inner.attach().expect("a") as *const AllocatorSlot;
         let b = inner.attach().expect("b") as *const AllocatorSlot;

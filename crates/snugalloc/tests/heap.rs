@@ -439,6 +439,37 @@ fn bad_config_and_regions_are_errors_not_panics() {
     );
 }
 
+/// The smallest region `RegionTooSmall` names is enough from that base,
+/// whatever the base's offset from a chunk boundary.
+#[test]
+fn the_minimum_a_too_small_region_names_is_enough() {
+    const CHUNK: usize = 64 << 10;
+    let config = Config {
+        chunk_bytes: CHUNK,
+        max_slab_bytes: CHUNK,
+        ..Config::for_region(4 * MIB)
+    };
+    let mut buf = vec![0u8; 8 * MIB];
+    let aligned = (buf.as_mut_ptr() as usize).next_multiple_of(CHUNK);
+    for off in (0..CHUNK).step_by(4096).chain([16, CHUNK - 16]) {
+        let base = (aligned + off) as *mut u8;
+        // SAFETY: `base .. base + 4096` lies inside `buf`, which outlives
+        // the heap; the heap is dropped at once.
+        let err = unsafe { Heap::from_region(base, 4096, config) }.err();
+        let Some(Error::RegionTooSmall { min_bytes, .. }) = err else {
+            panic!("4 KiB accepted: {err:?}");
+        };
+        assert!(aligned + off + min_bytes <= buf.as_ptr() as usize + buf.len());
+        // SAFETY: as above, `min_bytes` from `base` lies inside `buf`.
+        let heap = unsafe { Heap::from_region(base, min_bytes, config) };
+        assert!(
+            heap.is_ok(),
+            "offset {off}: {min_bytes} bytes refused: {:?}",
+            heap.err()
+        );
+    }
+}
+
 /// Misuse cases run in a child process, since they abort it.
 const CASES: [(&str, &str); 11] = [
     ("foreign", "free: pointer this heap does not own"),
