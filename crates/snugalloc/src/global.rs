@@ -12,13 +12,18 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::null_mut;
 
 use crate::config::{Config, Error};
-use crate::heap::{Heap, HeapInner};
+use crate::heap::{back_off, Heap, HeapInner, ATTACH_WAIT_LIMIT};
 use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
 
 /// A fixed-region global allocator, initialised once with a region;
 /// allocation before that returns null. Each call attaches an allocator
 /// from the pool and detaches it afterwards (no thread-local storage is
 /// needed), so concurrent threads still allocate in parallel.
+///
+/// State: `state` goes from uninitialised to busy (one `init` at a time)
+/// and then to ready, or back to uninitialised if the region is refused;
+/// `heap` is null until ready, then points for ever to the heap laid over
+/// the region, which must live for the rest of the program.
 ///
 /// ```no_run
 /// use snugalloc::{Config, FixedGlobal};
@@ -52,8 +57,9 @@ impl FixedGlobal {
     }
 
     /// Lays the heap over `[base, base + len)`. Fails (without touching the
-    /// region) when called a second time, or when the region or
-    /// configuration is invalid.
+    /// region) when called a second time, or while another call is in
+    /// progress (`AlreadyInitialized` either way, even if that call then
+    /// fails), or when the region or configuration is invalid.
     ///
     /// # Safety
     /// As for [`Heap::from_region`]; the region must live for the rest of
@@ -109,20 +115,31 @@ impl Default for FixedGlobal {
 }
 
 /// Runs `f` with an allocator attached for the duration of the call.
+///
+/// With every allocator of the pool attached (more threads inside this
+/// global at once than `max_allocators`), each is held for one call only,
+/// so it waits for one (spinning, then yielding) rather than fail, up to
+/// [`ATTACH_WAIT_LIMIT`] back-offs: a bound, so that a call made inside
+/// another on the same thread (a panic handler that allocates, without
+/// `std`) fails instead of waiting for itself.
 fn with_attached<R>(
     heap: &HeapInner,
     fail: R,
     f: impl FnOnce(&mut crate::allocator::Allocator) -> R,
 ) -> R {
-    match heap.attach() {
-        Ok(slot) => {
-            // SAFETY: we hold the slot from `attach` until `detach` below.
-            let r = f(unsafe { &mut *slot.local.get() });
-            // SAFETY: attached above, not used afterwards.
-            unsafe { heap.detach(slot) };
-            r
+    let mut spins = 0;
+    loop {
+        match heap.attach() {
+            Ok(slot) => {
+                // SAFETY: we hold the slot from `attach` until `detach` below.
+                let r = f(unsafe { &mut *slot.local.get() });
+                // SAFETY: attached above, not used afterwards.
+                unsafe { heap.detach(slot) };
+                return r;
+            }
+            Err(Error::PoolExhausted { .. }) if spins < ATTACH_WAIT_LIMIT => back_off(&mut spins),
+            Err(_) => return fail,
         }
-        Err(_) => fail,
     }
 }
 
@@ -356,6 +373,12 @@ mod os_global {
         without_local(null_mut(), |a| a.alloc::<false>(size, align))
     }
 
+    /// Frees without the thread's allocator (its thread-local is gone or
+    /// being set up).
+    ///
+    /// # Safety
+    /// As for [`GlobalAlloc::dealloc`]: `ptr` came from this global with a
+    /// layout of `size` bytes and is not used afterwards.
     #[cold]
     #[inline(never)]
     unsafe fn dealloc_cold(ptr: *mut u8, size: usize) {
@@ -421,5 +444,48 @@ mod os_global {
             // SAFETY: a published heap lives forever.
             (!p.is_null()).then(|| unsafe { &*p }.snapshot())
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    extern crate std;
+
+    /// More threads than allocators inside a `FixedGlobal` at once: each
+    /// waits for an allocator another call holds instead of failing.
+    #[test]
+    fn a_fixed_global_serves_more_threads_than_allocators() {
+        static GLOBAL: FixedGlobal = FixedGlobal::new();
+        let len = 4 << 20;
+        let region = std::vec![0u8; len].leak();
+        let config = Config {
+            max_allocators: 1,
+            ..Config::for_region(len)
+        };
+        // SAFETY: the region is leaked, so it lives for the rest of the
+        // program, and nothing else uses it.
+        unsafe { GLOBAL.init(region.as_mut_ptr(), len, config) }.expect("valid region");
+        let layout = Layout::from_size_align(64, 8).expect("layout");
+        let nulls = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..if cfg!(miri) { 50 } else { 20_000 } {
+                        // SAFETY: a non-zero-size layout; the block is
+                        // freed with it at once.
+                        unsafe {
+                            let p = GLOBAL.alloc(layout);
+                            if p.is_null() {
+                                nulls.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                GLOBAL.dealloc(p, layout);
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(nulls.load(Ordering::Relaxed), 0, "allocations refused");
     }
 }
