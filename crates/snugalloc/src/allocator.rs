@@ -102,6 +102,12 @@ pub(crate) struct AllocatorSlot {
 // orders between holders.
 unsafe impl Sync for AllocatorSlot {}
 
+/// The slabs of one class this allocator owns that have free objects, a
+/// list through their pagemap entries (`head`, `tail`: chunk indices, `NIL`
+/// when empty), and `current`: the pagemap entry of `head`, or the heap's
+/// `empty_slab` sentinel when the list is empty or kept foreign objects
+/// must be handed out first (see the module documentation). Both point
+/// into the heap's metadata, which outlives the allocator.
 #[derive(Clone, Copy)]
 struct Bin {
     current: *const ChunkMeta,
@@ -122,7 +128,9 @@ struct SlabSlot {
 }
 
 /// The owner-only state of an allocator. See the module documentation for
-/// its invariants.
+/// its invariants; besides, `heap` points to the heap this allocator lives
+/// in (in its metadata), and `shared` to the shared half of its own slot
+/// there, so both outlive it.
 pub(crate) struct Allocator {
     bins: [Bin; NUM_CLASSES],
     /// A copy of the heap's `ClassTable::lookup` (sizes up to 1 KiB), next

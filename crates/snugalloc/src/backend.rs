@@ -107,8 +107,9 @@ const INDEXED_BEST_FIT: usize = 2 * BLOCK - 1;
 
 /// The chunk backend over one region.
 ///
-/// Invariant: `used` and `dirty` each point to `words` initialised words
-/// that live as long as the heap; chunk `i` starts at `base + i << shift`.
+/// Invariant: `used` and `dirty` each point to `words` initialised words,
+/// and `blocks` to `block_words(chunks)`, that live as long as the heap;
+/// chunk `i` starts at `base + i << shift`.
 pub(crate) struct Backend {
     used: *const AtomicU64,
     dirty: *const AtomicU64,

@@ -23,7 +23,8 @@ pub const MAX_ALLOCATORS: usize = 16 * 1024;
 /// lengths). 16 TiB of 4 KiB chunks; a bigger region is used only up to
 /// that, and a bigger OS reservation is a configuration error.
 pub const MAX_CHUNKS: usize = u32::MAX as usize - 1;
-/// Fixed regions above this size default to 16 KiB chunks.
+/// Fixed regions of this size and more default to 16 KiB chunks (and the
+/// other big-heap settings, the chunk cache among them).
 pub const SMALL_HEAP_BYTES: usize = 256 * MIB;
 /// Largest `Config::decommit_delay_ms` and `Config::decommit_epoch_ms`: a
 /// minute.
@@ -101,14 +102,14 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults for a fixed region of `region_bytes` bytes: 4 KiB chunks up
-    /// to 256 MiB (16 KiB above), slabs of at most four chunks, objects above
-    /// 1 KiB (one chunk above 256 MiB) served as chunk runs, and little kept
-    /// by idle allocators.
-    /// The per-allocator chunk cache (256 KiB) is in force only from
-    /// 256 MiB up.
+    /// Defaults for a fixed region of `region_bytes` bytes: below 256 MiB,
+    /// 4 KiB chunks, slabs of at most four chunks, objects of 1-2 KiB in
+    /// half chunks and larger ones served as chunk runs, and little kept by
+    /// idle allocators; from 256 MiB up, 16 KiB chunks, objects above one
+    /// chunk served as chunk runs, and the per-allocator chunk cache
+    /// (256 KiB) in force.
     pub const fn for_region(region_bytes: usize) -> Config {
-        let small = region_bytes <= SMALL_HEAP_BYTES;
+        let small = region_bytes < SMALL_HEAP_BYTES;
         let chunk_bytes = if small { 4 * KIB } else { 16 * KIB };
         Config {
             chunk_bytes,

@@ -39,8 +39,8 @@
 //! | `sync` | atomics and the spin lock, in one place |
 //! | `platform` | the only code that calls the OS; fatal errors |
 //! | `source` | where the region comes from: fixed, or OS (decommits) |
-//! | `config` | [`Config`], validation, [`Error`], [`parse_bytes`] |
 //! | `size_class` | sizes to classes; slab geometry per heap |
+//! | `config` | [`Config`], validation, [`Error`], [`parse_bytes`] |
 //! | `half` | half chunks shared by all allocators: the CAS protocol and the index of chunks with a free half |
 //! | `pagemap` | chunk → metadata (kind, class, owner, slab state) |
 //! | `backend` | runs of chunks: first fit over a bitmap |
@@ -53,6 +53,11 @@
 //! | `global` | [`SnugAlloc`] (TLS, OS heap), [`FixedGlobal`] |
 #![no_std]
 #![deny(missing_docs)]
+
+// Chunk indices, packed descriptors and tagged stack heads assume 64-bit
+// pointers and atomics.
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("snugalloc needs a 64-bit target with 64-bit atomics");
 
 #[cfg(feature = "std")]
 extern crate std;

@@ -89,7 +89,9 @@ impl Inbox {
     }
 }
 
-/// One outgoing batch for one owner.
+/// One outgoing batch for one owner: `count` free objects of slabs that
+/// `owner` owns, linked through their first word from `first` to `last`
+/// (whose link is null); `first` and `last` are null when `count` is 0.
 #[derive(Clone, Copy)]
 pub(crate) struct Batch {
     pub(crate) owner: u32,
