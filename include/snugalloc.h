@@ -81,6 +81,8 @@ void *memalign(size_t alignment, size_t size);
 void *valloc(size_t size);
 void *pvalloc(size_t size);
 size_t malloc_usable_size(void *ptr);
+/* free under its old name, for old binaries. */
+void cfree(void *ptr);
 
 #ifdef __cplusplus
 }

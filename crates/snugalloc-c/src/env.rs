@@ -1,15 +1,18 @@
 //! Environment: reads `SNUGALLOC_*` variables without allocating and turns
 //! them into the heap's configuration.
 //!
-//! Values are read with `getenv(3)`, which walks `environ` and allocates
-//! nothing. A malformed value is reported on standard error in one line and
-//! the default is used instead.
+//! Values are read with `secure_getenv(3)`, which walks `environ` and
+//! allocates nothing, and reads nothing in a setuid or setgid program (as
+//! glibc ignores its own `MALLOC_*` settings there), so an unprivileged
+//! user cannot shrink a privileged program's heap or make it print. A
+//! malformed value is reported on standard error in one line and the
+//! default is used instead.
 
 use core::ffi::CStr;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use snugalloc_core::{parse_bytes, Config, MAX_CLASS_BYTES};
+use snugalloc_core::{parse_bytes, Config, ParseBytesError, MAX_CLASS_BYTES};
 
 use crate::out::{FdWriter, Printable};
 
@@ -27,15 +30,22 @@ pub(crate) struct Settings {
     pub(crate) stats_at_exit: bool,
 }
 
+extern "C" {
+    /// glibc's `getenv` that returns null in a setuid or setgid program
+    /// (the `libc` crate does not declare it).
+    fn secure_getenv(name: *const core::ffi::c_char) -> *mut core::ffi::c_char;
+}
+
 /// The value of variable `name`, if set.
 fn get(name: &CStr) -> Option<&'static [u8]> {
-    // SAFETY: `name` is NUL-terminated; getenv returns null or a pointer
-    // into the environment, which nobody in this library modifies.
-    let p = unsafe { libc::getenv(name.as_ptr()) };
+    // SAFETY: `name` is NUL-terminated; secure_getenv returns null or a
+    // pointer into the environment, which nobody in this library modifies.
+    let p = unsafe { secure_getenv(name.as_ptr()) };
     if p.is_null() {
         return None;
     }
-    // SAFETY: getenv returned a NUL-terminated string in the environment.
+    // SAFETY: secure_getenv returned a NUL-terminated string in the
+    // environment.
     Some(unsafe { CStr::from_ptr(p) }.to_bytes())
 }
 
@@ -55,7 +65,10 @@ fn bytes_var(name: &str, cname: &CStr) -> Option<usize> {
     let parsed = core::str::from_utf8(value)
         .map_err(|_| "not UTF-8")
         .and_then(|text| {
-            parse_bytes(text).map_err(|_| "expected a byte count such as 4096, 16k, 64M or 1G")
+            parse_bytes(text).map_err(|e| match e {
+                ParseBytesError::Overflow => "too large for this machine's addresses",
+                _ => "expected a byte count such as 4096, 16k, 64M or 1G",
+            })
         });
     match parsed {
         Ok(0) => {

@@ -123,6 +123,17 @@ pub unsafe extern "C" fn free(ptr: *mut c_void) {
     }
 }
 
+/// `free` under its old name, which glibc still exports for old binaries
+/// (they would otherwise hand this library's blocks to glibc's `free`).
+///
+/// # Safety
+/// As for [`free`].
+#[no_mangle]
+pub unsafe extern "C" fn cfree(ptr: *mut c_void) {
+    // SAFETY: the caller's contract is `free`'s.
+    unsafe { free(ptr) }
+}
+
 /// Allocates `count * size` zeroed bytes; null with `ENOMEM` when the
 /// product overflows or memory runs out.
 ///

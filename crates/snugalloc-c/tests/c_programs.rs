@@ -2,8 +2,8 @@
 //! release libraries: every function's errno and NULL cases, alignments,
 //! realloc contents (api.c), fork in a threaded process (fork.c; fork_idle.c
 //! forks while frees reach an idle allocator), a
-//! cross-thread free storm (storm.c), and an Open Enclave host driver
-//! (oe_host.c). Each preload-library test also runs on a fixed 64 MiB heap.
+//! cross-thread free storm (storm.c), an Open Enclave host driver
+//! (oe_host.c), and a small address-space limit (limits.c). Each preload-library test also runs on a fixed 64 MiB heap.
 
 mod common;
 
@@ -70,6 +70,21 @@ fn run_preloaded_over_both_heaps(exe: &std::path::Path) {
             .env("LD_PRELOAD", preload_lib())
             .env("SNUGALLOC_HEAP_SIZE", FIXED),
     );
+}
+
+/// Under a 1 GiB address-space limit the OS heap reserves less rather than
+/// fail, and errno does not show the reservations refused on the way; the
+/// old name `cfree` frees this library's blocks (limits.c).
+#[test]
+fn a_small_address_space_limit_still_gets_a_heap() {
+    let exe = compile("limits", Link::Plain);
+    let script = format!("ulimit -v 1048576 && exec {}", exe.display());
+    let out = run_ok(
+        Command::new("sh")
+            .args(["-c", &script])
+            .env("LD_PRELOAD", preload_lib()),
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
 }
 
 #[test]

@@ -164,6 +164,10 @@ fn slot_chunks(chunk_bytes: usize) -> usize {
 /// stack for a moment gives up: the first 64 spin, the rest yield.
 pub(crate) const ATTACH_WAIT_LIMIT: u32 = 1 << 16;
 
+/// Smallest reservation `Heap::from_os` falls back to.
+#[cfg(feature = "std")]
+const MIN_OS_RESERVE_BYTES: usize = 16 << 20;
+
 pub(crate) fn back_off(spins: &mut u32) {
     *spins += 1;
     if *spins < 64 {
@@ -919,8 +923,10 @@ impl Heap {
     }
 
     /// Builds a heap over `config.os_reserve_bytes` of fresh address space
-    /// from the OS (halved until the OS agrees, down to 1 GiB). Memory is
-    /// committed when first touched and given back when chunks fall free.
+    /// from the OS (halved until the OS agrees, down to 16 MiB, so that a
+    /// process under a small address-space limit still gets a heap). Memory
+    /// is committed when first touched and given back when chunks fall
+    /// free.
     #[cfg(feature = "std")]
     pub fn from_os(config: Config) -> Result<Heap, Error> {
         config.validate()?;
@@ -929,7 +935,7 @@ impl Heap {
             if let Some(base) = crate::platform::reserve(bytes) {
                 break base;
             }
-            if bytes / 2 < (1 << 30).min(config.os_reserve_bytes) {
+            if bytes / 2 < MIN_OS_RESERVE_BYTES.min(config.os_reserve_bytes) {
                 return Err(Error::OsReserveFailed { bytes });
             }
             bytes /= 2;
