@@ -12,7 +12,7 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::null_mut;
 
 use crate::config::{Config, Error};
-use crate::heap::{back_off, Heap, HeapInner, ATTACH_WAIT_LIMIT};
+use crate::heap::{Heap, HeapInner, Patience};
 use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
 
 /// A fixed-region global allocator, initialised once with a region;
@@ -118,16 +118,16 @@ impl Default for FixedGlobal {
 ///
 /// With every allocator of the pool attached (more threads inside this
 /// global at once than `max_allocators`), each is held for one call only,
-/// so it waits for one (spinning, then yielding) rather than fail, up to
-/// [`ATTACH_WAIT_LIMIT`] back-offs: a bound, so that a call made inside
-/// another on the same thread (a panic handler that allocates, without
-/// `std`) fails instead of waiting for itself.
+/// so it waits for one (spinning, then yielding) rather than fail, with a
+/// bound ([`Patience`]), so that a call made inside another on the same
+/// thread (a panic handler that allocates, without `std`) fails instead of
+/// waiting for itself.
 fn with_attached<R>(
     heap: &HeapInner,
     fail: R,
     f: impl FnOnce(&mut crate::allocator::Allocator) -> R,
 ) -> R {
-    let mut spins = 0;
+    let mut patience = Patience::new();
     loop {
         match heap.attach() {
             Ok(slot) => {
@@ -137,7 +137,7 @@ fn with_attached<R>(
                 unsafe { heap.detach(slot) };
                 return r;
             }
-            Err(Error::PoolExhausted { .. }) if spins < ATTACH_WAIT_LIMIT => back_off(&mut spins),
+            Err(Error::PoolExhausted { .. }) if patience.wait() => {}
             Err(_) => return fail,
         }
     }
