@@ -93,7 +93,7 @@ fn snugalloc_oe_h_matches_libsnugalloc_oe_so() {
 fn headers_compile_as_c_and_cxx() {
     for (compiler, lang) in [("cc", "c"), ("c++", "c++")] {
         if Command::new(compiler).arg("--version").output().is_err() {
-            println!("SKIPPED: {compiler} is not installed");
+            common::skipped(&format!("{compiler} is not installed"));
             continue;
         }
         for header in ["snugalloc.h", "snugalloc_oe.h"] {
@@ -352,7 +352,7 @@ fn headers_work_in_either_order_and_beside_open_enclaves() {
     ];
     for (compiler, lang) in [("cc", "c"), ("c++", "c++")] {
         if Command::new(compiler).arg("--version").output().is_err() {
-            println!("SKIPPED: {compiler} is not installed");
+            common::skipped(&format!("{compiler} is not installed"));
             continue;
         }
         for (what, include, headers) in cases {

@@ -40,6 +40,17 @@ fn preloaded(program: &Path, env: &[(&str, &str)]) -> Command {
     cmd
 }
 
+/// A preloaded program really allocated with snugalloc: with
+/// `SNUGALLOC_STATS=1` the library prints its table at exit (a preload that
+/// did not take would run on glibc and pass unnoticed).
+fn assert_ran_on_snugalloc(stderr: &[u8], program: &str) {
+    let stderr = String::from_utf8_lossy(stderr);
+    assert!(
+        stderr.contains("snugalloc statistics:"),
+        "{program} printed no snugalloc statistics: was the library preloaded?\n{stderr}"
+    );
+}
+
 #[test]
 fn python_allocation_heavy_script() {
     let Some(python) = find_program(&[PYTHON], "python3") else {
@@ -54,8 +65,10 @@ fn python_allocation_heavy_script() {
             let out = run_ok(
                 preloaded(&python, &env)
                     .arg(&script)
-                    .env("PYTHONMALLOC", pymalloc),
+                    .env("PYTHONMALLOC", pymalloc)
+                    .env("SNUGALLOC_STATS", "1"),
             );
+            assert_ran_on_snugalloc(&out.stderr, "python");
             assert_eq!(
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&expected),
@@ -76,7 +89,9 @@ fn python_regression_tests() {
         .status()
         .is_ok_and(|s| s.success());
     if !has_suite {
-        println!("SKIPPED: python3's test suite is not installed (apt-get install -y libpython3.11-testsuite)");
+        common::skipped(
+            "python3's test suite is not installed (apt-get install -y libpython3.11-testsuite)",
+        );
         return;
     }
     let suites: [&[&str]; 2] = [
@@ -129,16 +144,20 @@ fn sqlite3_inserts_indexes_queries() {
             "sqlite3 failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8(out.stdout).unwrap()
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
-    let expected = run(&mut Command::new(&sqlite));
+    let (expected, _) = run(&mut Command::new(&sqlite));
     assert!(expected.contains("200000|"), "{expected}");
     assert!(
         expected.trim_end().ends_with("ok"),
         "integrity_check: {expected}"
     );
     for (label, env) in modes() {
-        let got = run(&mut preloaded(&sqlite, &env));
+        let (got, stderr) = run(preloaded(&sqlite, &env).env("SNUGALLOC_STATS", "1"));
+        assert_ran_on_snugalloc(stderr.as_bytes(), "sqlite3");
         assert_eq!(
             got, expected,
             "sqlite3 output differs from glibc's ({label})"
@@ -217,6 +236,12 @@ fn redis_server_under_redis_benchmark() {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", server.0.id()))
+            .expect("redis-server's memory map");
+        assert!(
+            maps.contains("libsnugalloc.so"),
+            "redis-server runs without libsnugalloc.so mapped ({label})"
+        );
         let out = run_ok(Command::new(&bench).args([
             "-h",
             "127.0.0.1",
