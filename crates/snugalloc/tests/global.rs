@@ -20,7 +20,10 @@ fn word(i: u64) -> String {
 fn many_threads_do_real_work() {
     const THREADS: u64 = 12;
     const ITEMS: u64 = 20_000;
-    let (tx, rx) = mpsc::channel::<Vec<String>>();
+    const WORDS: u64 = 5000;
+    // Each string travels with the numbers it was made from, so that the
+    // receiver can make it again and compare.
+    let (tx, rx) = mpsc::channel::<Vec<(u64, u64, String)>>();
     let workers: Vec<_> = (0..THREADS)
         .map(|t| {
             let tx = tx.clone();
@@ -28,9 +31,9 @@ fn many_threads_do_real_work() {
                 let mut counts: HashMap<String, u64> = HashMap::new();
                 let mut batch = Vec::new();
                 for i in 0..ITEMS {
-                    let w = word(i % 5000 + t);
+                    let w = word(i % WORDS + t);
                     *counts.entry(w.clone()).or_default() += 1;
-                    batch.push(w);
+                    batch.push((t, i, w));
                     if batch.len() == 100 {
                         // Freed by the receiving thread: remote frees.
                         tx.send(std::mem::take(&mut batch)).expect("send");
@@ -38,28 +41,46 @@ fn many_threads_do_real_work() {
                 }
                 let mut sorted: Vec<(String, u64)> = counts.into_iter().collect();
                 sorted.sort();
-                sorted.iter().map(|(_, c)| c).sum::<u64>()
+                sorted
             })
         })
         .collect();
     drop(tx);
     let mut received = 0u64;
-    let mut seen: BTreeMap<usize, u64> = BTreeMap::new();
+    let mut per_thread: BTreeMap<u64, u64> = BTreeMap::new();
     for batch in rx {
-        for w in &batch {
-            *seen.entry(w.len()).or_default() += 1;
+        for (t, i, w) in &batch {
+            assert_eq!(
+                *w,
+                word(i % WORDS + t),
+                "string {i} of thread {t} changed in flight"
+            );
+            *per_thread.entry(*t).or_default() += 1;
         }
         received += batch.len() as u64;
     }
-    let totals: Vec<u64> = workers
-        .into_iter()
-        .map(|w| w.join().expect("worker"))
-        .collect();
-    assert!(totals.iter().all(|&t| t == ITEMS));
+    for (t, worker) in workers.into_iter().enumerate() {
+        let sorted = worker.join().expect("worker");
+        // Every word of the thread's range, each counted ITEMS / WORDS times.
+        let t = t as u64;
+        assert_eq!(sorted.len() as u64, WORDS, "thread {t}'s distinct words");
+        let mut expected: Vec<String> = (0..WORDS).map(|k| word(k + t)).collect();
+        expected.sort();
+        expected.dedup();
+        assert_eq!(
+            sorted.iter().map(|(w, _)| w.clone()).collect::<Vec<_>>(),
+            expected,
+            "thread {t}'s words"
+        );
+        assert!(
+            sorted.iter().all(|&(_, c)| c == ITEMS / WORDS),
+            "thread {t}'s counts"
+        );
+    }
     assert_eq!(received, THREADS * ITEMS);
+    assert!(per_thread.values().all(|&n| n == ITEMS), "{per_thread:?}");
     let stats = SnugAlloc::stats().expect("the heap exists once something was allocated");
     assert!(stats.allocators >= 2, "{stats}");
-    assert!(stats.reserved_bytes > 0);
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Stress: 20 threads with random attach/detach and cross-thread frees drive
 //! a 16 MiB region to exhaustion again and again. Every live block is
-//! tagged with its owner and checked before it is freed, so a block handed
-//! out twice is caught; at the end everything is freed and the reserved
+//! tagged with its owner at both ends and filled in between, and checked
+//! before it is freed, so a block handed out twice, or overlapping another
+//! anywhere, is caught; at the end everything is freed and the reserved
 //! bytes return to where they started.
 //!
 //! The same test runs again with every allocator caching freed runs (the
@@ -30,27 +31,41 @@ struct Block {
     tag: u64,
 }
 
-/// Writes `tag` into the first and last word of the block.
+/// The byte a block is filled with between its first and last word: one
+/// of 255 values, taken from its tag, so that two blocks that overlap
+/// almost always write different bytes into each other.
+fn fill_byte(b: &Block) -> u8 {
+    (b.tag % 255) as u8 + 1
+}
+
+/// Writes `tag` into the first and last word of the block and fills the
+/// words between with its fill byte, so that an allocation overlapping any
+/// part of it (not only its ends) overwrites something `verify` checks.
 fn stamp(b: &Block) {
     let n = b.layout.size() / 8;
     // SAFETY: blocks are at least 16 bytes and 8-aligned (see `size_for`).
     unsafe {
         (b.addr as *mut u64).write(b.tag);
         (b.addr as *mut u64).add(n - 1).write(!b.tag);
+        (b.addr as *mut u8)
+            .add(8)
+            .write_bytes(fill_byte(b), (n - 2) * 8);
     }
 }
 
 fn verify(b: &Block) {
     let n = b.layout.size() / 8;
     // SAFETY: as in `stamp`; the block is live.
-    let (first, last) = unsafe {
+    let (first, last, body) = unsafe {
         (
             (b.addr as *const u64).read(),
             (b.addr as *const u64).add(n - 1).read(),
+            core::slice::from_raw_parts((b.addr as *const u64).add(1), n - 2),
         )
     };
+    let fill = u64::from_ne_bytes([fill_byte(b); 8]);
     assert!(
-        first == b.tag && last == !b.tag,
+        first == b.tag && last == !b.tag && body.iter().all(|&w| w == fill),
         "block {:#x} ({} B) was overwritten: another allocation overlaps it",
         b.addr,
         b.layout.size()
