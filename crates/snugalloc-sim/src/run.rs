@@ -317,3 +317,68 @@ impl Summary {
         self.corruption_count > 0 || self.escape_count > 0
     }
 }
+
+#[cfg(test)]
+mod summary_tests {
+    use super::*;
+
+    /// Every figure of the summary, from samples made by hand.
+    #[test]
+    fn a_summary_computes_every_figure_from_its_samples() {
+        // (t, requested, reserved): a rise, a first peak of 50 at t = 3,
+        // a dip, the same 50 again at t = 5 (not a new peak), then 60 at
+        // t = 7 and a fall.
+        let points = [
+            (0.0, 0, 0),
+            (1.0, 10, 20),
+            (2.0, 20, 30),
+            (3.0, 40, 50),
+            (4.0, 30, 40),
+            (5.0, 35, 50),
+            (6.0, 38, 44),
+            (7.0, 50, 60),
+            (8.0, 45, 52),
+        ];
+        let outcome = RunOutcome {
+            alloc: "x".into(),
+            samples: points
+                .iter()
+                .map(|&(t_s, requested_bytes, reserved_bytes)| Sample {
+                    t_s,
+                    requested_bytes,
+                    reserved_bytes,
+                    ops_per_s: 0.0,
+                })
+                .collect(),
+            oom_count: 3,
+            corruption_count: 1,
+            escape_count: 2,
+            total_ops: 1000,
+            elapsed_s: 8.0,
+            cpu_s: 16.0,
+            residual_reserved_bytes: 7,
+            exact_peak_reserved_bytes: Some(61),
+            exact_peak_requested_bytes: Some(51),
+            ..RunOutcome::default()
+        };
+        let s = Summary::of(&outcome);
+        assert_eq!(s.alloc, "x");
+        assert_eq!(s.peak_requested_bytes, 50);
+        assert_eq!(s.peak_reserved_bytes, 60);
+        assert!((s.overhead - 0.2).abs() < 1e-12, "{}", s.overhead);
+        assert_eq!(s.last_peak_s, 7.0);
+        // Last quarter (t 6-8): 44, 60, 52; second quarter (t 2-4): 30, 50, 40.
+        let growth = (156.0 / 3.0) / (120.0 / 3.0);
+        assert!(
+            (s.growth_ratio - growth).abs() < 1e-12,
+            "{}",
+            s.growth_ratio
+        );
+        assert_eq!(s.ops_per_s, 125.0);
+        assert_eq!(s.ops_per_cpu_s, 62.5);
+        assert_eq!((s.oom_count, s.corruption_count, s.escape_count), (3, 1, 2));
+        assert_eq!(s.residual_reserved_bytes, 7);
+        assert_eq!(s.exact_peak_reserved_bytes, Some(61));
+        assert_eq!(s.exact_peak_requested_bytes, Some(51));
+    }
+}

@@ -1601,8 +1601,12 @@ mod tests {
             // SAFETY: slots live as long as the heap.
             let owner_slot = unsafe { &*owner_slot };
             let inner = heap.inner();
-            let mut forks = 0;
-            while !done.load(Ordering::SeqCst) {
+            // Checks made while the freer was freeing (it had started, and
+            // was not done when the check ended): the ones that test
+            // something.
+            let mut during_frees = 0;
+            loop {
+                let started = checking.load(Ordering::SeqCst);
                 inner.before_fork();
                 let held = owner_slot.shared.busy.load(Ordering::SeqCst);
                 // SAFETY: `before_fork` ran on this thread.
@@ -1611,10 +1615,16 @@ mod tests {
                     !held,
                     "an idle allocator was held while a fork was prepared"
                 );
-                forks += 1;
                 checking.store(true, Ordering::SeqCst);
+                if done.load(Ordering::SeqCst) {
+                    break;
+                }
+                if started {
+                    during_frees += 1;
+                }
             }
-            assert!(forks > 0);
+            std::println!("{during_frees} fork preparations during the frees");
+            assert!(during_frees > 0, "no fork was prepared while frees went on");
         });
     }
 }

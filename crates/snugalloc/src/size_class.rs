@@ -284,15 +284,12 @@ mod tests {
 
     #[test]
     fn object_start_check_is_exact() {
+        // The rows the heap uses, every class in slabs.
+        let table = ClassTable::new(65536, 1 << 20, MAX_CLASS_BYTES, 8);
         for class in 0..NUM_CLASSES {
             let size = class_size(class);
-            let info = ClassInfo {
-                object_bytes: size as u32,
-                slab_chunks: 1,
-                capacity: 1,
-                span_bytes: size as u32,
-                divide_magic: u64::MAX / size as u64 + 1,
-            };
+            let info = table.info[class];
+            assert_eq!(info.object_bytes as usize, size);
             for offset in [
                 0,
                 1,
