@@ -141,7 +141,11 @@ mod tests {
                 gate.open();
             })
         };
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        // Wait until the closer has closed the gate (and is waiting for us).
+        while let Some(entered) = gate.try_enter() {
+            drop(entered);
+            std::thread::yield_now();
+        }
         left.store(true, Ordering::SeqCst);
         drop(inside);
         closer.join().expect("closer");

@@ -1527,7 +1527,10 @@ mod tests {
                 g
             });
             let t0 = std::time::Instant::now();
-            while !done.load(Ordering::SeqCst) && t0.elapsed() < std::time::Duration::from_secs(2) {
+            // Long enough for a loaded machine to run the thread; a wait for
+            // the held allocators would last until they are let go below.
+            while !done.load(Ordering::SeqCst) && t0.elapsed() < std::time::Duration::from_secs(30)
+            {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             let waited = !done.load(Ordering::SeqCst);
