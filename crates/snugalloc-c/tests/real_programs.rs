@@ -236,6 +236,10 @@ fn redis_server_under_redis_benchmark() {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        assert!(
+            server.0.try_wait().unwrap().is_none(),
+            "redis-server exited ({label}; was the port {port} taken meanwhile?)"
+        );
         let maps = std::fs::read_to_string(format!("/proc/{}/maps", server.0.id()))
             .expect("redis-server's memory map");
         assert!(

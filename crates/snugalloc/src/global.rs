@@ -129,7 +129,7 @@ fn with_attached<R>(
 ) -> R {
     let mut patience = Patience::new();
     loop {
-        match heap.attach() {
+        match heap.attach_with(&mut patience) {
             Ok(slot) => {
                 // SAFETY: we hold the slot from `attach` until `detach` below.
                 let r = f(unsafe { &mut *slot.local.get() });
