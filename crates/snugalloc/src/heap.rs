@@ -158,17 +158,15 @@ fn slot_chunks(chunk_bytes: usize) -> usize {
     size_of::<AllocatorSlot>().div_ceil(chunk_bytes)
 }
 
-/// Waits a little before looking again: spins briefly, then yields, so a
-/// thread that was preempted holding what we need gets to run.
-/// Back-offs after which an attach that waits for an allocator out of the
-/// stack for a moment gives up: the first 64 spin, the rest yield.
+/// Fewest back-offs before a wait for an allocator out of the stack for a
+/// moment gives up (the first 64 spin, the rest yield) ...
 const ATTACH_WAIT_LIMIT: u32 = 1 << 16;
-/// Back-offs after which a wait ends whatever the clock says (a clock that
+/// ... and, where there is a clock, fewest milliseconds.
+const ATTACH_WAIT_MS: u64 = 1000;
+/// Back-offs after which the wait ends whatever the clock says (a clock that
 /// does not move, where `clock_gettime` is refused, must not make it
 /// endless).
 const ATTACH_WAIT_MAX: u32 = 1 << 24;
-/// ... and, where there is a clock, milliseconds before it gives up.
-const ATTACH_WAIT_MS: u64 = 1000;
 
 /// How long a thread waits for an allocator that is out of the pool's
 /// stack for a moment: at least [`ATTACH_WAIT_LIMIT`] back-offs and, with
@@ -209,6 +207,8 @@ impl Patience {
 #[cfg(feature = "std")]
 const MIN_OS_RESERVE_BYTES: usize = 16 << 20;
 
+/// Waits a little before looking again: spins briefly, then yields, so a
+/// thread that was preempted holding what we need gets to run.
 pub(crate) fn back_off(spins: &mut u32) {
     *spins += 1;
     if *spins < 64 {
