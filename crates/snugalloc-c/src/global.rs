@@ -176,11 +176,11 @@ fn init() -> Option<&'static Heap> {
             Ok(_) => {
                 // Failed reservations and warnings on a closed stderr set
                 // errno; a call that goes on to succeed must not show it.
-                let errno = saved_errno();
+                let errno = crate::errno();
                 let settings = env::read();
                 STATS_AT_EXIT.store(settings.stats_at_exit, Ordering::Relaxed);
                 let made = create(&settings);
-                restore_errno(errno);
+                crate::set_errno(errno);
                 let Some(heap) = made else {
                     // Release pairs with the Acquire loads of STATE.
                     STATE.store(FAILED, Ordering::Release);
@@ -202,17 +202,6 @@ fn init() -> Option<&'static Heap> {
             Err(_) => core::hint::spin_loop(),
         }
     }
-}
-
-fn saved_errno() -> libc::c_int {
-    // SAFETY: __errno_location returns this thread's errno slot, valid for
-    // the life of the thread.
-    unsafe { *libc::__errno_location() }
-}
-
-fn restore_errno(value: libc::c_int) {
-    // SAFETY: as in `saved_errno`.
-    unsafe { *libc::__errno_location() = value };
 }
 
 /// Builds the heap the settings ask for, falling back to the default OS

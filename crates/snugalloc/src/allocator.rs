@@ -989,9 +989,7 @@ impl Allocator {
                 }
             }
             Located::Large { index, chunks } => {
-                if self.class_for(new_size, align).is_none()
-                    && new_size <= self.pagemap.chunks << self.chunk_shift
-                {
+                if self.run_may_hold(new_size, align) {
                     if self.fits_half(new_size, align) {
                         // SAFETY: the caller's contract; `realloc_move` frees
                         // `ptr` only when it returns a new block.
@@ -1026,9 +1024,7 @@ impl Allocator {
             // longer needs (it cannot fail) rather than fail.
             Located::Large { index, chunks }
                 if ptr as usize % align.max(1) == 0
-                    && (new_size <= old_usable
-                        || (self.class_for(new_size, align).is_none()
-                            && new_size <= self.pagemap.chunks << self.chunk_shift)) =>
+                    && (new_size <= old_usable || self.run_may_hold(new_size, align)) =>
             {
                 self.resize_in_place::<USABLE>(ptr, index, chunks, old_size, old_usable, new_size)
                     .unwrap_or(null_mut())
@@ -1041,6 +1037,13 @@ impl Allocator {
             }
             _ => null_mut(),
         }
+    }
+
+    /// Whether a chunk run may be resized in place to hold `new_size` bytes
+    /// at `align`: no class serves that size, and the heap is large enough.
+    fn run_may_hold(&self, new_size: usize, align: usize) -> bool {
+        self.class_for(new_size, align).is_none()
+            && new_size <= self.pagemap.chunks << self.chunk_shift
     }
 
     /// Resizes the chunk run of `chunks` chunks at `index`, which holds

@@ -1350,6 +1350,34 @@ mod tests {
             .expect("valid region")
     }
 
+    /// A heap over `region` whose pool holds at most `max` allocators.
+    ///
+    /// # Safety
+    /// As for [`heap_over`].
+    unsafe fn heap_over_with_max(region: &mut [u8], max: usize) -> Heap {
+        let len = region.len();
+        let config = Config {
+            max_allocators: max,
+            ..Config::for_region(len)
+        };
+        // SAFETY: the caller's contract.
+        unsafe { Heap::from_region(region.as_mut_ptr(), len, config) }.expect("valid region")
+    }
+
+    /// Attaches allocators `a` and `b`, lets `b` go, and pops it off the
+    /// idle stack as another attach that found it held would keep it aside:
+    /// `a` (still attached), `b`, and `b`'s id.
+    fn attach_two_and_take_b_aside(
+        inner: &HeapInner,
+    ) -> (*const AllocatorSlot, *const AllocatorSlot, usize) {
+        let a = inner.attach().expect("a") as *const AllocatorSlot;
+        let b = inner.attach().expect("b") as *const AllocatorSlot;
+        // SAFETY: attached to `b`.
+        unsafe { inner.detach(&*b) };
+        let id = inner.pool.pop_idle().expect("b is idle");
+        (a, b, id)
+    }
+
     /// An idle allocator that a helper holds for a moment (delivering
     /// frees, reclaiming) is passed over: attach takes the next idle one
     /// instead of waiting, and the held one is back in the pool after.
@@ -1391,22 +1419,11 @@ mod tests {
     #[test]
     fn attach_waits_for_an_idle_allocator_another_attach_holds_aside() {
         let mut region = std::vec![0u8; 4 << 20];
-        let config = Config {
-            max_allocators: 2,
-            ..Config::for_region(region.len())
-        };
-        let len = region.len();
         // SAFETY: `region` outlives the heap (declared first, dropped last)
         // and nothing else uses it.
-        let heap =
-            unsafe { Heap::from_region(region.as_mut_ptr(), len, config) }.expect("valid region");
+        let heap = unsafe { heap_over_with_max(&mut region, 2) };
         let inner = heap.inner();
-        let a = inner.attach().expect("a") as *const AllocatorSlot;
-        let b = inner.attach().expect("b") as *const AllocatorSlot;
-        // SAFETY: attached to `b`.
-        unsafe { inner.detach(&*b) };
-        // Another attach has popped `b` and holds it aside.
-        let id = inner.pool.pop_idle().expect("b is idle");
+        let (a, b, id) = attach_two_and_take_b_aside(inner);
         let got = std::thread::scope(|s| {
             let pool = &inner.pool;
             s.spawn(move || {
@@ -1431,21 +1448,11 @@ mod tests {
     #[cfg_attr(miri, ignore = "waits a second of clock time")]
     fn attach_gives_up_on_an_allocator_that_never_comes_back() {
         let mut region = std::vec![0u8; 4 << 20];
-        let config = Config {
-            max_allocators: 2,
-            ..Config::for_region(region.len())
-        };
-        let len = region.len();
         // SAFETY: `region` outlives the heap (declared first, dropped last)
         // and nothing else uses it.
-        let heap =
-            unsafe { Heap::from_region(region.as_mut_ptr(), len, config) }.expect("valid region");
+        let heap = unsafe { heap_over_with_max(&mut region, 2) };
         let inner = heap.inner();
-        let a = inner.attach().expect("a") as *const AllocatorSlot;
-        let b = inner.attach().expect("b") as *const AllocatorSlot;
-        // SAFETY: attached to `b`.
-        unsafe { inner.detach(&*b) };
-        let _lost = inner.pool.pop_idle().expect("b is idle");
+        let (a, _, _lost) = attach_two_and_take_b_aside(inner);
         let got = inner.attach().map(|_| ());
         assert_eq!(got, Err(Error::PoolExhausted { max_allocators: 2 }));
         // SAFETY: attached to `a`.
@@ -1462,10 +1469,7 @@ mod tests {
         // and nothing else uses it.
         let heap = unsafe { heap_over(&mut region) };
         let inner = heap.inner();
-        let a = inner.attach().expect("a") as *const AllocatorSlot;
-        let b = inner.attach().expect("b") as *const AllocatorSlot;
-        // SAFETY: attached to `b`.
-        unsafe { inner.detach(&*b) };
+        let (a, b, id) = attach_two_and_take_b_aside(inner);
         // Fill the heap from `a`.
         // SAFETY: attached to `a`.
         let local = unsafe { &mut *(*a).local.get() };
@@ -1478,7 +1482,6 @@ mod tests {
             }
             blocks.push(p);
         }
-        let id = inner.pool.pop_idle().expect("b is idle");
         let got = std::thread::scope(|s| {
             let pool = &inner.pool;
             s.spawn(move || {

@@ -732,7 +732,7 @@ fn runs_cached_by_an_attached_allocator_are_taken_before_out_of_memory() {
     let mut b = heap.attach().expect("attach");
     // `a` fills the heap with 256 KiB objects, then frees them: they stay
     // in its cache (at most 16 runs), while `a` stays attached.
-    let objs: Vec<_> = core::iter::from_fn(|| Some(a.alloc(l)).filter(|p| !p.is_null())).collect();
+    let objs: Vec<_> = alloc_until_full(&mut a, l);
     assert!(objs.len() >= 8, "{} objects", objs.len());
     for &p in &objs {
         // SAFETY: allocated above with `l`, freed once.
@@ -786,8 +786,7 @@ fn a_slab_emptied_by_the_frees_a_reclaim_gathers_serves_the_retry() {
     drop(other);
     assert!(heap.snapshot().foreign_bytes > 0, "{}", heap.snapshot());
     let free_chunks = heap.stats().free_bytes / chunk;
-    let runs: Vec<_> =
-        core::iter::from_fn(|| Some(owner.alloc(run)).filter(|p| !p.is_null())).collect();
+    let runs: Vec<_> = alloc_until_full(&mut owner, run);
     assert_eq!(
         runs.len(),
         free_chunks + 1,
@@ -1026,8 +1025,7 @@ fn a_shrink_in_a_full_heap_keeps_its_block() {
     }
     // Fill every other chunk; no slab of the 100-byte class exists.
     let run = Layout::from_size_align(chunk, 16).expect("layout");
-    let filler: Vec<_> =
-        core::iter::from_fn(|| Some(a.alloc(run)).filter(|p| !p.is_null())).collect();
+    let filler: Vec<_> = alloc_until_full(&mut a, run);
     assert!(a
         .alloc(Layout::from_size_align(100, 16).expect("layout"))
         .is_null());
@@ -1087,8 +1085,7 @@ fn a_run_grows_in_place_into_chunks_the_reclaim_frees() {
     // SAFETY: `l` is live with layout `two`.
     unsafe { fill(l, two.size(), 7) };
     let run = Layout::from_size_align(chunk, 16).expect("layout");
-    let filler: Vec<_> =
-        core::iter::from_fn(|| Some(a.alloc(run)).filter(|q| !q.is_null())).collect();
+    let filler: Vec<_> = alloc_until_full(&mut a, run);
     // SAFETY: `p` is live with layout `small`; the slab is now empty and
     // stays its bin's head.
     unsafe { a.dealloc(p, small) };

@@ -1,7 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use snugalloc::{Config, Heap};
+use core::alloc::Layout;
+use snugalloc::{Attached, Config, Heap};
 
 /// A heap over a leaked, 64-byte-aligned buffer of `bytes` bytes.
 pub fn fixed_heap(bytes: usize) -> Heap {
@@ -12,6 +13,12 @@ pub fn fixed_heap_with(bytes: usize, config: Config) -> Heap {
     let region: &'static mut [u64] = vec![0u64; bytes / 8].leak();
     // SAFETY: the leaked buffer lives forever and nothing else uses it.
     unsafe { Heap::from_region(region.as_mut_ptr().cast(), bytes, config) }.expect("valid heap")
+}
+
+/// Allocates blocks of `layout` from `a` until the heap refuses one; the
+/// blocks got.
+pub fn alloc_until_full(a: &mut Attached<'_>, layout: Layout) -> Vec<*mut u8> {
+    core::iter::from_fn(|| Some(a.alloc(layout)).filter(|p| !p.is_null())).collect()
 }
 
 /// Bytes of chunks handed out for objects (slabs and large runs), i.e.
