@@ -620,6 +620,30 @@ fn misuse_is_a_fatal_error_naming_the_pointer() {
 
 #[test]
 fn os_heap_gives_freed_memory_back() {
+    // The resident size is the whole process's: measured in a child that
+    // runs only this test, so other tests' memory cannot move it.
+    const CHILD: &str = "SNUGALLOC_RSS_CHILD";
+    if std::env::var_os(CHILD).is_none() {
+        let out = Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "os_heap_gives_freed_memory_back",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .expect("run child");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        eprintln!("{stderr}");
+        assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+        assert!(
+            stdout.contains("1 passed"),
+            "the child ran no test:\n{stdout}"
+        );
+        return;
+    }
     fn rss_bytes() -> usize {
         let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
         let pages: usize = statm
@@ -628,7 +652,9 @@ fn os_heap_gives_freed_memory_back() {
             .expect("rss field")
             .parse()
             .expect("number");
-        pages * 4096
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        pages * usize::try_from(page).expect("page size")
     }
     let heap = Heap::from_os(Config::for_os()).expect("os heap");
     let mut a = heap.attach().expect("attach");

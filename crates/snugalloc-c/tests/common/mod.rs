@@ -165,8 +165,14 @@ pub fn find_program(candidates: &[&str], package: &str) -> Option<PathBuf> {
 
 /// Says on the real standard error (which the test harness does not
 /// capture, unlike `println!`) that a test skipped part of its work, so a
-/// passing run without the programs does not look like a full one.
+/// passing run without the programs does not look like a full one. With
+/// `SNUGALLOC_TEST_REQUIRE_ALL=1` (set by `.ci/run` after it installed
+/// the packages) a skip is a failure instead: there the programs must be
+/// present, and a test that silently ran on nothing would pass.
 pub fn skipped(why: &str) {
+    if std::env::var_os("SNUGALLOC_TEST_REQUIRE_ALL").is_some_and(|v| v == "1") {
+        panic!("{why}, and SNUGALLOC_TEST_REQUIRE_ALL=1 forbids skipping");
+    }
     use std::io::Write;
     let _ = writeln!(std::io::stderr().lock(), "SKIPPED: {why}");
 }
