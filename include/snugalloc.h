@@ -83,6 +83,17 @@ void *pvalloc(size_t size);
 size_t malloc_usable_size(void *ptr);
 /* free under its old name, for old binaries. */
 void cfree(void *ptr);
+/* C23 sized frees (glibc 2.43 and later declare them in <stdlib.h>); the
+ * size and alignment are not needed. */
+void free_sized(void *ptr, size_t size);
+void free_aligned_sized(void *ptr, size_t alignment, size_t size);
+/* Also exported, as <malloc.h> declares them and not declared here:
+ * glibc's internal names __libc_malloc, __libc_free, __libc_calloc,
+ * __libc_realloc, __libc_memalign, __libc_valloc, __libc_pvalloc,
+ * __libc_mallinfo, __libc_mallopt, and mallinfo, mallinfo2 (figures of
+ * this heap), malloc_trim (gives free memory back to the OS now),
+ * malloc_stats (the per-size-class table on stderr) and mallopt (glibc's
+ * parameters do not apply: returns 0). */
 
 #ifdef __cplusplus
 }

@@ -14,7 +14,8 @@
 //! | `env` | `SNUGALLOC_*` variables → configuration |
 //! | `global` | the process heap, per-thread allocators, fork and exit hooks |
 //! | `stats_abi` | `struct snugalloc_stats` |
-//! | this file | the exported C functions |
+//! | `glibc` | glibc's `__libc_*` names and `<malloc.h>` extensions |
+//! | this file | the standard C functions |
 //!
 //! Nothing on these paths allocates or panics: an allocator cannot allocate
 //! its own error message.
@@ -23,6 +24,7 @@
 extern crate std;
 
 mod env;
+mod glibc;
 mod global;
 mod out;
 mod stats_abi;
@@ -130,6 +132,27 @@ pub unsafe extern "C" fn free(ptr: *mut c_void) {
 /// As for [`free`].
 #[no_mangle]
 pub unsafe extern "C" fn cfree(ptr: *mut c_void) {
+    // SAFETY: the caller's contract is `free`'s.
+    unsafe { free(ptr) }
+}
+
+/// C23 `free_sized`: [`free`]; the size is not needed (nor checked).
+///
+/// # Safety
+/// As for [`free`].
+#[no_mangle]
+pub unsafe extern "C" fn free_sized(ptr: *mut c_void, _size: usize) {
+    // SAFETY: the caller's contract is `free`'s.
+    unsafe { free(ptr) }
+}
+
+/// C23 `free_aligned_sized`: [`free`]; the alignment and size are not
+/// needed (nor checked).
+///
+/// # Safety
+/// As for [`free`].
+#[no_mangle]
+pub unsafe extern "C" fn free_aligned_sized(ptr: *mut c_void, _align: usize, _size: usize) {
     // SAFETY: the caller's contract is `free`'s.
     unsafe { free(ptr) }
 }

@@ -3,7 +3,8 @@
 //! realloc contents (api.c), fork in a threaded process (fork.c; fork_idle.c
 //! forks while frees reach an idle allocator), a
 //! cross-thread free storm (storm.c), an Open Enclave host driver
-//! (oe_host.c), and a small address-space limit (limits.c). Each preload-library test also runs on a fixed 64 MiB heap.
+//! (oe_host.c), a small address-space limit (limits.c), and glibc's own
+//! names for the allocator (glibc.c). Each preload-library test also runs on a fixed 64 MiB heap.
 
 mod common;
 
@@ -85,6 +86,30 @@ fn a_small_address_space_limit_still_gets_a_heap() {
             .env("LD_PRELOAD", preload_lib()),
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+}
+
+/// glibc's own names reach this library: the `__libc_*` aliases, the C23
+/// sized frees, `mallinfo`/`mallinfo2`, `malloc_trim` (resident memory
+/// falls at once), `mallopt`,
+/// `malloc_stats` (glibc.c); on the OS heap and on a fixed heap (an OS
+/// reservation of that size, which decommits too).
+#[test]
+fn glibc_names_reach_this_library() {
+    let exe = compile("glibc", Link::Plain);
+    for fixed in [false, true] {
+        let mut cmd = Command::new(&exe);
+        cmd.env("LD_PRELOAD", preload_lib());
+        if fixed {
+            cmd.env("SNUGALLOC_HEAP_SIZE", FIXED);
+        }
+        let out = run_ok(&mut cmd);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("snugalloc statistics") && stderr.contains("object B"),
+            "malloc_stats did not print the class table: {stderr}"
+        );
+    }
 }
 
 #[test]

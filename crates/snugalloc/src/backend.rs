@@ -1173,10 +1173,28 @@ impl Backend {
             .max(recent_peak.saturating_sub(reserved).min(reserved))
     }
 
+    /// Gives every dirty free chunk back to the OS now, whatever the
+    /// purge policy says (`malloc_trim`); returns how many went. 0 when
+    /// the source never decommits, or when another thread is purging (it
+    /// gives back what its policy chose; call again for the rest).
+    pub(crate) fn purge_free(&self) -> usize {
+        // Acquire pairs with the Release stores that end a purge.
+        if !self.decommits || self.purging.swap(true, Ordering::Acquire) {
+            return 0;
+        }
+        let purged = self.purge_from_top(self.dirty_chunks.load(Ordering::Relaxed), false);
+        // Relaxed: a purge heuristic (see `decommit_if_due`).
+        lower_to(&self.stuck_dirty, self.dirty_chunks.load(Ordering::Relaxed));
+        // Release pairs with the Acquire swaps that start a purge.
+        self.purging.store(false, Ordering::Release);
+        purged
+    }
+
     /// Gives back about `target` dirty chunks (more by less than a run),
     /// highest first, passing over runs shorter than `MIN_PURGE_CHUNKS`
-    /// if `long_runs_only`. The caller holds the `purging` flag.
-    fn purge_from_top(&self, target: usize, long_runs_only: bool) {
+    /// if `long_runs_only`; returns how many it gave back. The caller
+    /// holds the `purging` flag.
+    fn purge_from_top(&self, target: usize, long_runs_only: bool) -> usize {
         // Chunks above the high-water mark were never used, so never dirty.
         // Scan down by chunk position, so that runs skipped or lost to a
         // racing claim are passed over, never revisited.
@@ -1231,6 +1249,7 @@ impl Backend {
             self.rollbacks.fetch_add(1, Ordering::Release);
             self.holding.fetch_sub(1, Ordering::SeqCst);
         }
+        purged
     }
 
     /// First chunk of the run of chunks that read dirty and free (racy),

@@ -720,6 +720,12 @@ impl HeapInner {
         }
     }
 
+    /// See [`Heap::trim`].
+    pub(crate) fn trim(&self) -> usize {
+        self.reclaim_others();
+        self.backend.purge_free() << self.pagemap.chunk_shift
+    }
+
     /// See [`Heap::before_fork`].
     pub(crate) fn before_fork(&self) {
         // The backend's fork lock first: it also keeps a second forking
@@ -1043,6 +1049,16 @@ impl Heap {
         self.inner().reclaim_others();
     }
 
+    /// [`Heap::reclaim`], then gives every free chunk that is still
+    /// committed back to the OS at once, whatever the decommit policy
+    /// would wait for (`malloc_trim`). Returns the bytes given back: 0 for
+    /// a fixed region, which is never decommitted, or when another thread
+    /// was giving memory back at that moment. Slabs of attached
+    /// allocators stay theirs; [`Attached::trim`] trims the caller's too.
+    pub fn trim(&self) -> usize {
+        self.inner().trim()
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> &Config {
         &self.inner().config
@@ -1276,6 +1292,15 @@ impl Attached<'_> {
     /// `ptr` must be a live block of this heap.
     pub unsafe fn usable_size(&mut self, ptr: *const u8) -> usize {
         self.local().usable_size(ptr)
+    }
+
+    /// Gives back everything this allocator holds that nothing uses (its
+    /// empty slabs, cached runs, and other allocators' objects it keeps),
+    /// then [`Heap::trim`]s the heap. Returns the bytes given back to the
+    /// OS.
+    pub fn trim(&mut self) -> usize {
+        self.local().reclaim_own();
+        self.heap.trim()
     }
 }
 

@@ -690,6 +690,52 @@ fn os_heap_gives_freed_memory_back() {
     }
 }
 
+/// `trim` gives back at once the free memory the decommit policy would
+/// still keep, counts exactly what it gave, and has nothing left to give a
+/// second time; a fixed region is never given back.
+#[test]
+fn trim_gives_free_memory_back_at_once() {
+    let heap = Heap::from_os(Config::for_os()).expect("os heap");
+    let mut a = heap.attach().expect("attach");
+    let large = Layout::from_size_align(100_000, 16).expect("layout");
+    let mut blocks = Vec::new();
+    for i in 0..320 {
+        let p = a.alloc(large);
+        assert!(!p.is_null(), "allocation {i} failed");
+        // SAFETY: a fresh block of `large.size()` bytes; writing makes it
+        // resident, so there is something to give back.
+        unsafe { p.write_bytes(1, large.size()) };
+        blocks.push(p);
+    }
+    // An eighth freed: few enough that the policy keeps them committed
+    // for reuse (a quarter of what is in use may stay).
+    let mut freed = 0;
+    for p in blocks.drain(..40) {
+        // SAFETY: a live block of this heap, not used again.
+        freed += unsafe { a.usable_size(p) };
+        // SAFETY: allocated above with `large`, not used again.
+        unsafe { a.dealloc(p, large) };
+    }
+    let given = a.trim();
+    eprintln!("freed {freed} B in chunk runs, trim gave back {given} B");
+    assert_eq!(given, freed, "trim gives back exactly the freed runs");
+    assert_eq!(a.trim(), 0, "a second trim found more to give back");
+    for p in blocks.drain(..) {
+        // SAFETY: allocated above with `large`, not used again.
+        unsafe { a.dealloc(p, large) };
+    }
+    a.trim();
+    assert_eq!(a.trim(), 0, "a trim after a trim found more to give back");
+    drop(a);
+    let fixed = fixed_heap(16 * MIB);
+    let mut b = fixed.attach().expect("attach");
+    let p = b.alloc(large);
+    assert!(!p.is_null());
+    // SAFETY: allocated just above with `large`.
+    unsafe { b.dealloc(p, large) };
+    assert_eq!(b.trim(), 0, "a fixed region is never given back");
+}
+
 #[test]
 fn metadata_of_a_64mib_heap_is_small() {
     let heap = fixed_heap(64 * MIB);
