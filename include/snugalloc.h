@@ -93,7 +93,7 @@ void free_aligned_sized(void *ptr, size_t alignment, size_t size);
  * __libc_mallinfo, __libc_mallopt, and mallinfo, mallinfo2 (figures of
  * this heap), malloc_trim (gives free memory back to the OS now),
  * malloc_stats (the per-size-class table on stderr) and mallopt (glibc's
- * parameters do not apply: returns 0). */
+ * parameters do not apply: accepted, ignored, returns 1). */
 
 #ifdef __cplusplus
 }

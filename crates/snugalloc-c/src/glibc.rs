@@ -10,7 +10,7 @@
 
 use core::ffi::{c_int, c_void};
 
-use crate::global::{existing_heap, with_thread};
+use crate::global::{existing_heap, with_own_allocator};
 
 /// glibc's `struct mallinfo2` (`<malloc.h>`, glibc 2.33 and later).
 #[repr(C)]
@@ -106,16 +106,17 @@ pub extern "C" fn mallinfo() -> MallInfo {
 }
 
 /// Gives free memory back to the OS now: the calling thread's allocator
-/// and every idle one give back what they hold unused, then every free
-/// chunk still committed is decommitted, whatever the decommit policy
-/// would wait for. `pad` is ignored. Returns 1 if memory was given back,
-/// 0 if not (as glibc).
+/// (if it has one: none is made for the call) and every idle one give back
+/// what they hold unused, then every free chunk still committed is
+/// decommitted, whatever the decommit policy would wait for. Allocators
+/// other running threads hold keep their empty slabs. `pad` is ignored.
+/// Returns 1 if memory was given back, 0 if not (as glibc).
 #[no_mangle]
 pub extern "C" fn malloc_trim(_pad: usize) -> c_int {
     let Some(heap) = existing_heap() else {
         return 0;
     };
-    let given = with_thread(None, |a| Some(a.trim())).unwrap_or_else(|| heap.trim());
+    let given = with_own_allocator(|a| a.trim()).unwrap_or_else(|| heap.trim());
     c_int::from(given > 0)
 }
 
@@ -127,11 +128,13 @@ pub extern "C" fn malloc_stats() {
 }
 
 /// glibc's tuning parameters do not apply to this allocator (it is
-/// configured by `SNUGALLOC_*` variables): every call returns 0, glibc's
-/// "not done", and changes nothing.
+/// configured by `SNUGALLOC_*` variables): every call is accepted and
+/// changes nothing. It returns 1, as glibc's own `mallopt` did for a
+/// preloaded program before this one was exported (it tuned an arena
+/// nobody used), so programs that check the result go on as before.
 #[no_mangle]
 pub extern "C" fn mallopt(_param: c_int, _value: c_int) -> c_int {
-    0
+    1
 }
 
 /// glibc's internal name for [`crate::malloc`].

@@ -283,6 +283,20 @@ pub(crate) fn with_thread<R>(fail: R, f: impl FnOnce(&mut Attached<'static>) -> 
     with_thread_slow(raw as usize, fail, f)
 }
 
+/// Runs `f` on the calling thread's allocator if it has one already (never
+/// attaching one); `None` otherwise.
+pub(crate) fn with_own_allocator<R>(f: impl FnOnce(&mut Attached<'static>) -> R) -> Option<R> {
+    let raw = LOCAL.get();
+    if raw as usize > DETACHED {
+        // SAFETY: as in `with_thread`.
+        let mut a = ManuallyDrop::new(unsafe {
+            Attached::from_raw(ready_heap(), NonNull::new_unchecked(raw))
+        });
+        return Some(f(&mut a));
+    }
+    None
+}
+
 #[cold]
 #[inline(never)]
 fn with_thread_slow<R>(state: usize, fail: R, f: impl FnOnce(&mut Attached<'static>) -> R) -> R {

@@ -1326,7 +1326,11 @@ impl Allocator {
         self.flush_outgoing();
     }
 
-    fn reclaim_heap(&mut self) {
+    /// Gives back everything this allocator and every idle one hold that
+    /// nothing uses, the slabs emptied by objects sent home included (what
+    /// an allocation does before it reports out of memory, and
+    /// `Attached::trim`).
+    pub(crate) fn reclaim_heap(&mut self) {
         self.reclaim_own();
         self.heap().reclaim_others();
         // Frees other allocators just sent us. The slabs they empty go

@@ -52,7 +52,9 @@
 //! thread at a time (a flag, never waited on), which claims a dirty run
 //! like an allocation, calls `madvise`, and frees it, from the top of the
 //! heap down (first fit reuses the bottom first). There is no timer thread:
-//! each rule is checked at backend operations (claims and frees).
+//! each rule is checked at backend operations (claims and frees). Besides
+//! the rules, `purge_free` (`Heap::trim`, `malloc_trim`) gives every dirty
+//! chunk back at once.
 //!
 //! - **Quiet**: when no chunk was freed and no dirty chunk reused for
 //!   `decommit_delay_ms`, all of them, at the next backend operation.
@@ -150,6 +152,9 @@ pub(crate) struct Backend {
     prev_peak_reserved: AtomicUsize,
     /// Held by the thread giving dirty chunks back (and across `fork`).
     purging: AtomicBool,
+    /// Chunks given back to the OS so far (a statistic: `Heap::trim`
+    /// reports the difference across its call).
+    decommitted: AtomicUsize,
     /// After an over-limit purge that could not get under the limit (only
     /// short dirty runs were left), the dirty count it left: over-limit
     /// purges wait until the count has grown past it by a quarter of the
@@ -319,6 +324,7 @@ impl Backend {
             epoch_peak_reserved: AtomicUsize::new(0),
             prev_peak_reserved: AtomicUsize::new(0),
             purging: AtomicBool::new(false),
+            decommitted: AtomicUsize::new(0),
             stuck_dirty: AtomicUsize::new(0),
             reserved_chunks: CachePadded(AtomicUsize::new(0)),
             peak_reserved_chunks: AtomicUsize::new(0),
@@ -1174,27 +1180,35 @@ impl Backend {
     }
 
     /// Gives every dirty free chunk back to the OS now, whatever the
-    /// purge policy says (`malloc_trim`); returns how many went. 0 when
-    /// the source never decommits, or when another thread is purging (it
-    /// gives back what its policy chose; call again for the rest).
-    pub(crate) fn purge_free(&self) -> usize {
-        // Acquire pairs with the Release stores that end a purge.
-        if !self.decommits || self.purging.swap(true, Ordering::Acquire) {
-            return 0;
+    /// purge policy says (`malloc_trim`), after waiting for a purge in
+    /// progress in another thread to end. Nothing for a source that never
+    /// decommits.
+    pub(crate) fn purge_free(&self) {
+        if !self.decommits {
+            return;
         }
-        let purged = self.purge_from_top(self.dirty_chunks.load(Ordering::Relaxed), false);
+        // Acquire pairs with the Release stores that end a purge. The
+        // holder is another thread (no purge calls this), in the middle of
+        // a bounded purge or a fork.
+        while self.purging.swap(true, Ordering::Acquire) {
+            crate::platform::yield_now();
+        }
+        self.purge_from_top(self.dirty_chunks.load(Ordering::Relaxed), false);
         // Relaxed: a purge heuristic (see `decommit_if_due`).
         lower_to(&self.stuck_dirty, self.dirty_chunks.load(Ordering::Relaxed));
         // Release pairs with the Acquire swaps that start a purge.
         self.purging.store(false, Ordering::Release);
-        purged
+    }
+
+    /// Chunks given back to the OS so far, by every purge (a statistic).
+    pub(crate) fn decommitted_chunks(&self) -> usize {
+        self.decommitted.load(Ordering::Relaxed)
     }
 
     /// Gives back about `target` dirty chunks (more by less than a run),
     /// highest first, passing over runs shorter than `MIN_PURGE_CHUNKS`
-    /// if `long_runs_only`; returns how many it gave back. The caller
-    /// holds the `purging` flag.
-    fn purge_from_top(&self, target: usize, long_runs_only: bool) -> usize {
+    /// if `long_runs_only`. The caller holds the `purging` flag.
+    fn purge_from_top(&self, target: usize, long_runs_only: bool) {
         // Chunks above the high-water mark were never used, so never dirty.
         // Scan down by chunk position, so that runs skipped or lost to a
         // racing claim are passed over, never revisited.
@@ -1242,6 +1256,8 @@ impl Backend {
             // SAFETY: these chunks are free chunks of this heap's source,
             // claimed above so nobody else touches them now.
             unsafe { self.source.decommit(addr, len << self.chunk_shift) };
+            // Relaxed: a statistic.
+            self.decommitted.fetch_add(len, Ordering::Relaxed);
             self.release_bits(start, len);
             self.lower_hints(start, len);
             // Release pairs with the Acquire in `alloc_run`: a search
@@ -1249,7 +1265,6 @@ impl Backend {
             self.rollbacks.fetch_add(1, Ordering::Release);
             self.holding.fetch_sub(1, Ordering::SeqCst);
         }
-        purged
     }
 
     /// First chunk of the run of chunks that read dirty and free (racy),

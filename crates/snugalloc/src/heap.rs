@@ -720,10 +720,13 @@ impl HeapInner {
         }
     }
 
-    /// See [`Heap::trim`].
-    pub(crate) fn trim(&self) -> usize {
-        self.reclaim_others();
-        self.backend.purge_free() << self.pagemap.chunk_shift
+    /// See [`Heap::trim`]; `reclaim` gives back what allocators hold
+    /// unused.
+    pub(crate) fn trim_after(&self, reclaim: impl FnOnce(&HeapInner)) -> usize {
+        let before = self.backend.decommitted_chunks();
+        reclaim(self);
+        self.backend.purge_free();
+        (self.backend.decommitted_chunks() - before) << self.pagemap.chunk_shift
     }
 
     /// See [`Heap::before_fork`].
@@ -1051,12 +1054,15 @@ impl Heap {
 
     /// [`Heap::reclaim`], then gives every free chunk that is still
     /// committed back to the OS at once, whatever the decommit policy
-    /// would wait for (`malloc_trim`). Returns the bytes given back: 0 for
-    /// a fixed region, which is never decommitted, or when another thread
-    /// was giving memory back at that moment. Slabs of attached
-    /// allocators stay theirs; [`Attached::trim`] trims the caller's too.
+    /// would wait for (`malloc_trim`). Returns the bytes given back to the
+    /// OS during the call (by any thread: a purge the reclaim set off
+    /// counts too); always 0 for a fixed region, which is never
+    /// decommitted. With chunks smaller than the OS page, the figure counts
+    /// whole chunks though only the whole pages among them go back. Empty
+    /// slabs of attached allocators stay theirs; [`Attached::trim`] trims
+    /// the caller's too.
     pub fn trim(&self) -> usize {
-        self.inner().trim()
+        self.inner().trim_after(HeapInner::reclaim_others)
     }
 
     /// The configuration in force.
@@ -1294,13 +1300,15 @@ impl Attached<'_> {
         self.local().usable_size(ptr)
     }
 
-    /// Gives back everything this allocator holds that nothing uses (its
-    /// empty slabs, cached runs, and other allocators' objects it keeps),
-    /// then [`Heap::trim`]s the heap. Returns the bytes given back to the
-    /// OS.
+    /// [`Heap::trim`], after this allocator too gives back everything it
+    /// holds that nothing uses (its empty slabs, cached runs, other
+    /// allocators' objects it keeps, and the slabs that the objects idle
+    /// allocators send home to it empty). Returns the bytes given back to
+    /// the OS.
     pub fn trim(&mut self) -> usize {
-        self.local().reclaim_own();
-        self.heap.trim()
+        let heap = self.heap;
+        let local = self.local();
+        heap.trim_after(|_| local.reclaim_heap())
     }
 }
 

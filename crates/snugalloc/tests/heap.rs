@@ -695,7 +695,14 @@ fn os_heap_gives_freed_memory_back() {
 /// second time; a fixed region is never given back.
 #[test]
 fn trim_gives_free_memory_back_at_once() {
-    let heap = Heap::from_os(Config::for_os()).expect("os heap");
+    // Timers long enough that only the over-limit rule could purge on its
+    // own, however slowly the machine runs the test.
+    let config = Config {
+        decommit_delay_ms: 60_000,
+        decommit_epoch_ms: 60_000,
+        ..Config::for_os()
+    };
+    let heap = Heap::from_os(config).expect("os heap");
     let mut a = heap.attach().expect("attach");
     let large = Layout::from_size_align(100_000, 16).expect("layout");
     let mut blocks = Vec::new();
@@ -720,12 +727,28 @@ fn trim_gives_free_memory_back_at_once() {
     eprintln!("freed {freed} B in chunk runs, trim gave back {given} B");
     assert_eq!(given, freed, "trim gives back exactly the freed runs");
     assert_eq!(a.trim(), 0, "a second trim found more to give back");
+    // Frees to another allocator's slab: the objects it keeps go home at
+    // the trim, and the slab they empty is given back too.
+    let small = Layout::from_size_align(64, 16).expect("layout");
+    let mut b = heap.attach().expect("attach");
+    let objects: Vec<_> = (0..1000).map(|_| b.alloc(small)).collect();
+    drop(b);
+    for p in objects {
+        assert!(!p.is_null());
+        // SAFETY: allocated above by `b` with `small`, not used again.
+        unsafe { a.dealloc(p, small) };
+    }
     for p in blocks.drain(..) {
         // SAFETY: allocated above with `large`, not used again.
         unsafe { a.dealloc(p, large) };
     }
     a.trim();
     assert_eq!(a.trim(), 0, "a trim after a trim found more to give back");
+    let stats = heap.stats();
+    assert_eq!(
+        stats.reserved_bytes, stats.metadata_bytes,
+        "the trim left chunks reserved besides metadata"
+    );
     drop(a);
     let fixed = fixed_heap(16 * MIB);
     let mut b = fixed.attach().expect("attach");

@@ -115,15 +115,20 @@ static void trim(void) {
         if (blocks[i]) memset(blocks[i], 4, SIZE);
     }
     /* An eighth freed: the decommit policy keeps that much committed for
-     * reuse; malloc_trim gives it back now. */
-    for (int i = 0; i < N / 8; i++) free(blocks[i]);
+     * reuse (unless its timers run out first on a slow machine); after
+     * malloc_trim it is gone either way. */
     size_t before = resident_bytes();
+    for (int i = 0; i < N / 8; i++) free(blocks[i]);
+    size_t before_trim = resident_bytes();
     int trimmed = malloc_trim(0);
     size_t after = resident_bytes();
-    printf("resident %zu before malloc_trim, %zu after (returned %d)\n", before, after, trimmed);
-    CHECK(trimmed == 1, "malloc_trim returned %d", trimmed);
-    CHECK(after + (size_t)(N / 8 - 1) * SIZE <= before,
-          "resident %zu after malloc_trim, %zu before; %d MiB were free", after, before, N / 8);
+    printf("resident %zu before the frees, %zu before malloc_trim, %zu after (returned %d)\n",
+           before, before_trim, after, trimmed);
+    size_t most = before - (size_t)(N / 8 - 1) * SIZE;
+    CHECK(after <= most, "resident %zu after malloc_trim, %zu before %d MiB were freed", after,
+          before, N / 8);
+    CHECK(trimmed == 1 || before_trim <= most, "malloc_trim returned %d and gave back nothing",
+          trimmed);
     for (int i = N / 8; i < N; i++) free(blocks[i]);
 }
 
@@ -131,7 +136,7 @@ int main(void) {
     aliases();
     info();
     trim();
-    CHECK(mallopt(M_ARENA_MAX, 2) == 0, "mallopt accepted a parameter it cannot apply");
+    CHECK(mallopt(M_ARENA_MAX, 2) == 1, "mallopt refused a parameter (it accepts and ignores)");
     malloc_stats();
     if (failures) {
         printf("%d failed\n", failures);
