@@ -167,12 +167,13 @@ pub unsafe extern "C" fn calloc(count: usize, size: usize) -> *mut c_void {
     let Some(total) = count.checked_mul(size) else {
         return out_of_memory();
     };
-    let p = alloc(total);
-    if !p.is_null() {
-        // SAFETY: `p` is a fresh block of at least `total` bytes.
-        unsafe { core::ptr::write_bytes(p.cast::<u8>(), 0, total) };
+    // A large block the OS zeroed and nobody used since is not written,
+    // so it stays uncommitted until the program touches it.
+    let p = with_thread(null_mut(), |a| a.malloc_zeroed(total));
+    if p.is_null() {
+        return out_of_memory();
     }
-    p
+    p.cast()
 }
 
 /// Resizes a block, keeping its contents up to the smaller size.

@@ -91,7 +91,8 @@ fn a_small_address_space_limit_still_gets_a_heap() {
 /// glibc's own names reach this library: the `__libc_*` aliases, the C23
 /// sized frees, `mallinfo`/`mallinfo2`, `malloc_trim` (resident memory
 /// falls at once), `mallopt`,
-/// `malloc_stats` (glibc.c); on the OS heap and on a fixed heap (an OS
+/// `malloc_stats`; and a large `calloc` of memory the OS zeroed stays
+/// uncommitted (glibc.c); on the OS heap and on a fixed heap (an OS
 /// reservation of that size, which decommits too).
 #[test]
 fn glibc_names_reach_this_library() {

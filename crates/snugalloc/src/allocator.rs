@@ -44,6 +44,7 @@
 use core::cell::UnsafeCell;
 use core::ptr::null_mut;
 
+use crate::backend::Run;
 use crate::half::{Release, LOW};
 use crate::heap::{hold_idle, HeapInner, Located};
 use crate::pagemap::{ChunkMeta, Desc, FreeObject, Pagemap, NIL};
@@ -349,19 +350,56 @@ impl Allocator {
                 return obj.cast();
             }
         }
-        self.publish_live_if_due();
-        if !self.shared().inbox.is_empty() {
-            self.drain_inbox();
-        }
+        self.upkeep();
         let (ptr, usable) = match self.class_for(size, align) {
             Some(class) => (self.alloc_from_class(class), class_size(class)),
             None if self.fits_half(size, align) => (self.alloc_half(), self.half_limit),
-            None => self.alloc_large(size, align),
+            None => {
+                let (ptr, usable, _) = self.alloc_large(size, align);
+                (ptr, usable)
+            }
         };
         if !ptr.is_null() {
             self.count(if USABLE { usable } else { size } as isize);
         }
         ptr
+    }
+
+    /// [`Allocator::alloc`] with the first `size` bytes zeroed. A run of
+    /// chunks that reads zero already (never used since the OS zeroed it)
+    /// is not written, so a large zeroed block stays uncommitted until
+    /// used, as with `calloc` of fresh memory elsewhere.
+    pub(crate) fn alloc_zeroed<const USABLE: bool>(
+        &mut self,
+        size: usize,
+        align: usize,
+    ) -> *mut u8 {
+        let (ptr, zeroed) = if self.class_for(size, align).is_some() || self.fits_half(size, align)
+        {
+            (self.alloc::<USABLE>(size, align), false)
+        } else {
+            self.upkeep();
+            let (ptr, usable, zeroed) = self.alloc_large(size, align);
+            if !ptr.is_null() {
+                self.count(if USABLE { usable } else { size } as isize);
+            }
+            (ptr, zeroed)
+        };
+        if !ptr.is_null() && !zeroed {
+            // SAFETY: `ptr` is a fresh block of at least `size` bytes.
+            unsafe { core::ptr::write_bytes(ptr, 0, size) };
+        }
+        ptr
+    }
+
+    /// What every slow allocation does first: publish the live-bytes
+    /// change if due, and take in the frees other threads sent.
+    #[inline]
+    fn upkeep(&mut self) {
+        self.publish_live_if_due();
+        if !self.shared().inbox.is_empty() {
+            self.drain_inbox();
+        }
     }
 
     /// The class serving `size` at `align`, or `None` for a chunk run.
@@ -516,25 +554,30 @@ impl Allocator {
         true
     }
 
-    /// Allocates a run of whole chunks; returns it and its usable size.
-    fn alloc_large(&mut self, size: usize, align: usize) -> (*mut u8, usize) {
+    /// Allocates a run of whole chunks; returns it, its usable size, and
+    /// whether it reads zero.
+    fn alloc_large(&mut self, size: usize, align: usize) -> (*mut u8, usize, bool) {
         let shift = self.chunk_shift;
         let chunks = size.max(1).div_ceil(1 << shift);
         if chunks > self.pagemap.chunks {
-            return (null_mut(), 0);
+            return (null_mut(), 0, false);
         }
         let align = if align > (1 << shift) { align } else { 0 };
-        let mut found = self.claim_run(chunks, align);
+        let mut found = self.claim_run_zeroed(chunks, align);
         if found.is_none() {
             self.reclaim_heap();
-            found = self.claim_run(chunks, align);
+            found = self.claim_run_zeroed(chunks, align);
         }
-        let Some(index) = found else {
-            return (null_mut(), 0);
+        let Some(Run { start, zeroed }) = found else {
+            return (null_mut(), 0, false);
         };
-        self.pagemap.debug_assert_free(index, chunks);
-        self.pagemap.set_large(index, chunks, self.id);
-        (self.pagemap.chunk_addr(index) as *mut u8, chunks << shift)
+        self.pagemap.debug_assert_free(start, chunks);
+        self.pagemap.set_large(start, chunks, self.id);
+        (
+            self.pagemap.chunk_addr(start) as *mut u8,
+            chunks << shift,
+            zeroed,
+        )
     }
 
     // ----- deallocation -----------------------------------------------
@@ -1191,18 +1234,27 @@ impl Allocator {
     /// A run of `chunks` free chunks: from the cache when one fits exactly
     /// (and no extra alignment is asked), else from the backend.
     fn claim_run(&mut self, chunks: usize, align: usize) -> Option<usize> {
+        self.claim_run_zeroed(chunks, align).map(|run| run.start)
+    }
+
+    /// [`Allocator::claim_run`], saying whether the run reads zero (a
+    /// cached run never does: it was used).
+    fn claim_run_zeroed(&mut self, chunks: usize, align: usize) -> Option<Run> {
         if align == 0 && self.cache_limit_chunks != 0 {
             if let Some(start) = self.shared().runs.take(chunks) {
-                return Some(start);
+                return Some(Run {
+                    start,
+                    zeroed: false,
+                });
             }
         }
         let backend = &self.heap().backend;
         if align == 0 && chunks >= TOP_RUN_CHUNKS {
             // Long runs from the top, short ones from the bottom: they do
             // not interleave, so long free runs survive in the middle.
-            backend.alloc_run_best(chunks, false)
+            backend.claim_best_fit(chunks, false)
         } else {
-            backend.alloc_run(chunks, align)
+            backend.claim_first_fit(chunks, align)
         }
     }
 

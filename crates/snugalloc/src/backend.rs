@@ -155,6 +155,13 @@ pub(crate) struct Backend {
     /// Chunks given back to the OS so far (a statistic: `Heap::trim`
     /// reports the difference across its call).
     decommitted: AtomicUsize,
+    /// Every free chunk whose dirty bit is clear reads zero: set for a
+    /// source that decommits (its reservation starts zeroed, and a
+    /// decommit zeroes), cleared for good by a decommit that leaves part
+    /// of its range as it was (a chunk smaller than the OS page, or the OS
+    /// refused, as it does for locked memory). Cleared before the purge
+    /// frees that range, so a claim of it sees the change.
+    zero_when_clean: AtomicBool,
     /// After an over-limit purge that could not get under the limit (only
     /// short dirty runs were left), the dirty count it left: over-limit
     /// purges wait until the count has grown past it by a quarter of the
@@ -325,6 +332,7 @@ impl Backend {
             prev_peak_reserved: AtomicUsize::new(0),
             purging: AtomicBool::new(false),
             decommitted: AtomicUsize::new(0),
+            zero_when_clean: AtomicBool::new(source.decommits()),
             stuck_dirty: AtomicUsize::new(0),
             reserved_chunks: CachePadded(AtomicUsize::new(0)),
             peak_reserved_chunks: AtomicUsize::new(0),
@@ -546,8 +554,10 @@ impl Backend {
         cleared
     }
 
-    /// Bookkeeping after `n` chunks at `start` were handed out.
-    fn claimed(&self, start: usize, n: usize) {
+    /// Bookkeeping after `n` chunks at `start` were handed out. Returns
+    /// whether they are known to read zero (none was dirty, and clean
+    /// chunks read zero in this source).
+    fn claimed(&self, start: usize, n: usize) -> bool {
         let dirty = self.clear_dirty(start, n);
         if dirty > 0 {
             let left = self.dirty_chunks.fetch_sub(dirty, Ordering::Relaxed) - dirty;
@@ -565,12 +575,21 @@ impl Backend {
         raise_to(&self.peak_reserved_chunks, now);
         raise_to(&self.epoch_peak_reserved, now);
         raise_to(&self.high_water, start + n);
+        // Relaxed: our claim acquired the release of these chunks by the
+        // last purge (or free) of them, which follows any store of false
+        // that concerns them.
+        dirty == 0 && self.zero_when_clean.load(Ordering::Relaxed)
     }
 
     /// Claims the lowest run of `n` free chunks whose first chunk's address
     /// is a multiple of `align_bytes` (a power of two, or 0). Returns its
     /// first chunk.
     pub(crate) fn alloc_run(&self, n: usize, align_bytes: usize) -> Option<usize> {
+        self.claim_first_fit(n, align_bytes).map(|run| run.start)
+    }
+
+    /// [`Backend::alloc_run`], saying whether the run reads zero.
+    pub(crate) fn claim_first_fit(&self, n: usize, align_bytes: usize) -> Option<Run> {
         if n == 0 || n > self.chunks {
             return None;
         }
@@ -585,8 +604,9 @@ impl Backend {
                         .flatten()
                 })
         });
+        let mut zeroed = false;
         if let Some(start) = found {
-            self.claimed(start, n);
+            zeroed = self.claimed(start, n);
             let mut word = start / WORD_BITS;
             if self.used(word).load(Ordering::Relaxed) == !0 {
                 word += 1;
@@ -604,7 +624,7 @@ impl Backend {
             }
         }
         self.maybe_decommit();
-        found
+        found.map(|start| Run { start, zeroed })
     }
 
     /// After `[start, start + n)` was freed: lowers the hint of every run
@@ -801,6 +821,12 @@ impl Backend {
     /// Claims `n` chunks by best fit (see [`Backend::alloc_run_top`]); in
     /// untouched space at its bottom unless `untouched_at_top`.
     pub(crate) fn alloc_run_best(&self, n: usize, untouched_at_top: bool) -> Option<usize> {
+        self.claim_best_fit(n, untouched_at_top)
+            .map(|run| run.start)
+    }
+
+    /// [`Backend::alloc_run_best`], saying whether the run reads zero.
+    pub(crate) fn claim_best_fit(&self, n: usize, untouched_at_top: bool) -> Option<Run> {
         if n == 0 || n > self.chunks {
             return None;
         }
@@ -841,10 +867,10 @@ impl Backend {
                 }
             }
         });
-        if let Some(start) = found {
-            self.claimed(start, n);
-        }
-        found
+        found.map(|start| Run {
+            start,
+            zeroed: self.claimed(start, n),
+        })
     }
 
     /// Best fit for a long run (a racy read): the end of the shortest free
@@ -1255,7 +1281,11 @@ impl Backend {
             let addr = (self.base + (start << self.chunk_shift)) as *mut u8;
             // SAFETY: these chunks are free chunks of this heap's source,
             // claimed above so nobody else touches them now.
-            unsafe { self.source.decommit(addr, len << self.chunk_shift) };
+            if !unsafe { self.source.decommit(addr, len << self.chunk_shift) } {
+                // Relaxed: the release of these chunks below publishes it
+                // to their next claimer.
+                self.zero_when_clean.store(false, Ordering::Relaxed);
+            }
             // Relaxed: a statistic.
             self.decommitted.fetch_add(len, Ordering::Relaxed);
             self.release_bits(start, len);
@@ -1340,6 +1370,16 @@ impl Backend {
         }
         summary
     }
+}
+
+/// A run of chunks a claim took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Run {
+    /// Its first chunk.
+    pub(crate) start: usize,
+    /// Whether every byte of it reads zero (chunks never used since the
+    /// OS zeroed them).
+    pub(crate) zeroed: bool,
 }
 
 /// Iterator of [`Backend::free_block_runs`]: `bits` holds the index bits of
@@ -1917,6 +1957,57 @@ mod tests {
             // SAFETY: the reservation made in `new`, no longer used.
             unsafe { crate::platform::release(self.region.as_ptr(), self.bytes) };
         }
+    }
+
+    /// A claim says a run reads zero exactly when no chunk of it was used
+    /// since the OS zeroed it: fresh, or decommitted by a purge; never for
+    /// a region that is not decommitted.
+    #[test]
+    #[cfg(feature = "std")]
+    #[cfg_attr(miri, ignore = "Miri does not model MAP_NORESERVE or madvise")]
+    fn a_claim_knows_when_its_run_reads_zero() {
+        let b = OsBackend::new(100, 1000, NEVER_MS, NEVER_MS);
+        let fresh = b.backend.claim_first_fit(10, 0).expect("room");
+        assert_eq!(
+            fresh,
+            Run {
+                start: 0,
+                zeroed: true
+            }
+        );
+        b.touch(0, 10);
+        b.backend.free_run(0, 10);
+        // Dirty (kept resident: the limit is high): not zero, and the one
+        // dirty chunk in a longer run spoils it.
+        assert_eq!(
+            b.backend.claim_first_fit(4, 0),
+            Some(Run {
+                start: 0,
+                zeroed: false
+            })
+        );
+        assert_eq!(
+            b.backend.claim_best_fit(20, false),
+            Some(Run {
+                start: 4,
+                zeroed: false
+            })
+        );
+        b.backend.free_run(4, 20);
+        assert!(b.dirty_chunks() > 0);
+        b.backend.purge_free();
+        assert_eq!(b.dirty_chunks(), 0);
+        let purged = b.backend.claim_best_fit(20, false).expect("room");
+        assert!(purged.zeroed, "{purged:?}");
+        assert!((0..20).all(|i| !b.resident(purged.start + i)));
+        let fixed = OwnedBackend::new(100, 0x1000_0000);
+        assert_eq!(
+            fixed.claim_first_fit(1, 0),
+            Some(Run {
+                start: 0,
+                zeroed: false
+            })
+        );
     }
 
     #[test]

@@ -156,6 +156,15 @@ unsafe impl GlobalAlloc for FixedGlobal {
         })
     }
 
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let Some(heap) = self.get() else {
+            return null_mut();
+        };
+        with_attached(heap, null_mut(), |a| {
+            a.alloc_zeroed::<false>(layout.size(), layout.align())
+        })
+    }
+
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         let Some(heap) = self.get() else {
             crate::platform::fatal("free before the fixed heap was initialised", ptr as usize)
@@ -402,6 +411,17 @@ mod os_global {
             match attached() {
                 Some(a) => a.alloc::<false>(layout.size(), layout.align()),
                 None => alloc_cold(layout.size(), layout.align()),
+            }
+        }
+
+        /// Large runs the OS zeroed and nobody used since are not written
+        /// (see `Attached::alloc_zeroed`).
+        #[inline]
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            let (size, align) = (layout.size(), layout.align());
+            match attached() {
+                Some(a) => a.alloc_zeroed::<false>(size, align),
+                None => without_local(null_mut(), |a| a.alloc_zeroed::<false>(size, align)),
             }
         }
 

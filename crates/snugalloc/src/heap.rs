@@ -1217,14 +1217,13 @@ impl Attached<'_> {
         self.local().alloc::<false>(layout.size(), layout.align())
     }
 
-    /// As [`Attached::alloc`], with the block zeroed.
+    /// As [`Attached::alloc`], with the block zeroed. In a heap over OS
+    /// memory, a run of chunks not used since the OS zeroed it is handed
+    /// out as it is, so a large zeroed block costs no writes and stays
+    /// uncommitted until used.
     pub fn alloc_zeroed(&mut self, layout: Layout) -> *mut u8 {
-        let p = self.alloc(layout);
-        if !p.is_null() {
-            // SAFETY: `p` is a fresh block of at least `layout.size()` bytes.
-            unsafe { core::ptr::write_bytes(p, 0, layout.size()) };
-        }
-        p
+        self.local()
+            .alloc_zeroed::<false>(layout.size(), layout.align())
     }
 
     /// Frees a block.
@@ -1258,6 +1257,12 @@ impl Attached<'_> {
     #[inline]
     pub fn malloc(&mut self, size: usize) -> *mut u8 {
         self.local().alloc::<true>(size, MIN_ALIGN)
+    }
+
+    /// [`Attached::malloc`] with the block zeroed (`calloc`; see
+    /// [`Attached::alloc_zeroed`]).
+    pub fn malloc_zeroed(&mut self, size: usize) -> *mut u8 {
+        self.local().alloc_zeroed::<true>(size, MIN_ALIGN)
     }
 
     /// C-style aligned allocation (`align` a power of two).

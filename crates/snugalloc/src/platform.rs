@@ -155,27 +155,31 @@ fn whole_pages(base: usize, bytes: usize, page: usize) -> (usize, usize) {
 /// Gives the whole pages inside `[base, base + bytes)` back to the OS;
 /// they read as zero when next touched. Parts of pages at either end are
 /// left alone: the rest of such a page may be a neighbour's live chunk.
+/// Returns whether the whole range now reads zero (no partial page, and
+/// the OS did as asked: it refuses locked memory, for one).
 ///
 /// # Safety
 /// The range must lie inside a reservation made by [`reserve`] and hold no
 /// data anybody still needs.
 #[cfg(feature = "std")]
-pub(crate) unsafe fn decommit(base: *mut u8, bytes: usize) {
+pub(crate) unsafe fn decommit(base: *mut u8, bytes: usize) -> bool {
     let (start, len) = whole_pages(base as usize, bytes, page_size());
     if len == 0 {
-        return;
+        return bytes == 0;
     }
     // SAFETY: `__errno_location` returns this thread's errno; the caller
     // guarantees the range is ours and unused, `[start, start + len)` lies
     // inside it and covers whole pages only, and DONTNEED on a private
     // anonymous mapping only discards its contents. errno is restored, so
     // that frees (which may decommit) never change it, as C requires.
-    unsafe {
+    let done = unsafe {
         let errno = libc::__errno_location();
         let saved = *errno;
-        libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED);
+        let done = libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) == 0;
         *errno = saved;
-    }
+        done
+    };
+    done && start == base as usize && len == bytes
 }
 
 /// Gives the processor to another thread (a spin hint without an OS).
@@ -228,5 +232,29 @@ mod tests {
             whole_pages(3 * 16384, 5 * 16384, 4096),
             (3 * 16384, 5 * 16384)
         );
+    }
+
+    /// A decommit says the range reads zero only when it gave back all of
+    /// it: a part of a page stays as it was.
+    #[test]
+    #[cfg(feature = "std")]
+    #[cfg_attr(miri, ignore = "Miri does not model madvise")]
+    fn a_decommit_says_whether_the_whole_range_reads_zero() {
+        let page = super::page_size();
+        let bytes = 4 * page;
+        let base = super::reserve(bytes).expect("reserve").as_ptr();
+        // SAFETY: our own fresh mapping of `bytes` bytes, used by nobody
+        // else, released at the end.
+        unsafe {
+            base.write_bytes(7, bytes);
+            assert!(super::decommit(base, 2 * page));
+            assert_eq!(*base.add(page), 0);
+            assert!(!super::decommit(base.add(2 * page), page / 2));
+            assert_eq!(*base.add(2 * page), 7, "part of a page was given back");
+            assert!(!super::decommit(base.add(2 * page), page + page / 2));
+            assert_eq!(*base.add(2 * page), 0);
+            assert_eq!(*base.add(3 * page), 7);
+            super::release(base, bytes);
+        }
     }
 }

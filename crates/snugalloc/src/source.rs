@@ -16,12 +16,13 @@ pub(crate) trait Source: Sync {
     /// Whether free chunks should be given back to the OS.
     fn decommits(&self) -> bool;
 
-    /// Gives `[base, base + bytes)` back to the OS.
+    /// Gives `[base, base + bytes)` back to the OS; returns whether all of
+    /// it now reads zero.
     ///
     /// # Safety
     /// The range must be free chunks of a heap over this source, claimed by
     /// the caller so that nobody uses them during the call.
-    unsafe fn decommit(&self, base: *mut u8, bytes: usize);
+    unsafe fn decommit(&self, base: *mut u8, bytes: usize) -> bool;
 }
 
 /// A region the caller owns; nothing is ever given back.
@@ -31,7 +32,9 @@ impl Source for FixedRegion {
     fn decommits(&self) -> bool {
         false
     }
-    unsafe fn decommit(&self, _base: *mut u8, _bytes: usize) {}
+    unsafe fn decommit(&self, _base: *mut u8, _bytes: usize) -> bool {
+        false
+    }
 }
 
 /// Address space reserved from the OS.
@@ -43,7 +46,7 @@ impl Source for OsRegion {
     fn decommits(&self) -> bool {
         true
     }
-    unsafe fn decommit(&self, base: *mut u8, bytes: usize) {
+    unsafe fn decommit(&self, base: *mut u8, bytes: usize) -> bool {
         // SAFETY: the caller guarantees the range is free chunks of an OS
         // reservation, claimed for the duration of the call.
         unsafe { platform::decommit(base, bytes) }

@@ -759,6 +759,59 @@ fn trim_gives_free_memory_back_at_once() {
     assert_eq!(b.trim(), 0, "a fixed region is never given back");
 }
 
+/// Zeroed blocks read zero, whether their runs were used before (zeroed
+/// by a write), never used, or given back to the OS and not written since
+/// (left as they are): rounds of zeroed blocks of every kind of size, each
+/// checked whole, then filled and freed, with trims between them so that
+/// runs come back all three ways, on an OS heap and a fixed one.
+#[test]
+fn zeroed_blocks_read_zero_however_their_memory_was_used() {
+    fn rounds(heap: &Heap, seed: u64) {
+        let mut a = heap.attach().expect("attach");
+        let mut x = seed;
+        let mut live: Vec<(*mut u8, Layout)> = Vec::new();
+        for round in 0..3000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let size = match x % 4 {
+                0 => 1 + (x >> 8) as usize % 2048,
+                1 => 2048 + (x >> 8) as usize % 40_000,
+                _ => 40_000 + (x >> 8) as usize % 600_000,
+            };
+            let align = if x % 7 == 0 { 1 << 16 } else { 16 };
+            let l = Layout::from_size_align(size, align).expect("layout");
+            let p = a.alloc_zeroed(l);
+            assert!(!p.is_null(), "round {round}: {size} bytes");
+            // SAFETY: a fresh block of `size` bytes.
+            let block = unsafe { std::slice::from_raw_parts_mut(p, size) };
+            assert!(
+                block.iter().all(|&b| b == 0),
+                "round {round}: a zeroed block of {size} bytes holds data"
+            );
+            block.fill(0xA5);
+            live.push((p, l));
+            if live.len() > 8 || x % 3 == 0 {
+                let (q, lq) = live.swap_remove((x >> 20) as usize % live.len());
+                // SAFETY: allocated above with `lq`, not used again.
+                unsafe { a.dealloc(q, lq) };
+            }
+            if round % 200 == 199 {
+                a.trim();
+            }
+        }
+        for (q, lq) in live {
+            // SAFETY: allocated above with `lq`, not used again.
+            unsafe { a.dealloc(q, lq) };
+        }
+    }
+    rounds(
+        &Heap::from_os(Config::for_os()).expect("os heap"),
+        0x2545_F491_4F6C_DD1D,
+    );
+    rounds(&fixed_heap(64 * MIB), 0x9E37_79B9_7F4A_7C15);
+}
+
 #[test]
 fn metadata_of_a_64mib_heap_is_small() {
     let heap = fixed_heap(64 * MIB);

@@ -4,7 +4,9 @@
  * mallinfo/mallinfo2 describe this heap, malloc_trim gives free memory
  * back to the OS at once (a fixed SNUGALLOC_HEAP_SIZE too: it is an OS
  * reservation of that size), mallopt declines, malloc_stats prints the
- * class table. Prints "ok" and exits 0 when all hold. */
+ * class table. Also calloc: a large zeroed block of memory the OS zeroed
+ * is not written, so it stays uncommitted until used (as with glibc).
+ * Prints "ok" and exits 0 when all hold. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <malloc.h>
@@ -132,7 +134,30 @@ static void trim(void) {
     for (int i = N / 8; i < N; i++) free(blocks[i]);
 }
 
+static void lazy_calloc(void) {
+    enum { SIZE = 32 << 20 };
+    size_t before = resident_bytes();
+    unsigned char *p = calloc(1, SIZE);
+    CHECK(p, "calloc(32 MiB)");
+    if (!p) return;
+    size_t after = resident_bytes();
+    printf("resident %zu before calloc(32 MiB), %zu after\n", before, after);
+    CHECK(after < before + SIZE / 4, "calloc(32 MiB) made %zu bytes resident", after - before);
+    int zero = 1;
+    for (size_t i = 0; i < SIZE; i += 4096) zero &= p[i] == 0 && p[i + 4095] == 0;
+    CHECK(zero, "calloc's block holds data");
+    /* Used memory given back and zeroed again by calloc: still zero. */
+    memset(p, 9, SIZE);
+    free(p);
+    p = calloc(SIZE / 16, 16);
+    zero = p != NULL;
+    for (size_t i = 0; p && i < SIZE; i += 1024) zero &= p[i] == 0;
+    CHECK(zero, "calloc's block over reused memory holds data");
+    free(p);
+}
+
 int main(void) {
+    lazy_calloc();
     aliases();
     info();
     trim();
