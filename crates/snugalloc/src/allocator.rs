@@ -374,17 +374,18 @@ impl Allocator {
         size: usize,
         align: usize,
     ) -> *mut u8 {
-        let (ptr, zeroed) = if self.class_for(size, align).is_some() || self.fits_half(size, align)
-        {
-            (self.alloc::<USABLE>(size, align), false)
-        } else {
-            self.upkeep();
-            let (ptr, usable, zeroed) = self.alloc_large(size, align);
-            if !ptr.is_null() {
-                self.count(if USABLE { usable } else { size } as isize);
-            }
-            (ptr, zeroed)
-        };
+        let small = size <= self.small_limit && align <= MIN_ALIGN;
+        let (ptr, zeroed) =
+            if small || self.class_for(size, align).is_some() || self.fits_half(size, align) {
+                (self.alloc::<USABLE>(size, align), false)
+            } else {
+                self.upkeep();
+                let (ptr, usable, zeroed) = self.alloc_large(size, align);
+                if !ptr.is_null() {
+                    self.count(if USABLE { usable } else { size } as isize);
+                }
+                (ptr, zeroed)
+            };
         if !ptr.is_null() && !zeroed {
             // SAFETY: `ptr` is a fresh block of at least `size` bytes.
             unsafe { core::ptr::write_bytes(ptr, 0, size) };

@@ -156,11 +156,12 @@ pub(crate) struct Backend {
     /// reports the difference across its call).
     decommitted: AtomicUsize,
     /// Every free chunk whose dirty bit is clear reads zero: set for a
-    /// source that decommits (its reservation starts zeroed, and a
-    /// decommit zeroes), cleared for good by a decommit that leaves part
-    /// of its range as it was (a chunk smaller than the OS page, or the OS
-    /// refused, as it does for locked memory). Cleared before the purge
-    /// frees that range, so a claim of it sees the change.
+    /// source that decommits and zeroes (its reservation starts zeroed, and
+    /// the OS was seen to zero a decommitted page), cleared for good by a
+    /// decommit that leaves part of its range as it was (a chunk smaller
+    /// than the OS page, or the OS refused, as it does for locked memory).
+    /// Cleared before the purge frees that range, so a claim of it sees
+    /// the change.
     zero_when_clean: AtomicBool,
     /// After an over-limit purge that could not get under the limit (only
     /// short dirty runs were left), the dirty count it left: over-limit
@@ -332,7 +333,7 @@ impl Backend {
             prev_peak_reserved: AtomicUsize::new(0),
             purging: AtomicBool::new(false),
             decommitted: AtomicUsize::new(0),
-            zero_when_clean: AtomicBool::new(source.decommits()),
+            zero_when_clean: AtomicBool::new(source.decommits() && source.zeroes()),
             stuck_dirty: AtomicUsize::new(0),
             reserved_chunks: CachePadded(AtomicUsize::new(0)),
             peak_reserved_chunks: AtomicUsize::new(0),
@@ -1897,6 +1898,22 @@ mod tests {
             decommit_delay_ms: u64,
             decommit_epoch_ms: u64,
         ) -> OsBackend {
+            Self::with_source(
+                chunks,
+                dirty_limit_chunks,
+                decommit_delay_ms,
+                decommit_epoch_ms,
+                &OS_REGION,
+            )
+        }
+
+        fn with_source(
+            chunks: usize,
+            dirty_limit_chunks: usize,
+            decommit_delay_ms: u64,
+            decommit_epoch_ms: u64,
+            source: &'static dyn Source,
+        ) -> OsBackend {
             let words = bitmap_words(chunks);
             let mut used: Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();
             let mut dirty: Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();
@@ -1916,7 +1933,7 @@ mod tests {
                     chunks,
                     region.as_ptr() as usize,
                     12,
-                    &OS_REGION,
+                    source,
                     &Config {
                         dirty_limit_bytes: dirty_limit_chunks << 12,
                         decommit_delay_ms,
@@ -1966,6 +1983,11 @@ mod tests {
     #[cfg(feature = "std")]
     #[cfg_attr(miri, ignore = "Miri does not model MAP_NORESERVE or madvise")]
     fn a_claim_knows_when_its_run_reads_zero() {
+        if crate::platform::page_size() > 1 << 12 || !crate::platform::decommit_zeroes() {
+            // 4 KiB chunks hold no whole page to give back, or the OS does
+            // not zero what it is given (then nothing is known zero).
+            return;
+        }
         let b = OsBackend::new(100, 1000, NEVER_MS, NEVER_MS);
         let fresh = b.backend.claim_first_fit(10, 0).expect("room");
         assert_eq!(
@@ -2005,6 +2027,60 @@ mod tests {
             fixed.claim_first_fit(1, 0),
             Some(Run {
                 start: 0,
+                zeroed: false
+            })
+        );
+    }
+
+    /// A source that decommits but says its decommits leave data behind
+    /// (as with chunks smaller than the page, or locked memory).
+    #[cfg(feature = "std")]
+    struct LeakyDecommit;
+
+    #[cfg(feature = "std")]
+    impl Source for LeakyDecommit {
+        fn decommits(&self) -> bool {
+            true
+        }
+        fn zeroes(&self) -> bool {
+            true
+        }
+        unsafe fn decommit(&self, _base: *mut u8, _bytes: usize) -> bool {
+            false
+        }
+    }
+
+    /// One decommit that leaves data behind, and no run is known to read
+    /// zero again, untouched ones included.
+    #[test]
+    #[cfg(feature = "std")]
+    #[cfg_attr(miri, ignore = "Miri does not model MAP_NORESERVE")]
+    fn a_decommit_that_leaves_data_ends_zero_knowledge() {
+        static LEAKY: LeakyDecommit = LeakyDecommit;
+        let b = OsBackend::with_source(100, 1000, NEVER_MS, NEVER_MS, &LEAKY);
+        assert_eq!(
+            b.backend.claim_first_fit(10, 0),
+            Some(Run {
+                start: 0,
+                zeroed: true
+            })
+        );
+        b.touch(0, 10);
+        b.backend.free_run(0, 10);
+        b.backend.purge_free();
+        assert_eq!(b.dirty_chunks(), 0);
+        assert!(b.resident(0), "the leaky source kept the data");
+        assert_eq!(
+            b.backend.claim_first_fit(10, 0),
+            Some(Run {
+                start: 0,
+                zeroed: false
+            })
+        );
+        assert_eq!(
+            b.backend.claim_first_fit(10, 0),
+            Some(Run {
+                start: 10,
                 zeroed: false
             })
         );

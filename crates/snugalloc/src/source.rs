@@ -16,6 +16,10 @@ pub(crate) trait Source: Sync {
     /// Whether free chunks should be given back to the OS.
     fn decommits(&self) -> bool;
 
+    /// Whether chunks read zero until first used, and again after a
+    /// decommit that says it zeroed them.
+    fn zeroes(&self) -> bool;
+
     /// Gives `[base, base + bytes)` back to the OS; returns whether all of
     /// it now reads zero.
     ///
@@ -32,6 +36,9 @@ impl Source for FixedRegion {
     fn decommits(&self) -> bool {
         false
     }
+    fn zeroes(&self) -> bool {
+        false
+    }
     unsafe fn decommit(&self, _base: *mut u8, _bytes: usize) -> bool {
         false
     }
@@ -45,6 +52,11 @@ pub(crate) struct OsRegion;
 impl Source for OsRegion {
     fn decommits(&self) -> bool {
         true
+    }
+    fn zeroes(&self) -> bool {
+        // A fresh anonymous mapping reads zero; a decommit zeroes only if
+        // the OS does what it says.
+        platform::decommit_zeroes()
     }
     unsafe fn decommit(&self, base: *mut u8, bytes: usize) -> bool {
         // SAFETY: the caller guarantees the range is free chunks of an OS
