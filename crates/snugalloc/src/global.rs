@@ -464,6 +464,24 @@ mod os_global {
             // SAFETY: a published heap lives forever.
             (!p.is_null()).then(|| unsafe { &*p }.snapshot())
         }
+
+        /// Gives free memory back to the OS at once (`Heap::trim`): the
+        /// calling thread's allocator, if it has one, and every idle one
+        /// give back what they hold unused, then every free chunk still
+        /// committed is decommitted. Returns the bytes given back; 0
+        /// before the first allocation.
+        pub fn trim() -> usize {
+            let p = HEAP.load(Ordering::Acquire);
+            if p.is_null() {
+                return 0;
+            }
+            // SAFETY: a published heap lives forever.
+            let heap = unsafe { &*p };
+            match attached() {
+                Some(a) => heap.trim_after(|_| a.reclaim_heap()),
+                None => heap.trim_after(HeapInner::reclaim_others),
+            }
+        }
     }
 }
 
