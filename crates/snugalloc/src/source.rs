@@ -8,6 +8,7 @@
 
 #[cfg(feature = "std")]
 use crate::platform;
+pub(crate) use crate::platform::Decommitted;
 
 /// What the chunk backend may do with a region's free chunks.
 ///
@@ -20,13 +21,12 @@ pub(crate) trait Source: Sync {
     /// decommit that says it zeroed them.
     fn zeroes(&self) -> bool;
 
-    /// Gives `[base, base + bytes)` back to the OS; returns whether all of
-    /// it now reads zero.
+    /// Gives `[base, base + bytes)` back to the OS; returns how much went.
     ///
     /// # Safety
     /// The range must be free chunks of a heap over this source, claimed by
     /// the caller so that nobody uses them during the call.
-    unsafe fn decommit(&self, base: *mut u8, bytes: usize) -> bool;
+    unsafe fn decommit(&self, base: *mut u8, bytes: usize) -> Decommitted;
 }
 
 /// A region the caller owns; nothing is ever given back.
@@ -39,8 +39,8 @@ impl Source for FixedRegion {
     fn zeroes(&self) -> bool {
         false
     }
-    unsafe fn decommit(&self, _base: *mut u8, _bytes: usize) -> bool {
-        false
+    unsafe fn decommit(&self, _base: *mut u8, _bytes: usize) -> Decommitted {
+        Decommitted::Nothing
     }
 }
 
@@ -58,7 +58,7 @@ impl Source for OsRegion {
         // the OS does what it says.
         platform::decommit_zeroes()
     }
-    unsafe fn decommit(&self, base: *mut u8, bytes: usize) -> bool {
+    unsafe fn decommit(&self, base: *mut u8, bytes: usize) -> Decommitted {
         // SAFETY: the caller guarantees the range is free chunks of an OS
         // reservation, claimed for the duration of the call.
         unsafe { platform::decommit(base, bytes) }

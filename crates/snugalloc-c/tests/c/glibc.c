@@ -3,8 +3,8 @@
  * with __libc_free, would be fatal otherwise), the C23 sized frees free,
  * mallinfo/mallinfo2 describe this heap, malloc_trim gives free memory
  * back to the OS at once (a fixed SNUGALLOC_HEAP_SIZE too: it is an OS
- * reservation of that size), mallopt declines, malloc_stats prints the
- * class table. Also calloc: a large zeroed block of memory the OS zeroed
+ * reservation of that size), mallopt accepts and ignores, malloc_stats
+ * prints the class table. Also calloc: a large zeroed block of memory the OS zeroed
  * is not written, so it stays uncommitted until used (as with glibc).
  * Prints "ok" and exits 0 when all hold. */
 #define _GNU_SOURCE
@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 extern void *__libc_malloc(size_t);
@@ -45,6 +46,18 @@ static size_t resident_bytes(void) {
     }
     fclose(f);
     return resident * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Whether MADV_DONTNEED zeroes here (it does not under qemu's user mode):
+ * without it, nothing is given back or known zero, and the library knows. */
+static int dontneed_zeroes(void) {
+    long page = sysconf(_SC_PAGESIZE);
+    char *p = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return 0;
+    p[0] = 1;
+    int zeroes = madvise(p, page, MADV_DONTNEED) == 0 && p[0] == 0;
+    munmap(p, page);
+    return zeroes;
 }
 
 static void aliases(void) {
@@ -157,10 +170,15 @@ static void lazy_calloc(void) {
 }
 
 int main(void) {
-    lazy_calloc();
+    int zeroes = dontneed_zeroes();
+    if (zeroes) {
+        lazy_calloc();
+    } else {
+        printf("SKIPPED calloc and malloc_trim: madvise(MADV_DONTNEED) does not zero here\n");
+    }
     aliases();
     info();
-    trim();
+    if (zeroes) trim();
     CHECK(mallopt(M_ARENA_MAX, 2) == 1, "mallopt refused a parameter (it accepts and ignores)");
     malloc_stats();
     if (failures) {
