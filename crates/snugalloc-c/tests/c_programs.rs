@@ -3,8 +3,8 @@
 //! realloc contents (api.c), fork in a threaded process (fork.c; fork_idle.c
 //! forks while frees reach an idle allocator), a
 //! cross-thread free storm (storm.c), an Open Enclave host driver
-//! (oe_host.c), a small address-space limit (limits.c), and glibc's own
-//! names for the allocator (glibc.c). Each preload-library test also runs on a fixed 64 MiB heap.
+//! (oe_host.c), a small address-space limit (limits.c), glibc's own
+//! names for the allocator (glibc.c), and a setuid program (secure.c). Each preload-library test also runs on a fixed 64 MiB heap.
 
 mod common;
 
@@ -115,6 +115,49 @@ fn glibc_names_reach_this_library() {
             "malloc_stats did not print the class table: {stderr}"
         );
     }
+}
+
+/// A setuid program does not read `SNUGALLOC_*` (glibc ignores its own
+/// `MALLOC_*` there too): the library uses `secure_getenv` (secure.c). The
+/// same binary without the setuid bit prints the statistics it is asked
+/// for, so the check can fail. Needs root, to give the copy to `nobody`.
+#[test]
+fn setuid_programs_ignore_the_environment() {
+    use std::os::unix::fs::PermissionsExt;
+    let exe = compile("secure", Link::Shared);
+    let asked = |path: &std::path::Path| {
+        let out = run_ok(Command::new(path).env("SNUGALLOC_STATS", "1"));
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).contains("snugalloc statistics"),
+        )
+    };
+    let (stdout, printed) = asked(&exe);
+    assert!(
+        stdout.contains("secure=0") && stdout.contains("ok"),
+        "{stdout}"
+    );
+    assert!(printed, "the plain binary did not print its statistics");
+    let uid = Command::new("id").arg("-u").output().expect("id runs");
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        common::skipped("the setuid case needs root (to give a copy to nobody)");
+        return;
+    }
+    let setuid = exe.with_file_name("secure-setuid");
+    std::fs::copy(&exe, &setuid).expect("copy");
+    std::os::unix::fs::chown(&setuid, Some(65534), Some(65534)).expect("chown to nobody");
+    std::fs::set_permissions(&setuid, std::fs::Permissions::from_mode(0o4755))
+        .expect("set the setuid bit");
+    let (stdout, printed) = asked(&setuid);
+    if stdout.contains("secure=0") {
+        common::skipped("the file system does not honour the setuid bit (nosuid?)");
+        return;
+    }
+    assert!(
+        stdout.contains("secure=1") && stdout.contains("ok"),
+        "{stdout}"
+    );
+    assert!(!printed, "a setuid program read SNUGALLOC_STATS");
 }
 
 #[test]
