@@ -1402,6 +1402,22 @@ mod tests {
         unsafe { Heap::from_region(region.as_mut_ptr(), len, config) }.expect("valid region")
     }
 
+    /// Attaches while another thread puts allocator `id` back on the idle
+    /// stack after 50 ms; the slot got.
+    fn attach_while_it_comes_back(
+        inner: &HeapInner,
+        id: usize,
+    ) -> Result<*const AllocatorSlot, Error> {
+        std::thread::scope(|s| {
+            let pool = &inner.pool;
+            s.spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                pool.push_idle(id);
+            });
+            inner.attach().map(|slot| slot as *const AllocatorSlot)
+        })
+    }
+
     /// Attaches allocators `a` and `b`, lets `b` go, and pops it off the
     /// idle stack as another attach that found it held would keep it aside:
     /// `a` (still attached), `b`, and `b`'s id.
@@ -1462,14 +1478,7 @@ mod tests {
         let heap = unsafe { heap_over_with_max(&mut region, 2) };
         let inner = heap.inner();
         let (a, b, id) = attach_two_and_take_b_aside(inner);
-        let got = std::thread::scope(|s| {
-            let pool = &inner.pool;
-            s.spawn(move || {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-                pool.push_idle(id);
-            });
-            inner.attach().map(|slot| slot as *const AllocatorSlot)
-        });
+        let got = attach_while_it_comes_back(inner, id);
         assert_eq!(got.ok(), Some(b), "waited for `b`");
         // SAFETY: attached to both.
         unsafe {
@@ -1520,14 +1529,7 @@ mod tests {
             }
             blocks.push(p);
         }
-        let got = std::thread::scope(|s| {
-            let pool = &inner.pool;
-            s.spawn(move || {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-                pool.push_idle(id);
-            });
-            inner.attach().map(|slot| slot as *const AllocatorSlot)
-        });
+        let got = attach_while_it_comes_back(inner, id);
         assert_eq!(got.ok(), Some(b), "waited for `b`");
         assert_eq!(inner.pool.created(), 2, "no allocator was created");
         for p in blocks {

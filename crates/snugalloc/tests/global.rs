@@ -1,6 +1,8 @@
 //! A test binary whose every allocation goes through `SnugAlloc`: real
 //! collections, many threads, and objects freed on other threads.
 
+mod common;
+
 use snugalloc::SnugAlloc;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc;
@@ -119,24 +121,7 @@ fn threads_come_and_go_and_allocators_are_reused() {
 /// of them, before the trim.
 #[test]
 fn trim_gives_freed_memory_back() {
-    const CHILD: &str = "SNUGALLOC_TRIM_CHILD";
-    if std::env::var_os(CHILD).is_none() {
-        let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
-            .args([
-                "--exact",
-                "trim_gives_freed_memory_back",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD, "1")
-            .output()
-            .expect("run child");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success() && stdout.contains("1 passed"),
-            "child:\n{stdout}\n{stderr}"
-        );
+    if !common::alone_in_a_child("trim_gives_freed_memory_back", "SNUGALLOC_TRIM_CHILD") {
         return;
     }
     let blocks: Vec<Vec<u8>> = (0..64).map(|i| vec![i as u8; 256 << 10]).collect();

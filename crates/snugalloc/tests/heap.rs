@@ -622,26 +622,7 @@ fn misuse_is_a_fatal_error_naming_the_pointer() {
 fn os_heap_gives_freed_memory_back() {
     // The resident size is the whole process's: measured in a child that
     // runs only this test, so other tests' memory cannot move it.
-    const CHILD: &str = "SNUGALLOC_RSS_CHILD";
-    if std::env::var_os(CHILD).is_none() {
-        let out = Command::new(std::env::current_exe().expect("test binary"))
-            .args([
-                "--exact",
-                "os_heap_gives_freed_memory_back",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD, "1")
-            .output()
-            .expect("run child");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        eprintln!("{stderr}");
-        assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
-        assert!(
-            stdout.contains("1 passed"),
-            "the child ran no test:\n{stdout}"
-        );
+    if !alone_in_a_child("os_heap_gives_freed_memory_back", "SNUGALLOC_RSS_CHILD") {
         return;
     }
     fn rss_bytes() -> usize {

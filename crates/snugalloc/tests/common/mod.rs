@@ -49,3 +49,28 @@ pub unsafe fn check(p: *const u8, len: usize, seed: u8) -> bool {
         unsafe { *p.add(i) == seed.wrapping_add(i as u8) }
     })
 }
+
+/// For a test that must be the only one in its process (it measures the
+/// whole process, or the heap of a global allocator other tests share):
+/// in the test harness's process, runs test `name` again alone in a child
+/// marked by the environment variable `marker`, asserts that it passed,
+/// and returns false; in that child, returns true, so the test goes on.
+pub fn alone_in_a_child(name: &str, marker: &str) -> bool {
+    if std::env::var_os(marker).is_some() {
+        return true;
+    }
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(marker, "1")
+        .output()
+        .expect("run child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran no test:\n{stdout}"
+    );
+    false
+}
