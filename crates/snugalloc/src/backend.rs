@@ -2003,8 +2003,8 @@ mod tests {
         );
         b.touch(0, 10);
         b.backend.free_run(0, 10);
-        // Dirty (kept resident: the limit is high): not zero, and the one
-        // dirty chunk in a longer run spoils it.
+        // Dirty (kept resident: the limit is high): not zero, and dirty
+        // chunks at the start of a longer run spoil all of it.
         assert_eq!(
             b.backend.claim_first_fit(4, 0),
             Some(Run {
