@@ -357,10 +357,26 @@ unsafe extern "C" fn detach_at_thread_exit(value: *mut c_void) {
 }
 
 extern "C" fn fork_prepare() {
+    // A heap another thread is still making would stay half made in the
+    // child, whose every malloc would then spin on BUSY for ever: wait
+    // until it is made (or has failed). The thread making it never forks
+    // from inside `init`, so this cannot wait on itself.
+    wait_while_busy(&STATE);
     if let Some(heap) = existing_heap() {
         heap.before_fork();
         // Relaxed: read by the same thread in the parent and child handlers.
         FORK_LOCKED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Returns once `state` is no longer [`BUSY`], yielding the processor
+/// meanwhile (the thread making the heap may need it to finish).
+fn wait_while_busy(state: &AtomicU8) {
+    // Acquire pairs with the Release stores of READY and FAILED in `init`.
+    while state.load(Ordering::Acquire) == BUSY {
+        // SAFETY: sched_yield takes no arguments and cannot fail in a way
+        // that matters here.
+        unsafe { libc::sched_yield() };
     }
 }
 
