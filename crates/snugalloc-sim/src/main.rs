@@ -374,6 +374,12 @@ fn cmd_min_heap(args: &MinHeapArgs) -> Result<bool, Failure> {
     drop(build_all(&owned, max_heap)?);
     std::fs::create_dir_all(&common.out)
         .map_err(|e| Failure::Run(format!("--out {}: {e}", common.out.display())))?;
+    if max_heap % MIB != 0 {
+        return Err(Failure::Input(format!(
+            "--max-heap {}: the search goes in 1 MiB steps; allowed: a whole number of MiB, e.g. 64M",
+            units::human_bytes(max_heap)
+        )));
+    }
     let hi_mib = max_heap / MIB;
     let lo_mib = cli::smallest_heap_bytes(common).div_ceil(MIB);
     eprintln!(
@@ -411,7 +417,8 @@ fn cmd_min_heap(args: &MinHeapArgs) -> Result<bool, Failure> {
             probe: &probe,
             report: &report,
         };
-        results.push(minheap::search(&s).map_err(Failure::Run)?);
+        results
+            .push(minheap::search(&s).map_err(|e| Failure::Run(format!("min-heap FAILED: {e}")))?);
     }
     println!(
         "min-heap of {} (1 MiB steps, {} per probe, seed {}):\n",

@@ -92,13 +92,23 @@ fn probe_at(s: &Search<'_>, heap_mib: usize) -> Result<Probe, String> {
         peak_requested_bytes: sum.peak_requested_bytes,
     };
     (s.report)(&alloc.label(), &p);
+    if p.integrity_failures > 0 {
+        // Corruption is a failed run, never a heap that was too small.
+        return Err(format!(
+            "{} at {heap_mib} MiB: {} corrupted blocks, {} blocks outside the region",
+            alloc.label(),
+            sum.corruption_count,
+            sum.escape_count
+        ));
+    }
     Ok(p)
 }
 
 /// Runs the search.
 pub fn search(s: &Search<'_>) -> Result<MinHeap, String> {
     let mut probes = Vec::new();
-    let passes = |p: &Probe| p.oom_count == 0 && p.integrity_failures == 0;
+    // A probe with corrupted blocks ended the search in `probe_at`.
+    let passes = |p: &Probe| p.oom_count == 0;
     let top = probe_at(s, s.hi_mib)?;
     let top_ok = passes(&top);
     let demand_bytes = top.peak_requested_bytes;

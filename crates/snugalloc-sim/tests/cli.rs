@@ -56,6 +56,11 @@ fn bad_flags_exit_2_with_one_line() {
         "at least",
     );
     assert_bad_input(
+        &["min-heap", "--alloc", "dlmalloc", "--max-heap", "1500k"],
+        "--max-heap",
+        "whole number of MiB",
+    );
+    assert_bad_input(
         &["run", "--alloc", "snugalloc:colour=blue"],
         "--alloc",
         "chunk",
@@ -110,6 +115,44 @@ fn corruption_is_detected_and_fails_the_run() {
         .parse()
         .expect("count");
     assert!(corrupt > 0, "{row}");
+}
+
+/// A min-heap probe that corrupts data fails the search (exit 1), rather
+/// than counting as a heap too small to run in.
+#[test]
+fn corruption_fails_a_min_heap_search() {
+    let dir = std::env::temp_dir().join(format!("snugalloc-sim-mh-{}", std::process::id()));
+    let out = dir.to_str().expect("utf-8 temp dir");
+    let (code, stdout, err) = sim(&[
+        "min-heap",
+        "--workload",
+        "ecall-churn",
+        "--alloc",
+        "dlmalloc",
+        "--max-heap",
+        "8M",
+        "--workers",
+        "2",
+        "--others",
+        "0",
+        "--store-min",
+        "1M",
+        "--store-max",
+        "2M",
+        "--duration",
+        "300ms",
+        "--inject-corruption-every",
+        "50",
+        "--out",
+        out,
+    ]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(code, 1, "stdout: {stdout}\nstderr: {err}");
+    assert!(err.contains("min-heap FAILED: dlmalloc at 8 MiB"), "{err}");
+    assert!(
+        !stdout.contains("| dlmalloc |"),
+        "an answer was printed: {stdout}"
+    );
 }
 
 #[test]
