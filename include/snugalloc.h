@@ -45,10 +45,13 @@ struct snugalloc_stats {
     size_t reserved_bytes;      /* metadata plus chunks handed out */
     size_t peak_reserved_bytes; /* highest reserved_bytes */
     size_t live_bytes;          /* usable bytes of live blocks */
-    size_t peak_live_bytes;     /* highest live_bytes published: each
-                                   thread publishes its change at 64 KiB
-                                   and at exit, so a peak may be missed by
-                                   up to 64 KiB per thread */
+    size_t peak_live_bytes;     /* highest live_bytes published, never
+                                   lower on a later call; each thread
+                                   publishes at exit and on slow paths at
+                                   64 KiB of change, so a peak can be off
+                                   by up to 64 KiB per thread plus the
+                                   small blocks of its fast paths (see
+                                   docs/stats.md) */
     size_t chunk_bytes;         /* chunk size */
     size_t metadata_bytes;      /* heap metadata */
     size_t free_bytes;          /* bytes of free chunks */

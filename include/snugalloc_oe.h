@@ -63,10 +63,13 @@ size_t oe_allocator_malloc_usable_size(void *ptr);
 
 #ifndef OE_ADVANCED_MALLINFO_H
 /* OE_OK, or OE_FAILURE before oe_allocator_init or with a null info.
- * current_allocated_heap_size is exact. The peak is the
- * highest total published: each thread's allocator publishes its change
- * when it reaches 64 KiB and at oe_allocator_thread_cleanup, so a peak
- * inside an ECall may be missed by up to 64 KiB per thread in an ECall. */
+ * current_allocated_heap_size is exact. The peak never goes down: it is
+ * the highest total the threads published, or a call added up. A thread
+ * publishes at oe_allocator_thread_cleanup, and on any slow path (a large
+ * block, a half chunk, a new slab) once its count moved by 64 KiB; small
+ * blocks taken from or given back to slabs wait for its next slow path.
+ * So a peak inside an ECall can be off, either way, by up to 64 KiB per
+ * thread plus such small blocks. */
 oe_result_t oe_allocator_mallinfo(oe_mallinfo_t *info);
 #endif
 

@@ -194,7 +194,15 @@ fn enclave_build_needs_only_abort_and_mem_functions() {
     let (defined, undefined) = archive_symbols(&dir.join("release").join("libsnugalloc_oe.a"));
     let external: BTreeSet<&String> = undefined.difference(&defined).collect();
     println!("external symbols: {external:?}");
-    let allowed = ["abort", "memcpy", "memmove", "memset", "memcmp", "bcmp"];
+    let allowed = [
+        "abort",
+        "memcpy",
+        "memmove",
+        "memset",
+        "memcmp",
+        "bcmp",
+        "__errno_location",
+    ];
     for name in &external {
         assert!(
             allowed.contains(&name.as_str()),
@@ -204,6 +212,10 @@ fn enclave_build_needs_only_abort_and_mem_functions() {
     assert!(
         external.iter().any(|n| *n == "abort"),
         "panics must go to abort"
+    );
+    assert!(
+        external.iter().any(|n| *n == "__errno_location"),
+        "failures must set errno"
     );
     for f in [
         "malloc",

@@ -50,7 +50,6 @@ const MIN_ALIGN: usize = 16;
 const UNINIT: u8 = 0;
 const BUSY: u8 = 1;
 const READY: u8 = 2;
-const CLEANED: u8 = 3;
 
 /// Storage for the enclave heap.
 ///
@@ -152,14 +151,35 @@ pub unsafe extern "C" fn oe_allocator_init(heap_start: *mut c_void, heap_end: *m
     }
 }
 
-/// Called at enclave termination: allocation returns null afterwards and
-/// frees are ignored. The heap's memory is the enclave's; nothing is
-/// released.
+/// Called at enclave termination. Nothing to do: the heap's memory is the
+/// enclave's, and the heap stays in service, because OE runs the
+/// terminating thread's exit functions (pthread key and C++ `thread_local`
+/// destructors, which may allocate) and `oe_allocator_thread_cleanup`
+/// after this call.
 #[no_mangle]
-pub extern "C" fn oe_allocator_cleanup() {
-    // Relaxed: an ordering with later calls is not needed; they only see
-    // that the heap is gone.
-    let _ = STATE.compare_exchange(READY, CLEANED, Ordering::Relaxed, Ordering::Relaxed);
+pub extern "C" fn oe_allocator_cleanup() {}
+
+/// Sets the calling thread's `errno` (OE's default dlmalloc sets `ENOMEM`
+/// when it fails, and oecore's `malloc` no longer does it for the
+/// allocator).
+#[cold]
+fn set_errno(value: c_int) {
+    extern "C" {
+        /// The thread's `errno` slot (glibc, musl and OE's libc).
+        fn __errno_location() -> *mut c_int;
+    }
+    // SAFETY: `__errno_location` returns the calling thread's errno slot,
+    // valid for the thread's life.
+    unsafe { *__errno_location() = value };
+}
+
+/// `p`, having set `errno` to `ENOMEM` if it is null.
+#[inline(always)]
+fn or_enomem(p: *mut c_void) -> *mut c_void {
+    if p.is_null() {
+        set_errno(ENOMEM);
+    }
+    p
 }
 
 /// Attaches an allocator to the calling enclave thread until
@@ -200,10 +220,10 @@ pub extern "C" fn oe_allocator_thread_cleanup() {
     }
 }
 
-/// `malloc`: 16-byte aligned; null when out of memory.
+/// `malloc`: 16-byte aligned; null and `ENOMEM` when out of memory.
 #[no_mangle]
 pub extern "C" fn oe_allocator_malloc(size: usize) -> *mut c_void {
-    with_thread(null_mut(), |a| a.malloc(size)).cast()
+    or_enomem(with_thread(null_mut(), |a| a.malloc(size)).cast())
 }
 
 /// `free`; null is ignored.
@@ -227,11 +247,12 @@ pub unsafe extern "C" fn oe_allocator_free(ptr: *mut c_void) {
     }
 }
 
-/// `calloc`: null when `count * size` overflows or memory runs out.
+/// `calloc`: null and `ENOMEM` when `count * size` overflows or memory
+/// runs out.
 #[no_mangle]
 pub extern "C" fn oe_allocator_calloc(count: usize, size: usize) -> *mut c_void {
     let Some(total) = count.checked_mul(size) else {
-        return null_mut();
+        return or_enomem(null_mut());
     };
     let p = oe_allocator_malloc(total);
     if !p.is_null() {
@@ -242,8 +263,8 @@ pub extern "C" fn oe_allocator_calloc(count: usize, size: usize) -> *mut c_void 
 }
 
 /// `realloc`: `realloc(NULL, n)` is `malloc(n)`; `realloc(p, 0)` returns a
-/// minimal block (as OE's default dlmalloc does); on failure null, and `ptr`
-/// stays valid.
+/// minimal block (as OE's default dlmalloc does); on failure null and
+/// `ENOMEM`, and `ptr` stays valid.
 ///
 /// # Safety
 /// `ptr` must be null or a live block from this allocator; on success it
@@ -254,23 +275,27 @@ pub unsafe extern "C" fn oe_allocator_realloc(ptr: *mut c_void, size: usize) -> 
         return oe_allocator_malloc(size);
     }
     // SAFETY: `ptr` is a live non-null block of this heap (caller's contract).
-    with_thread(null_mut(), |a| unsafe { a.resize(ptr.cast(), size) }).cast()
+    or_enomem(with_thread(null_mut(), |a| unsafe { a.resize(ptr.cast(), size) }).cast())
 }
 
+/// `align`-aligned `size` bytes, or null; `errno` is left alone (for
+/// `posix_memalign`, which returns its error).
 fn alloc_aligned(align: usize, size: usize) -> *mut c_void {
     if align <= MIN_ALIGN {
-        return oe_allocator_malloc(size);
+        return with_thread(null_mut(), |a| a.malloc(size)).cast();
     }
     with_thread(null_mut(), |a| a.malloc_aligned(size, align)).cast()
 }
 
-/// C11 `aligned_alloc`: null unless `align` is a power of two.
+/// C11 `aligned_alloc`: null and `EINVAL` unless `align` is a power of
+/// two; null and `ENOMEM` when out of memory.
 #[no_mangle]
 pub extern "C" fn oe_allocator_aligned_alloc(align: usize, size: usize) -> *mut c_void {
     if !align.is_power_of_two() {
+        set_errno(EINVAL);
         return null_mut();
     }
-    alloc_aligned(align, size)
+    or_enomem(alloc_aligned(align, size))
 }
 
 /// `posix_memalign`: 0, `EINVAL` (alignment not a power of two multiple of
@@ -319,10 +344,10 @@ pub unsafe extern "C" fn oe_allocator_malloc_usable_size(ptr: *mut c_void) -> us
 }
 
 /// Heap size, exact live bytes (usable sizes) and their peak. `OE_OK`, or
-/// `OE_FAILURE` before init or with a null `info`. The peak is the highest
-/// published total: each allocator publishes its change once it reaches
-/// 64 KiB and when its thread detaches (`oe_allocator_thread_cleanup`), so
-/// a peak inside an ECall may be missed by up to 64 KiB per thread.
+/// `OE_FAILURE` before init or with a null `info`. The peak never goes
+/// down; how close it is inside an ECall is `Stats::peak_live_bytes`'s
+/// (docs/stats.md): within 64 KiB per thread plus the small blocks its
+/// fast paths handled since its last slow path.
 ///
 /// # Safety
 /// `info` must be null or valid for writing an `oe_mallinfo_t`.

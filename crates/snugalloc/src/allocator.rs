@@ -362,6 +362,8 @@ impl Allocator {
         if !ptr.is_null() {
             self.count(if USABLE { usable } else { size } as isize);
         }
+        // After counting, so that one large block publishes at once.
+        self.publish_live_if_due();
         ptr
     }
 
@@ -384,6 +386,7 @@ impl Allocator {
                 if !ptr.is_null() {
                     self.count(if USABLE { usable } else { size } as isize);
                 }
+                self.publish_live_if_due();
                 (ptr, zeroed)
             };
         if !ptr.is_null() && !zeroed {
@@ -393,11 +396,11 @@ impl Allocator {
         ptr
     }
 
-    /// What every slow allocation does first: publish the live-bytes
-    /// change if due, and take in the frees other threads sent.
+    /// What every slow allocation does first: take in the frees other
+    /// threads sent. (It publishes the live-bytes change after counting
+    /// the allocation.)
     #[inline]
     fn upkeep(&mut self) {
-        self.publish_live_if_due();
         if !self.shared().inbox.is_empty() {
             self.drain_inbox();
         }
@@ -668,6 +671,7 @@ impl Allocator {
                 self.free_half(index, half, ptr as usize);
             }
         }
+        self.publish_live_if_due();
     }
 
     /// Gives back half `half` of half chunk `index`; the chunk goes back to

@@ -796,7 +796,9 @@ impl HeapInner {
             reserved_bytes: fixed + reserved_chunks * chunk,
             peak_reserved_bytes: fixed + self.backend.peak_reserved_chunks() * chunk,
             live_bytes: live,
-            peak_live_bytes: self.peak_live.load(Ordering::Relaxed).max(live),
+            // Stored back, so that a peak a reader saw is never lower later.
+            // Relaxed: statistics only.
+            peak_live_bytes: self.peak_live.fetch_max(live, Ordering::Relaxed).max(live),
             metadata_bytes: fixed + meta_chunks * chunk,
             free_bytes: (self.backend.chunks() - reserved_chunks) * chunk,
             allocators: self.pool.created(),

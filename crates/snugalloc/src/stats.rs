@@ -22,8 +22,10 @@ pub struct Stats {
     /// Bytes the program holds: requested sizes (sizes passed to
     /// `alloc`/`dealloc`), or usable sizes for C-style `malloc`/`free`.
     pub live_bytes: usize,
-    /// The highest `live_bytes` seen by the allocators' slow paths and at
-    /// detach (it can miss a short peak of less than a slab per allocator).
+    /// The highest `live_bytes` published by the allocators' slow paths
+    /// and at detach, or added up by a call of `stats`; never lower on a
+    /// later call. Within 64 KiB per allocator plus the slab objects of its
+    /// fast paths (see docs/stats.md).
     pub peak_live_bytes: usize,
     /// Heap metadata: header, allocator table, bitmaps, pagemap, allocators.
     pub metadata_bytes: usize,

@@ -331,6 +331,28 @@ fn attaches_that_fail_for_memory_use_up_no_pool_ids() {
 }
 
 #[test]
+fn a_large_block_is_in_the_peak_at_once_and_the_peak_never_falls() {
+    let heap = fixed_heap(8 * MIB);
+    let mut a = heap.attach().expect("attach");
+    // Below the 64 KiB at which an allocator publishes: only a stats call
+    // that adds up every allocator's own count sees it, and keeps it.
+    let small = Layout::from_size_align(32 * 1024, 8).expect("layout");
+    let p = a.alloc(small);
+    assert_eq!(heap.stats().peak_live_bytes, 32 * 1024);
+    // SAFETY: allocated above with `small`.
+    unsafe { a.dealloc(p, small) };
+    assert_eq!(heap.stats().peak_live_bytes, 32 * 1024, "the peak fell");
+    // A block of 64 KiB or more is published when it is allocated, so the
+    // peak holds it though no stats call saw it live.
+    let large = Layout::from_size_align(MIB, 8).expect("layout");
+    let p = a.alloc(large);
+    // SAFETY: allocated above with `large`.
+    unsafe { a.dealloc(p, large) };
+    assert_eq!(heap.stats().peak_live_bytes, MIB);
+    drop(a);
+}
+
+#[test]
 fn live_and_peak_counters_follow_requests() {
     let heap = fixed_heap(8 * MIB);
     let mut a = heap.attach().expect("attach");

@@ -90,6 +90,16 @@ int main(int argc, char **argv) {
     oe_allocator_init(heap, heap + HEAP_BYTES);
     oe_allocator_thread_init();
 
+    /* A peak once reported is never lower later (a block below the 64 KiB
+     * at which a thread publishes, before any larger peak). */
+    void *small = oe_allocator_malloc(32 << 10);
+    oe_mallinfo_t with_small, after_small;
+    CHECK(oe_allocator_mallinfo(&with_small) == OE_OK);
+    CHECK(with_small.peak_allocated_heap_size >= (32 << 10));
+    oe_allocator_free(small);
+    CHECK(oe_allocator_mallinfo(&after_small) == OE_OK);
+    CHECK(after_small.peak_allocated_heap_size >= with_small.peak_allocated_heap_size);
+
     /* 99% of what is free after init, in one block. */
     CHECK(oe_allocator_mallinfo(&info) == OE_OK);
     CHECK(info.max_total_heap_size == HEAP_BYTES);
@@ -101,6 +111,9 @@ int main(int argc, char **argv) {
         big[want - 1] = 2;
         oe_allocator_free(big);
     }
+    /* A large block is in the peak at once, though freed inside the ECall. */
+    CHECK(oe_allocator_mallinfo(&info) == OE_OK);
+    CHECK(info.peak_allocated_heap_size >= want);
 
     /* OE's basic.c cases. */
     void *z = oe_allocator_malloc(0);
@@ -109,13 +122,19 @@ int main(int argc, char **argv) {
     z = oe_allocator_calloc(0, 0);
     CHECK(z != NULL);
     oe_allocator_free(z);
-    CHECK(oe_allocator_malloc(opaque(SIZE_MAX)) == NULL);
-    CHECK(oe_allocator_calloc(1, opaque(SIZE_MAX)) == NULL);
-    CHECK(oe_allocator_calloc(opaque(SIZE_MAX / 2), 3) == NULL);
-    CHECK(oe_allocator_malloc(opaque((size_t)1 << 30)) == NULL); /* 1 GiB in 64 MiB */
+    /* Failures set errno, as OE's dlmalloc does. */
+    errno = 0;
+    CHECK(oe_allocator_malloc(opaque(SIZE_MAX)) == NULL && errno == ENOMEM);
+    errno = 0;
+    CHECK(oe_allocator_calloc(1, opaque(SIZE_MAX)) == NULL && errno == ENOMEM);
+    errno = 0;
+    CHECK(oe_allocator_calloc(opaque(SIZE_MAX / 2), 3) == NULL && errno == ENOMEM);
+    errno = 0;
+    CHECK(oe_allocator_malloc(opaque((size_t)1 << 30)) == NULL && errno == ENOMEM); /* 1 GiB in 64 MiB */
     unsigned char *p = oe_allocator_malloc(100);
     memset(p, 7, 100);
-    CHECK(oe_allocator_realloc(p, opaque(SIZE_MAX)) == NULL && p[0] == 7 && p[99] == 7);
+    errno = 0;
+    CHECK(oe_allocator_realloc(p, opaque(SIZE_MAX)) == NULL && errno == ENOMEM && p[0] == 7 && p[99] == 7);
     p = oe_allocator_realloc(p, 100000);
     CHECK(p != NULL && p[0] == 7 && p[99] == 7);
     p = oe_allocator_realloc(p, 10);
@@ -132,7 +151,10 @@ int main(int argc, char **argv) {
     oe_allocator_free(m);
     CHECK(oe_allocator_posix_memalign(&m, 64, 100) == 0 && ((uintptr_t)m & 63) == 0);
     oe_allocator_free(m);
-    CHECK(oe_allocator_aligned_alloc(24, 48) == NULL);
+    errno = 0;
+    CHECK(oe_allocator_aligned_alloc(24, 48) == NULL && errno == EINVAL);
+    errno = 0;
+    CHECK(oe_allocator_posix_memalign(&m, 64, (size_t)1 << 63) == ENOMEM && errno == 0);
     for (size_t align = 1; align <= (1 << 20); align <<= 1) {
         void *a = oe_allocator_aligned_alloc(align, align + 3);
         CHECK(a != NULL && ((uintptr_t)a % align) == 0 && in_heap(a, align + 3));
@@ -199,6 +221,10 @@ int main(int argc, char **argv) {
     CHECK(oe_allocator_mallinfo(&info) == OE_OK);
     oe_allocator_thread_cleanup();
     oe_allocator_cleanup();
+    /* OE runs thread-exit destructors after cleanup: they may allocate. */
+    p = oe_allocator_malloc(16);
+    CHECK(p != NULL && in_heap(p, 16));
+    oe_allocator_free(p);
     printf("oe_host: %ld pairs, %d threads x %ld ecalls, heap %zu, peak allocated %zu, allocators %zu: %d checks, %d failed\n",
            pairs, THREADS, ecalls, info.max_total_heap_size, info.peak_allocated_heap_size, s.allocators,
            checks, failures);
