@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::alloc::process::ProcessAlloc;
 use crate::alloc::ProcessKind;
-use crate::run::{run_in_process, RunOutcome, Sample};
+use crate::run::{run_in_process, RunOptions, RunOutcome, Sample};
 use crate::workload::Workload;
 
 /// Parent side: runs `kind` in a child and returns its outcome.
@@ -94,9 +94,13 @@ pub fn child_main(
             err.get_or_insert(e);
         }
     };
-    let mut outcome = run_in_process(
-        &alloc, workload, duration, inject, false, exact_live, &mut emit,
-    );
+    let opts = RunOptions {
+        inject_corruption_every: inject,
+        exact_live,
+        keep_samples: false,
+        ..RunOptions::new(duration)
+    };
+    let mut outcome = run_in_process(&alloc, workload, opts, &mut emit);
     if let Some(e) = err {
         return Err(format!("writing samples: {e}"));
     }

@@ -17,7 +17,7 @@ use snugalloc_sim::alloc::{AllocSpec, ProcessKind, RegionAlloc};
 use snugalloc_sim::cli::{check_heap, Cli, Cmd, Common, InputError, MinHeapArgs, RunArgs};
 use snugalloc_sim::output::{file_label, CsvSink, Machine, Report, RunRecord};
 use snugalloc_sim::region::Region;
-use snugalloc_sim::run::{run_in_process, RunOutcome, Summary};
+use snugalloc_sim::run::{run_in_process, RunOptions, RunOutcome, Summary};
 use snugalloc_sim::units::{human_bytes, MIB};
 
 /// How `main` ends.
@@ -195,15 +195,12 @@ fn cmd_run(args: &RunArgs) -> Result<bool, Failure> {
         let outcome = match (built[i].take(), spec) {
             (Some(alloc), _) => {
                 let wl = common.wl.instantiate(common.workload, common.seed);
-                run_in_process(
-                    alloc.as_ref(),
-                    wl.as_ref(),
-                    args.duration,
-                    inject(common),
-                    false,
-                    args.exact_live,
-                    &mut on_sample,
-                )
+                let opts = RunOptions {
+                    inject_corruption_every: inject(common),
+                    exact_live: args.exact_live,
+                    ..RunOptions::new(args.duration)
+                };
+                run_in_process(alloc.as_ref(), wl.as_ref(), opts, &mut on_sample)
             }
             (None, AllocSpec::Process(kind)) => match child::run_child(*kind, &mut on_sample) {
                 Ok(o) => o,
@@ -389,15 +386,12 @@ fn cmd_min_heap(args: &MinHeapArgs) -> Result<bool, Failure> {
     );
     let probe = |a: &dyn RegionAlloc| {
         let wl = common.wl.instantiate(common.workload, common.seed);
-        run_in_process(
-            a,
-            wl.as_ref(),
-            args.duration,
-            inject(common),
-            true,
-            false,
-            &mut |_| {},
-        )
+        let opts = RunOptions {
+            inject_corruption_every: inject(common),
+            stop_on_oom: true,
+            ..RunOptions::new(args.duration)
+        };
+        run_in_process(a, wl.as_ref(), opts, &mut |_| {})
     };
     let report = |label: &str, p: &minheap::Probe| {
         eprintln!(

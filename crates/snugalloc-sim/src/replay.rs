@@ -22,7 +22,7 @@
 
 use std::alloc::Layout;
 
-use crate::alloc::{ClassTable, Handle, RegionAlloc};
+use crate::alloc::{ClassTable, Handle, Refused, RegionAlloc};
 use crate::rng::Rng;
 use crate::workload::ecall_churn::{alloc_step, Gen, Params, Sink};
 use crate::workload::layout_of;
@@ -160,6 +160,9 @@ struct VThread<'a> {
     ops: usize,
     other: bool,
     handle: Option<Box<dyn Handle + 'a>>,
+    /// Its attach was refused for memory, and counted, since it last
+    /// attached.
+    refused: bool,
     local: Vec<Blk>,
     to_store: Vec<Blk>,
     victims: Vec<Blk>,
@@ -191,6 +194,7 @@ pub fn replay(alloc: &dyn RegionAlloc, p: &Params, s: Schedule) -> ReplayOutcome
             },
             other: i >= p.workers,
             handle: None,
+            refused: false,
             local: Vec::new(),
             to_store: Vec::new(),
             victims: Vec::new(),
@@ -269,7 +273,7 @@ pub fn replay(alloc: &dyn RegionAlloc, p: &Params, s: Schedule) -> ReplayOutcome
         free(h.as_deref_mut(), &mut w, b);
     }
     ReplayOutcome {
-        oom_count: w.oom + alloc.attach_out_of_memory(),
+        oom_count: w.oom,
         peak_requested_bytes: w.peak_live,
         peak_reserved_bytes: alloc
             .peak_reserved_bytes()
@@ -308,9 +312,19 @@ fn step<'a>(
                 return false;
             }
             if shared.is_none() {
-                t.handle = alloc.attach();
-                if t.handle.is_none() {
-                    return false;
+                match alloc.attach() {
+                    Ok(h) => {
+                        t.handle = Some(h);
+                        t.refused = false;
+                    }
+                    Err(why) => {
+                        // One failure per ECall, however many retries.
+                        if why == Refused::OutOfMemory && !t.refused {
+                            w.oom += 1;
+                            t.refused = true;
+                        }
+                        return false;
+                    }
                 }
             }
             t.phase = Phase::Alloc { done: 0 };
@@ -455,7 +469,7 @@ mod tests {
         fn label(&self) -> String {
             self.inner.label()
         }
-        fn attach(&self) -> Option<Box<dyn Handle + '_>> {
+        fn attach(&self) -> Result<Box<dyn Handle + '_>, Refused> {
             self.attaches
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.inner.attach()
@@ -471,9 +485,6 @@ mod tests {
         }
         fn check(&self) -> Vec<String> {
             self.inner.check()
-        }
-        fn attach_out_of_memory(&self) -> u64 {
-            self.inner.attach_out_of_memory()
         }
     }
 

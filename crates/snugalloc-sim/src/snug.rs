@@ -17,11 +17,11 @@
 //! `half_chunks`.
 
 use std::alloc::Layout;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use snugalloc::{Attached, Config, Heap};
 
-use crate::alloc::{ClassRow, ClassTable, Handle, RegionAlloc, SnugOptions};
+use crate::alloc::{ClassRow, ClassTable, Handle, Refused, RegionAlloc, SnugOptions};
 use crate::region::Region;
 
 /// snugalloc over one region.
@@ -29,8 +29,6 @@ pub struct SnugRegion {
     label: String,
     heap: Heap,
     region: Region,
-    /// Attaches refused with `Error::OutOfMemory`.
-    attach_oom: AtomicU64,
 }
 
 /// The configuration a spec asks for over a region of `len` bytes.
@@ -83,7 +81,6 @@ pub fn build(
         label,
         heap,
         region,
-        attach_oom: AtomicU64::new(0),
     }))
 }
 
@@ -140,21 +137,12 @@ impl RegionAlloc for SnugRegion {
         self.label.clone()
     }
 
-    fn attach(&self) -> Option<Box<dyn Handle + '_>> {
+    fn attach(&self) -> Result<Box<dyn Handle + '_>, Refused> {
         match self.heap.attach() {
-            Ok(a) => Some(Box::new(SnugHandle(a, &self.heap))),
-            Err(e) => {
-                if e == snugalloc::Error::OutOfMemory {
-                    // Relaxed: a count read after the run.
-                    self.attach_oom.fetch_add(1, Ordering::Relaxed);
-                }
-                None
-            }
+            Ok(a) => Ok(Box::new(SnugHandle(a, &self.heap))),
+            Err(snugalloc::Error::OutOfMemory) => Err(Refused::OutOfMemory),
+            Err(_) => Err(Refused::Busy),
         }
-    }
-
-    fn attach_out_of_memory(&self) -> u64 {
-        self.attach_oom.load(Ordering::Relaxed)
     }
 
     fn reserved_bytes(&self) -> usize {
@@ -255,8 +243,15 @@ mod tests {
         assert!(err.contains("classes_per_doubling"), "{err}");
     }
 
+    /// An ECall refused for memory is one failure, however long its thread
+    /// retries: a worker attaches while the only allocator holds the whole
+    /// heap for 100 ms.
     #[test]
-    fn attaches_refused_for_memory_are_counted() {
+    fn an_ecall_refused_for_memory_counts_once() {
+        use crate::workload::{Ctx, ThreadCounters, Worker};
+        use std::sync::atomic::AtomicBool;
+        use std::time::{Duration, Instant};
+
         let a = build(
             "snugalloc".into(),
             &SnugOptions::default(),
@@ -268,14 +263,31 @@ mod tests {
         let blocks: Vec<_> =
             core::iter::from_fn(|| Some(h.alloc(l)).filter(|p| !p.is_null())).collect();
         // A second allocator needs memory for its metadata; there is none.
-        assert!(a.attach().is_none());
-        assert_eq!(a.attach_out_of_memory(), 1);
-        for p in blocks {
-            // SAFETY: allocated above with `l`, freed once.
-            unsafe { h.dealloc(p, l) };
-        }
-        drop(h);
-        assert!(a.attach().is_some());
-        assert_eq!(a.attach_out_of_memory(), 1);
+        assert_eq!(a.attach().err(), Some(Refused::OutOfMemory));
+        let counters = [ThreadCounters::default(), ThreadCounters::default()];
+        let stop = AtomicBool::new(false);
+        let ctx = Ctx {
+            alloc: a.as_ref(),
+            counters: &counters,
+            stop: &stop,
+            start: Instant::now(),
+            deadline: None,
+            inject_corruption_every: None,
+            exact_live: None,
+        };
+        std::thread::scope(|s| {
+            let worker = s.spawn(|| {
+                let w = Worker::new(&ctx, 0);
+                w.attach(&ctx).is_some()
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            for p in blocks {
+                // SAFETY: allocated above with `l`, freed once.
+                unsafe { h.dealloc(p, l) };
+            }
+            drop(h);
+            assert!(worker.join().expect("the worker"), "attached at last");
+        });
+        assert_eq!(counters[0].oom.load(Ordering::Relaxed), 1);
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use snugalloc_sim::alloc::{parse_alloc_list, AllocSpec};
 use snugalloc_sim::region::Region;
 use snugalloc_sim::rng::Rng;
-use snugalloc_sim::run::{run_in_process, Summary};
+use snugalloc_sim::run::{run_in_process, RunOptions, Summary};
 use snugalloc_sim::workload::{self, layout_of, SizeMix};
 
 /// Every region allocator, or the list in `SNUGALLOC_SIM_TEST_ALLOCS`.
@@ -137,15 +137,11 @@ fn every_workload_stays_in_the_region() {
                 .build(Region::map(16 << 20).expect("map"))
                 .expect("build");
             let wl = make();
-            let o = run_in_process(
-                alloc.as_ref(),
-                wl.as_ref(),
-                Duration::from_millis(250),
-                None,
-                false,
-                true,
-                &mut |_| {},
-            );
+            let opts = RunOptions {
+                exact_live: true,
+                ..RunOptions::new(Duration::from_millis(250))
+            };
+            let o = run_in_process(alloc.as_ref(), wl.as_ref(), opts, &mut |_| {});
             assert_eq!(
                 o.escape_count, 0,
                 "{spec} on {name}: blocks outside the region"

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use dlmalloc::Dlmalloc;
 
-use super::{Handle, RegionAlloc};
+use super::{Handle, Refused, RegionAlloc};
 use crate::region::Region;
 
 /// The sbrk over the region.
@@ -157,8 +157,8 @@ impl RegionAlloc for DlmallocRegion {
     fn label(&self) -> String {
         self.label.clone()
     }
-    fn attach(&self) -> Option<Box<dyn Handle + '_>> {
-        Some(Box::new(DlHandle(self)))
+    fn attach(&self) -> Result<Box<dyn Handle + '_>, Refused> {
+        Ok(Box::new(DlHandle(self)))
     }
     fn reserved_bytes(&self) -> usize {
         // Relaxed: a statistic; see `Sbrk::brk`.

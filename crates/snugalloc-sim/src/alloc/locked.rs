@@ -14,7 +14,7 @@ use std::alloc::Layout;
 use std::sync::Mutex;
 
 use super::extent::{Extent, Published};
-use super::{Handle, RegionAlloc};
+use super::{Handle, Refused, RegionAlloc};
 use crate::region::Region;
 
 /// A single-threaded allocator over a region.
@@ -87,8 +87,8 @@ impl<R: RawAlloc> RegionAlloc for Locked<R> {
         self.label.clone()
     }
 
-    fn attach(&self) -> Option<Box<dyn Handle + '_>> {
-        Some(Box::new(LockedHandle(self)))
+    fn attach(&self) -> Result<Box<dyn Handle + '_>, Refused> {
+        Ok(Box::new(LockedHandle(self)))
     }
 
     fn reserved_bytes(&self) -> usize {

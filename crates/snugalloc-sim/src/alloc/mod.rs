@@ -80,23 +80,26 @@ pub struct ClassTable {
     pub rows: Vec<ClassRow>,
 }
 
+/// Why [`RegionAlloc::attach`] gave no handle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// No memory for a new allocator's metadata.
+    OutOfMemory,
+    /// Every allocator is attached, or out of the pool for a moment.
+    Busy,
+}
+
 /// One allocator instance for one run.
 pub trait RegionAlloc: Send + Sync {
     /// The label used in tables, plots and files (the spec string).
     fn label(&self) -> String;
 
-    /// Starts an ECall; `None` when no handle can be had right now (the
+    /// Starts an ECall, or says why no handle can be had right now (the
     /// caller retries), which only snugalloc can cause: every allocator of
-    /// its pool attached, or no room for a new one's metadata (counted in
-    /// [`RegionAlloc::attach_out_of_memory`]).
-    fn attach(&self) -> Option<Box<dyn Handle + '_>>;
-
-    /// Attaches refused for lack of memory so far: out-of-memory failures
-    /// as much as null allocations are (a thread that cannot attach does
-    /// no work), so runs add them to their count.
-    fn attach_out_of_memory(&self) -> u64 {
-        0
-    }
+    /// its pool attached, or no room for a new one's metadata. An ECall
+    /// refused for memory is one out-of-memory failure, however many times
+    /// its thread retries (a thread that cannot attach does no work).
+    fn attach(&self) -> Result<Box<dyn Handle + '_>, Refused>;
 
     /// Bytes currently reserved: the allocator's footprint, by its
     /// adapter's definition. Cheap and lock-free; called every 100 ms.

@@ -11,7 +11,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
-use super::{Handle, ProcessKind, RegionAlloc};
+use super::{Handle, ProcessKind, Refused, RegionAlloc};
 use crate::region::Region;
 
 /// Resident set size of this process in bytes, or 0 if it cannot be read.
@@ -92,8 +92,8 @@ impl RegionAlloc for ProcessAlloc {
     fn label(&self) -> String {
         self.kind.name().to_string()
     }
-    fn attach(&self) -> Option<Box<dyn Handle + '_>> {
-        Some(Box::new(ProcessHandle(self.kind)))
+    fn attach(&self) -> Result<Box<dyn Handle + '_>, Refused> {
+        Ok(Box::new(ProcessHandle(self.kind)))
     }
     fn reserved_bytes(&self) -> usize {
         resident_bytes().saturating_sub(self.baseline_bytes)

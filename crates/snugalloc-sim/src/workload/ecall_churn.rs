@@ -259,6 +259,10 @@ impl Workload for EcallChurn {
         self.p.workers + self.p.others
     }
 
+    fn period(&self) -> Option<Duration> {
+        Some(self.p.store_period)
+    }
+
     fn run_thread(&self, index: usize, ctx: &Ctx<'_>) {
         let p = &self.p;
         let mut g = Gen::new(p, index);

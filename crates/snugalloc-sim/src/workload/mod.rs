@@ -23,7 +23,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
-use crate::alloc::{Handle, RegionAlloc};
+use crate::alloc::{Handle, Refused, RegionAlloc};
 use crate::rng::Rng;
 
 /// Alignment of every block the workloads request.
@@ -216,11 +216,19 @@ impl<'c> Worker<'c> {
     }
 
     /// Attaches (starts an ECall), retrying while snugalloc's pool is empty
-    /// unless the run is stopping.
+    /// unless the run is stopping. An ECall refused for memory counts as
+    /// one out-of-memory failure, however many retries it takes.
     pub fn attach<'h>(&self, ctx: &'h Ctx<'_>) -> Option<Box<dyn Handle + 'h>> {
+        let mut counted = false;
         loop {
-            if let Some(h) = ctx.alloc.attach() {
-                return Some(h);
+            match ctx.alloc.attach() {
+                Ok(h) => return Some(h),
+                Err(Refused::OutOfMemory) if !counted => {
+                    // Relaxed: statistics; see ThreadCounters.
+                    self.counters.oom.fetch_add(1, Ordering::Relaxed);
+                    counted = true;
+                }
+                Err(_) => {}
             }
             if ctx.stopping() {
                 return None;
@@ -375,6 +383,13 @@ pub trait Workload: Send + Sync {
     /// Frees every block still held in shared state, using counter set
     /// `thread_count()` (after all threads have returned).
     fn finish(&self, ctx: &Ctx<'_>);
+
+    /// The period of the workload's planned rise and fall of live bytes,
+    /// if it has one: the growth figure compares windows a whole number of
+    /// periods apart, so that the wave itself does not read as growth.
+    fn period(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// Frees every block in `blocks` in one ECall, on counter set `index`.
@@ -385,7 +400,7 @@ pub fn free_all(ctx: &Ctx<'_>, index: usize, blocks: Vec<Block>) {
     }
     // At the end of a run nothing else holds a handle, so attach succeeds;
     // if it did not, the blocks are leaked with the region.
-    let Some(mut h) = ctx.alloc.attach() else {
+    let Ok(mut h) = ctx.alloc.attach() else {
         return;
     };
     for b in blocks {
