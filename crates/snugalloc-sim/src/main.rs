@@ -222,7 +222,11 @@ fn cmd_run(args: &RunArgs) -> Result<bool, Failure> {
             let path = common
                 .out
                 .join(format!("{name}-classes-{}.txt", file_label(&label)));
-            std::fs::write(&path, &table.text)
+            let text = match table.requested_text() {
+                Some(r) => format!("{}\n{r}", table.text),
+                None => table.text.clone(),
+            };
+            std::fs::write(&path, text)
                 .map_err(|e| Failure::Run(format!("cannot write {}: {e}", path.display())))?;
         }
         summaries.push(Summary::of(&outcome));
@@ -258,6 +262,12 @@ fn cmd_run(args: &RunArgs) -> Result<bool, Failure> {
     for o in &outcomes {
         if let Some(t) = &o.class_table_at_peak {
             println!("{} size classes at the reserved peak:\n{}", o.alloc, t.text);
+            if let Some(r) = t.requested_text() {
+                println!(
+                    "{} requested bytes by class at the same moment (--exact-live):\n{r}",
+                    o.alloc
+                );
+            }
         }
     }
     let mut files = vec![

@@ -178,7 +178,14 @@ pub fn run_in_process(
             (last_ops, last_t) = (tot.ops, t_s);
             if reserved > peak_reserved {
                 peak_reserved = reserved;
-                if let Some(table) = alloc.class_table() {
+                if let Some(mut table) = alloc.class_table() {
+                    if exact_live {
+                        table.add_requested(
+                            &exact.class_live(),
+                            exact.live_bytes(),
+                            snugalloc::class_size,
+                        );
+                    }
                     class_table_at_peak = Some(table);
                 }
             }

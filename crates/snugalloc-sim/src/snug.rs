@@ -170,12 +170,20 @@ impl RegionAlloc for SnugRegion {
                 live_bytes: r.live_bytes,
                 slab_bytes: r.slab_bytes,
                 slab_count: r.slab_count,
+                requested_bytes: None,
+                program_objects: None,
             })
             .collect();
         Some(ClassTable {
             text: snap.to_string(),
             rows,
+            large_bytes: snap.large_bytes as u64,
+            large_requested_bytes: None,
         })
+    }
+
+    fn class_of(&self, size: usize) -> Option<usize> {
+        self.heap.size_class_of(size)
     }
 
     fn check(&self) -> Vec<String> {

@@ -69,6 +69,16 @@ pub struct ClassRow {
     pub slab_bytes: usize,
     /// Number of slabs of the class.
     pub slab_count: usize,
+    /// Requested bytes live in the class at the same moment (`run
+    /// --exact-live` only).
+    #[serde(default)]
+    pub requested_bytes: Option<u64>,
+    /// The program's live blocks in the class at the same moment (`run
+    /// --exact-live` only); `live_objects` also counts objects freed and
+    /// not yet back on a free list (remote frees in flight, foreign objects
+    /// kept for reuse).
+    #[serde(default)]
+    pub program_objects: Option<u64>,
 }
 
 /// A per-size-class table taken at one moment.
@@ -78,6 +88,109 @@ pub struct ClassTable {
     pub text: String,
     /// The rows.
     pub rows: Vec<ClassRow>,
+    /// Bytes of the chunk runs of large objects (those no class serves).
+    #[serde(default)]
+    pub large_bytes: u64,
+    /// Requested bytes live in large objects at the same moment (`run
+    /// --exact-live` only).
+    #[serde(default)]
+    pub large_requested_bytes: Option<u64>,
+}
+
+impl ClassTable {
+    /// Adds the program's live requested bytes and blocks by class
+    /// (`class_live`, indexed by class) and its requested bytes in all
+    /// (`total`) to the table: rows gain theirs, classes with live blocks
+    /// but no row gain a row, and what no class holds is the large
+    /// objects'.
+    pub fn add_requested(
+        &mut self,
+        class_live: &[(i64, i64)],
+        total: i64,
+        object_bytes: impl Fn(usize) -> usize,
+    ) {
+        let mut in_classes = 0i64;
+        for (class, &(bytes, blocks)) in class_live.iter().enumerate() {
+            in_classes += bytes;
+            let requested = Some(bytes.max(0) as u64);
+            let program = Some(blocks.max(0) as u64);
+            match self.rows.iter_mut().find(|r| r.class == class) {
+                Some(r) => (r.requested_bytes, r.program_objects) = (requested, program),
+                None if bytes > 0 => self.rows.push(ClassRow {
+                    class,
+                    object_bytes: object_bytes(class),
+                    live_objects: 0,
+                    live_bytes: 0,
+                    slab_bytes: 0,
+                    slab_count: 0,
+                    requested_bytes: requested,
+                    program_objects: program,
+                }),
+                None => {}
+            }
+        }
+        self.rows.sort_by_key(|r| r.class);
+        self.large_requested_bytes = Some((total - in_classes).max(0) as u64);
+    }
+
+    /// The table with requested bytes, as the simulator prints it: per
+    /// class, in KiB, what the program asked for; what rounding each block
+    /// up to the class size adds; what objects freed but not yet back on a
+    /// free list hold (remote frees in flight, foreign objects kept for
+    /// reuse); what free slots hold (partly used slabs, idle allocators'
+    /// slabs); and the slabs in all, which those four add up to (up to the
+    /// racing of the two readings). `None` without requested bytes.
+    pub fn requested_text(&self) -> Option<String> {
+        let large = self.large_requested_bytes?;
+        let kib = |b: u64| b as f64 / 1024.0;
+        let mut out = format!(
+            "{:>5} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
+            "class", "object B", "requested", "rounding", "in flight", "free slots", "slabs"
+        );
+        let mut sum = [0u64; 5];
+        for r in &self.rows {
+            let requested = r.requested_bytes.unwrap_or(0);
+            let program = r.program_objects.unwrap_or(0) * r.object_bytes as u64;
+            let held = r.live_bytes as u64;
+            let slabs = r.slab_bytes as u64;
+            let cols = [
+                requested,
+                program.saturating_sub(requested),
+                held.saturating_sub(program),
+                slabs.saturating_sub(held),
+                slabs,
+            ];
+            for (s, c) in sum.iter_mut().zip(cols) {
+                *s += c;
+            }
+            out += &format!(
+                "{:>5} {:>9} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1}\n",
+                r.class,
+                r.object_bytes,
+                kib(cols[0]),
+                kib(cols[1]),
+                kib(cols[2]),
+                kib(cols[3]),
+                kib(cols[4])
+            );
+        }
+        out += &format!(
+            "{:>15} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1}\n",
+            "all classes",
+            kib(sum[0]),
+            kib(sum[1]),
+            kib(sum[2]),
+            kib(sum[3]),
+            kib(sum[4])
+        );
+        out += &format!(
+            "large objects: {:.1} KiB requested in {:.1} KiB of chunk runs (rounding to whole chunks {:.1} KiB)\n",
+            kib(large),
+            kib(self.large_bytes),
+            kib(self.large_bytes.saturating_sub(large))
+        );
+        Some(out)
+    }
 }
 
 /// Why [`RegionAlloc::attach`] gave no handle.
@@ -115,6 +228,12 @@ pub trait RegionAlloc: Send + Sync {
     fn region(&self) -> Option<&Region>;
 
     /// The per-size-class table, where the allocator has one.
+    /// The size class that serves `size`, where the allocator has classes
+    /// (snugalloc: [`snugalloc::Heap::size_class_of`]).
+    fn class_of(&self, _size: usize) -> Option<usize> {
+        None
+    }
+
     fn class_table(&self) -> Option<ClassTable> {
         None
     }
@@ -437,6 +556,56 @@ pub fn parse_alloc_list(text: &str) -> Result<Vec<AllocSpec>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The requested-bytes table splits each class's slabs into requested
+    /// bytes, rounding, objects in flight and free slots, which add up.
+    #[test]
+    fn requested_bytes_split_a_class_into_its_parts() {
+        let row = |class, object_bytes, live_objects, slab_bytes| ClassRow {
+            class,
+            object_bytes,
+            live_objects,
+            live_bytes: object_bytes * live_objects,
+            slab_bytes,
+            slab_count: 1,
+            requested_bytes: None,
+            program_objects: None,
+        };
+        // Class 2: 48-byte objects, 10 held (2 of them freed, in flight) in
+        // a 4 KiB slab; the program holds 8 blocks of 40 bytes.
+        let mut t = ClassTable {
+            text: String::new(),
+            rows: vec![row(2, 48, 10, 4096)],
+            large_bytes: 8192,
+            large_requested_bytes: None,
+        };
+        assert_eq!(t.requested_text(), None);
+        let mut live = vec![(0i64, 0i64); 8];
+        live[2] = (8 * 40, 8);
+        // Class 5 has a block the snapshot did not see in a slab.
+        live[5] = (90, 1);
+        t.add_requested(&live, 8 * 40 + 90 + 5000, |c| 16 * (c + 1));
+        assert_eq!(t.rows.len(), 2);
+        assert_eq!(t.rows[1].class, 5);
+        assert_eq!(t.large_requested_bytes, Some(5000));
+        let text = t.requested_text().expect("requested bytes");
+        let cells = |line: &str| -> Vec<f64> {
+            line.split_whitespace()
+                .filter_map(|c| c.parse().ok())
+                .collect()
+        };
+        let class2 = text.lines().nth(1).expect("class 2's row");
+        // KiB: requested 320 B, rounding 8 x 8 B, in flight 2 x 48 B, free
+        // slots 4096 - 480 B, slabs 4 KiB.
+        let want = [2.0, 48.0, 0.3125, 0.0625, 0.09375, 3.53125, 4.0];
+        for (got, want) in cells(class2).iter().zip(want) {
+            assert!((got - want).abs() < 0.051, "{class2}");
+        }
+        assert!(
+            text.contains("large objects: 4.9 KiB requested in 8.0 KiB"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn parses_lists_with_options() {

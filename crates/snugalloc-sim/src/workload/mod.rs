@@ -59,15 +59,51 @@ pub struct ThreadCounters {
 /// one shared counter, so the peak between two samples is seen too. That
 /// costs each operation an atomic on a shared cache line (about 7% of
 /// snugalloc's ecall-churn throughput on a 2-core machine), so it is off
-/// unless asked for.
+/// unless asked for. With it, the requested bytes live in each of the
+/// allocator's size classes are counted too (snugalloc only), for the class
+/// table at the peak.
 #[repr(align(128))]
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ExactLive {
     live: AtomicI64,
     peak: AtomicI64,
+    by_class: [AtomicI64; snugalloc::NUM_CLASSES],
+    objects_by_class: [AtomicI64; snugalloc::NUM_CLASSES],
+}
+
+impl Default for ExactLive {
+    fn default() -> ExactLive {
+        ExactLive {
+            live: AtomicI64::new(0),
+            peak: AtomicI64::new(0),
+            by_class: core::array::from_fn(|_| AtomicI64::new(0)),
+            objects_by_class: core::array::from_fn(|_| AtomicI64::new(0)),
+        }
+    }
 }
 
 impl ExactLive {
+    /// One block of `bytes` requested bytes more (`objects` 1) or fewer
+    /// (-1) in `class`.
+    fn add_to_class(&self, class: usize, bytes: i64, objects: i64) {
+        if let (Some(b), Some(n)) = (self.by_class.get(class), self.objects_by_class.get(class)) {
+            // Relaxed: statistics read by the sampler.
+            b.fetch_add(bytes, Ordering::Relaxed);
+            n.fetch_add(objects, Ordering::Relaxed);
+        }
+    }
+
+    /// Requested bytes and blocks live now in each size class (a racy
+    /// read, as the samples are).
+    pub fn class_live(&self) -> Vec<(i64, i64)> {
+        // Relaxed: see `add_to_class`.
+        self.by_class
+            .iter()
+            .zip(&self.objects_by_class)
+            .map(|(b, n)| (b.load(Ordering::Relaxed), n.load(Ordering::Relaxed)))
+            .collect()
+    }
+
     fn add(&self, bytes: i64) {
         // Relaxed: every update is a read-modify-write of one counter, so
         // each sees the counter's exact value in its modification order; the
@@ -85,7 +121,8 @@ impl ExactLive {
 
     /// Requested bytes live now.
     pub fn live_bytes(&self) -> i64 {
-        // Relaxed: read after the threads were joined.
+        // Relaxed: read by the sampler (racy, as every sample is) and after
+        // the threads were joined.
         self.live.load(Ordering::Relaxed)
     }
 
@@ -194,6 +231,8 @@ pub struct Worker<'c> {
     /// The thread's counters.
     pub counters: &'c ThreadCounters,
     exact_live: Option<&'c ExactLive>,
+    /// The allocator, for its size classes (with `exact_live` only).
+    alloc: &'c dyn RegionAlloc,
     allocs: u64,
     /// The thread's index, in the top bits of its blocks' tags.
     index: u64,
@@ -208,6 +247,7 @@ impl<'c> Worker<'c> {
         Worker {
             counters: &ctx.counters[index],
             exact_live: ctx.exact_live,
+            alloc: ctx.alloc,
             allocs: 0,
             index: index as u64,
             inject_every: ctx.inject_corruption_every,
@@ -274,6 +314,9 @@ impl<'c> Worker<'c> {
             .fetch_add(size as i64, Ordering::Relaxed);
         if let Some(e) = self.exact_live {
             e.add(size as i64);
+            if let Some(class) = self.alloc.class_of(size) {
+                e.add_to_class(class, size as i64, 1);
+            }
         }
         Some(Block { ptr, size, tag })
     }
@@ -289,6 +332,9 @@ impl<'c> Worker<'c> {
             .fetch_sub(block.size as i64, Ordering::Relaxed);
         if let Some(e) = self.exact_live {
             e.sub(block.size as i64);
+            if let Some(class) = self.alloc.class_of(block.size) {
+                e.add_to_class(class, -(block.size as i64), -1);
+            }
         }
         // SAFETY: the block is live and owned by us; guards were written at
         // allocation.
