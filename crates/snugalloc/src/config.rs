@@ -160,9 +160,20 @@ impl Config {
                 field,
                 value,
                 allowed,
+                related: None,
             }))
         };
         let c = self.chunk_bytes;
+        // A field whose range depends on another names that one's value too
+        // (it may be the field the caller changed).
+        let bad_beside = |field, value, allowed, related| {
+            Err(Error::Config(ConfigError {
+                field,
+                value,
+                allowed,
+                related: Some(related),
+            }))
+        };
         if !c.is_power_of_two() || !(MIN_CHUNK_BYTES..=MAX_CHUNK_BYTES).contains(&c) {
             return bad("chunk_bytes", c, "a power of two from 4 KiB to 64 KiB");
         }
@@ -175,18 +186,20 @@ impl Config {
         }
         let s = self.max_slab_bytes;
         if s % c != 0 || s < c || s / c > 64 || s > MIB {
-            return bad(
+            return bad_beside(
                 "max_slab_bytes",
                 s,
-                "a multiple of chunk_bytes, at most 64 chunks and 1 MiB",
+                "a multiple of chunk_bytes, one to 64 chunks and at most 1 MiB",
+                ("chunk_bytes", c),
             );
         }
         let o = self.max_slab_object_bytes;
         if !(16..=MAX_CLASS_BYTES).contains(&o) || o > s {
-            return bad(
+            return bad_beside(
                 "max_slab_object_bytes",
                 o,
                 "16 B to 64 KiB, and at most max_slab_bytes",
+                ("max_slab_bytes", s),
             );
         }
         if self.chunk_cache_bytes > 64 * MIB {
@@ -213,10 +226,11 @@ impl Config {
         }
         let r = self.os_reserve_bytes;
         if r < MIB || r % c != 0 || r / c > MAX_CHUNKS {
-            return bad(
+            return bad_beside(
                 "os_reserve_bytes",
                 r,
                 "at least 1 MiB, a multiple of chunk_bytes, and at most 2^32 - 2 chunks",
+                ("chunk_bytes", c),
             );
         }
         Ok(())
@@ -232,6 +246,10 @@ pub struct ConfigError {
     pub value: usize,
     /// What the field allows.
     pub allowed: &'static str,
+    /// The other field its range depends on, and that field's value: the
+    /// caller may have changed that one (`chunk_bytes` for
+    /// `max_slab_bytes`, say), not the field named.
+    pub related: Option<(&'static str, usize)>,
 }
 
 /// Everything that can go wrong building or attaching to a heap.
@@ -267,11 +285,17 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Config(e) => write!(
-                f,
-                "invalid snugalloc config: {} = {} (allowed: {})",
-                e.field, e.value, e.allowed
-            ),
+            Error::Config(e) => {
+                write!(
+                    f,
+                    "invalid snugalloc config: {} = {} (allowed: {})",
+                    e.field, e.value, e.allowed
+                )?;
+                match e.related {
+                    Some((field, value)) => write!(f, " with {field} = {value}"),
+                    None => Ok(()),
+                }
+            }
             Error::RegionTooSmall {
                 region_bytes,
                 min_bytes,
@@ -481,5 +505,18 @@ mod tests {
                 other => panic!("{field}: expected a config error, got {other:?}"),
             }
         }
+    }
+
+    /// Changing `chunk_bytes` alone can make a default field invalid: the
+    /// message names the field the caller changed, with its value.
+    #[test]
+    fn an_error_names_the_field_its_range_depends_on() {
+        let config = Config {
+            chunk_bytes: 65536,
+            ..Config::for_region(64 << 20)
+        };
+        let text = std::format!("{}", config.validate().expect_err("invalid"));
+        assert!(text.contains("max_slab_bytes = 16384"), "{text}");
+        assert!(text.contains("with chunk_bytes = 65536"), "{text}");
     }
 }

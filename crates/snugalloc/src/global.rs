@@ -340,7 +340,11 @@ mod os_global {
         let slot = slot as *const AllocatorSlot as *mut AllocatorSlot;
         if LOCAL.try_with(|l| l.set(slot)).is_err() || GUARD.try_with(|_| ()).is_err() {
             // TLS is being torn down: use the allocator for this call only.
-            // SAFETY: attached above; not stored anywhere.
+            // LOCAL may hold it already (set, then GUARD refused): it must
+            // not keep it once detached, or a later call would use an
+            // allocator the pool hands to another thread.
+            let _ = LOCAL.try_with(|l| l.set(DETACHED));
+            // SAFETY: attached above; LOCAL no longer holds it.
             unsafe { raw::detach(heap, slot) };
             return null_mut();
         }

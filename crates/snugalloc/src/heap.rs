@@ -994,6 +994,11 @@ impl Heap {
             }
             bytes /= 2;
         };
+        // The configuration in force says what was reserved (`Heap::config`).
+        let config = Config {
+            os_reserve_bytes: bytes,
+            ..config
+        };
         // SAFETY: a fresh anonymous mapping: valid, zeroed, ours alone; it
         // is released only in `Drop`.
         match unsafe { HeapInner::create(base.as_ptr() as usize, bytes, config, &OS_REGION, true) }

@@ -641,6 +641,36 @@ fn misuse_is_a_fatal_error_naming_the_pointer() {
 }
 
 #[test]
+fn an_os_heap_given_less_address_space_says_how_much_it_got() {
+    // The limit is the whole process's: set in a child that runs only this
+    // test.
+    if !alone_in_a_child(
+        "an_os_heap_given_less_address_space_says_how_much_it_got",
+        "SNUGALLOC_AS_CHILD",
+    ) {
+        return;
+    }
+    let limit: libc::rlim_t = 8 << 30;
+    let rl = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: `rl` is a valid rlimit; lowering a limit needs no privilege.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &rl) }, 0);
+    let config = Config::for_os();
+    assert!(config.os_reserve_bytes > limit as usize);
+    let heap = Heap::from_os(config).expect("a smaller reservation");
+    let got = heap.config().os_reserve_bytes;
+    assert!(got < limit as usize, "{got}");
+    assert_eq!(got, heap.stats().heap_bytes);
+    let mut a = heap.attach().expect("attach");
+    let p = a.malloc(1 << 20);
+    assert!(!p.is_null());
+    // SAFETY: allocated above, freed once.
+    unsafe { a.free(p) };
+}
+
+#[test]
 fn os_heap_gives_freed_memory_back() {
     // The resident size is the whole process's: measured in a child that
     // runs only this test, so other tests' memory cannot move it.
