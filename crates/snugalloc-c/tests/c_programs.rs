@@ -227,6 +227,17 @@ fn open_enclave_host_driver() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(", 0 failed"));
 }
 
+/// The same checks on the library an enclave links: the `enclave` build,
+/// with no Rust std (so no clock: waits are bounded by counts), which the
+/// driver above does not use (feature unification gives that build std).
+/// Fewer pairs, as the point is the threads.
+#[test]
+fn open_enclave_host_driver_on_the_enclave_build() {
+    let exe = compile("oe_host", Link::OeEnclave);
+    let out = run_ok(Command::new(&exe).args(["200000", "2000"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(", 0 failed"));
+}
+
 /// A longer run: 20 threads x 20000 ECalls.
 #[test]
 #[ignore = "long: about a minute"]

@@ -174,24 +174,12 @@ fn archive_symbols(path: &std::path::Path) -> (BTreeSet<String>, BTreeSet<String
 /// the mem* functions every C library has, and defines no malloc family.
 #[test]
 fn enclave_build_needs_only_abort_and_mem_functions() {
-    let dir = common::root().join("target").join("enclave-check");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(&cargo)
-        .current_dir(common::root())
-        .args([
-            "build",
-            "-p",
-            "snugalloc-oe",
-            "--release",
-            "--features",
-            "enclave",
-        ])
-        .arg("--target-dir")
-        .arg(&dir)
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "the enclave build failed");
-    let (defined, undefined) = archive_symbols(&dir.join("release").join("libsnugalloc_oe.a"));
+    let lib = common::enclave_lib();
+    let dir = lib
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target/enclave-check");
+    let (defined, undefined) = archive_symbols(lib);
     let external: BTreeSet<&String> = undefined.difference(&defined).collect();
     println!("external symbols: {external:?}");
     let allowed = [
@@ -258,7 +246,7 @@ int main(void) {
         .args(["-x", "c", "-std=c11", "-I"])
         .arg(common::root().join("include"))
         .args(["-", "-x", "none"])
-        .arg(dir.join("release").join("libsnugalloc_oe.a"))
+        .arg(lib)
         .arg("-o")
         .arg(&exe)
         .stdin(std::process::Stdio::piped())

@@ -53,6 +53,33 @@ pub fn release_dir() -> &'static Path {
     })
 }
 
+/// `libsnugalloc_oe.a` as an enclave links it: built with the `enclave`
+/// feature (no Rust std) on its own, in `target/enclave-check`, so that no
+/// other workspace member's features leak into it (once per test binary).
+pub fn enclave_lib() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = root().join("target").join("enclave-check");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(&cargo)
+            .current_dir(root())
+            .args([
+                "build",
+                "-p",
+                "snugalloc-oe",
+                "--release",
+                "--features",
+                "enclave",
+            ])
+            .arg("--target-dir")
+            .arg(&dir)
+            .status()
+            .unwrap_or_else(|e| panic!("could not run `{cargo} build`: {e}"));
+        assert!(status.success(), "the enclave build failed");
+        dir.join("release").join("libsnugalloc_oe.a")
+    })
+}
+
 /// `target/release/libsnugalloc.so`.
 pub fn preload_lib() -> PathBuf {
     release_dir().join("libsnugalloc.so")
@@ -85,6 +112,8 @@ pub enum Link {
     Static,
     /// `-lsnugalloc_oe`.
     Oe,
+    /// The enclave build of `libsnugalloc_oe.a` ([`enclave_lib`]) linked in.
+    OeEnclave,
 }
 
 /// Compiles `tests/c/<name>.c` into an executable and returns its path.
@@ -120,6 +149,9 @@ pub fn compile(name: &str, link: Link) -> PathBuf {
         }
         Link::Oe => {
             cc.arg("-L").arg(lib).args(["-lsnugalloc_oe", &rpath]);
+        }
+        Link::OeEnclave => {
+            cc.arg(enclave_lib());
         }
     }
     cc.arg("-lpthread");
