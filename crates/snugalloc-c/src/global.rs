@@ -357,11 +357,6 @@ unsafe extern "C" fn detach_at_thread_exit(value: *mut c_void) {
 }
 
 extern "C" fn fork_prepare() {
-    // A heap another thread is still making would stay half made in the
-    // child, whose every malloc would then spin on BUSY for ever: wait
-    // until it is made (or has failed). The thread making it never forks
-    // from inside `init`, so this cannot wait on itself.
-    wait_while_busy(&STATE);
     if let Some(heap) = existing_heap() {
         heap.before_fork();
         // Relaxed: read by the same thread in the parent and child handlers.
@@ -369,15 +364,10 @@ extern "C" fn fork_prepare() {
     }
 }
 
-/// Returns once `state` is no longer [`BUSY`], yielding the processor
-/// meanwhile (the thread making the heap may need it to finish).
-fn wait_while_busy(state: &AtomicU8) {
-    // Acquire pairs with the Release stores of READY and FAILED in `init`.
-    while state.load(Ordering::Acquire) == BUSY {
-        // SAFETY: sched_yield takes no arguments and cannot fail in a way
-        // that matters here.
-        unsafe { libc::sched_yield() };
-    }
+/// Puts `state` back to UNINIT if it is BUSY (see `fork_child`).
+fn reset_if_busy(state: &AtomicU8) {
+    // Relaxed: the child has one thread.
+    let _ = state.compare_exchange(BUSY, UNINIT, Ordering::Relaxed, Ordering::Relaxed);
 }
 
 extern "C" fn fork_parent() {
@@ -391,6 +381,12 @@ extern "C" fn fork_parent() {
 }
 
 extern "C" fn fork_child() {
+    // A heap another thread was making when we forked stays half made
+    // here, and that thread does not exist in the child: every malloc
+    // would spin on BUSY for ever. The child's one thread is not inside
+    // `init` (malloc is not async-signal-safe, so no handler forks from
+    // it), so the child starts again with no heap.
+    reset_if_busy(&STATE);
     // Relaxed: written by this same thread in `fork_prepare`.
     if FORK_LOCKED.swap(false, Ordering::Relaxed) {
         if let Some(heap) = existing_heap() {

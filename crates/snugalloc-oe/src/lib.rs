@@ -55,7 +55,7 @@ const READY: u8 = 2;
 ///
 /// Invariant: initialised once `STATE` has been READY, by the one call of
 /// `oe_allocator_init` that moved it from UNINIT; never written afterwards
-/// (cleanup only changes `STATE`, the memory stays valid).
+/// (cleanup leaves it in service).
 struct HeapCell(UnsafeCell<MaybeUninit<Heap>>);
 
 // SAFETY: written once before READY is published with Release; read only

@@ -366,6 +366,12 @@ fn cmd_min_heap(args: &MinHeapArgs) -> Result<bool, Failure> {
     let common = &args.common;
     check_common(common)?;
     let max_heap = check_heap("--max-heap", args.max_heap, common)?;
+    if max_heap % MIB != 0 {
+        return Err(Failure::Input(format!(
+            "--max-heap {}: the search goes in 1 MiB steps; allowed: a whole number of MiB, e.g. 64M",
+            units::human_bytes(max_heap)
+        )));
+    }
     let specs: Vec<&AllocSpec> = common.alloc.0.iter().filter(|s| s.is_region()).collect();
     if specs.is_empty() {
         return Err(Failure::Input(format!(
@@ -381,12 +387,6 @@ fn cmd_min_heap(args: &MinHeapArgs) -> Result<bool, Failure> {
     drop(build_all(&owned, max_heap)?);
     std::fs::create_dir_all(&common.out)
         .map_err(|e| Failure::Run(format!("--out {}: {e}", common.out.display())))?;
-    if max_heap % MIB != 0 {
-        return Err(Failure::Input(format!(
-            "--max-heap {}: the search goes in 1 MiB steps; allowed: a whole number of MiB, e.g. 64M",
-            units::human_bytes(max_heap)
-        )));
-    }
     let hi_mib = max_heap / MIB;
     let lo_mib = cli::smallest_heap_bytes(common).div_ceil(MIB);
     eprintln!(

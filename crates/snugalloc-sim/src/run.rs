@@ -252,7 +252,15 @@ fn growth_windows(end: f64, period: Option<f64>) -> Option<(f64, f64)> {
     match period {
         Some(p) if p > 0.0 => {
             let whole = ((late - early) / p + 1e-9).floor();
-            (whole >= 1.0).then_some((early, early + whole * p))
+            if whole < 1.0 {
+                None
+            } else if late - early - whole * p <= TICK.as_secs_f64() {
+                // The last sample comes a moment after the duration: the
+                // plain quarters are whole periods apart to within a tick.
+                Some((early, late))
+            } else {
+                Some((early, early + whole * p))
+            }
         }
         _ => Some((early, late)),
     }
@@ -454,11 +462,15 @@ mod summary_tests {
     }
 
     /// A run whose reserved bytes follow the store's triangle wave (15-25,
-    /// period 10 s) exactly, sampled every 100 ms for `end` seconds.
+    /// period 10 s) exactly,
+    /// sampled every 100 ms for `end` seconds (the last sample at `end`,
+    /// as a run's final sample comes a moment after its duration).
     fn wave_run(end: f64, period_s: Option<f64>) -> RunOutcome {
-        let samples = (0..=(end * 10.0).round() as u64)
-            .map(|i| {
-                let t_s = i as f64 / 10.0;
+        let ticks = (end * 10.0 + 1e-6).floor() as u64;
+        let times = (0..=ticks).map(|i| i as f64 / 10.0);
+        let samples = times
+            .chain((ticks as f64 / 10.0 < end - 1e-9).then_some(end))
+            .map(|t_s| {
                 let phase = (t_s / 10.0).fract();
                 let tri = 1.0 - (2.0 * phase - 1.0).abs();
                 let bytes = (15_000_000.0 + 10_000_000.0 * tri) as u64;
@@ -482,6 +494,20 @@ mod summary_tests {
         for end in [20.0, 30.0, 45.0, 600.0, 610.0] {
             let g = Summary::of(&wave_run(end, Some(10.0))).growth_ratio;
             assert!((g - 1.0).abs() < 0.005, "{end} s: {g}");
+        }
+        // The last sample of a real run comes a moment after its duration:
+        // 20 s and 10 min runs still use the plain quarters.
+        for end in [20.003, 600.004] {
+            let run = wave_run(end, Some(10.0));
+            let plain = RunOutcome {
+                period_s: None,
+                ..run.clone()
+            };
+            assert_eq!(
+                Summary::of(&run).growth_ratio,
+                Summary::of(&plain).growth_ratio,
+                "{end} s"
+            );
         }
         // Plain quarters of a 30 s run start half a period apart: the wave
         // alone would read as growth.

@@ -253,7 +253,7 @@ mod tests {
 
     /// An ECall refused for memory is one failure, however long its thread
     /// retries: a worker attaches while the only allocator holds the whole
-    /// heap for 100 ms.
+    /// heap, and keeps being refused for 100 ms after its first refusal.
     #[test]
     fn an_ecall_refused_for_memory_counts_once() {
         use crate::workload::{Ctx, ThreadCounters, Worker};
@@ -288,6 +288,13 @@ mod tests {
                 let w = Worker::new(&ctx, 0);
                 w.attach(&ctx).is_some()
             });
+            // Until the worker has been refused once, then 100 ms more of
+            // refusals (bounded, in case it never tries: the count below
+            // then fails).
+            let until = Instant::now() + Duration::from_secs(10);
+            while counters[0].oom.load(Ordering::Relaxed) == 0 && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(1));
+            }
             std::thread::sleep(Duration::from_millis(100));
             for p in blocks {
                 // SAFETY: allocated above with `l`, freed once.

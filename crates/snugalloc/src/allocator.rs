@@ -969,7 +969,11 @@ impl Allocator {
             }
         }
         // SAFETY: the caller's contract.
-        unsafe { self.realloc_slow::<USABLE>(ptr, old_size, align, new_size) }
+        let new = unsafe { self.realloc_slow::<USABLE>(ptr, old_size, align, new_size) };
+        // A large block grown or shrunk in place changes the count by as
+        // much as an allocation does.
+        self.publish_live_if_due();
+        new
     }
 
     /// Moves the allocation at `ptr`, whose usable size is `old_usable`, to

@@ -992,7 +992,8 @@ impl Heap {
             if bytes / 2 < MIN_OS_RESERVE_BYTES.min(config.os_reserve_bytes) {
                 return Err(Error::OsReserveFailed { bytes });
             }
-            bytes /= 2;
+            // Whole chunks, as `os_reserve_bytes` must be.
+            bytes = bytes / 2 / config.chunk_bytes * config.chunk_bytes;
         };
         // The configuration in force says what was reserved (`Heap::config`).
         let config = Config {

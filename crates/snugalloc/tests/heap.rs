@@ -349,6 +349,15 @@ fn a_large_block_is_in_the_peak_at_once_and_the_peak_never_falls() {
     // SAFETY: allocated above with `large`.
     unsafe { a.dealloc(p, large) };
     assert_eq!(heap.stats().peak_live_bytes, MIB);
+    // So is a block that realloc grows to 2 MiB (in place or not).
+    let p = a.alloc(small);
+    // SAFETY: `p` is live, allocated with `small`.
+    let q = unsafe { a.realloc(p, small, 2 * MIB) };
+    assert!(!q.is_null());
+    let grown = Layout::from_size_align(2 * MIB, 8).expect("layout");
+    // SAFETY: `q` is live with `grown`.
+    unsafe { a.dealloc(q, grown) };
+    assert_eq!(heap.stats().peak_live_bytes, 2 * MIB);
     drop(a);
 }
 
@@ -668,6 +677,20 @@ fn an_os_heap_given_less_address_space_says_how_much_it_got() {
     assert!(!p.is_null());
     // SAFETY: allocated above, freed once.
     unsafe { a.free(p) };
+    drop(a);
+    drop(heap);
+    // An odd number of chunks, refused: half of it is no whole number of
+    // chunks, and is rounded down to one rather than refused as a config.
+    let chunk = 64 << 10;
+    let config = Config {
+        chunk_bytes: chunk,
+        max_slab_bytes: chunk,
+        os_reserve_bytes: limit as usize + chunk,
+        ..Config::for_os()
+    };
+    let heap = Heap::from_os(config).expect("a smaller reservation of whole chunks");
+    let got = heap.config().os_reserve_bytes;
+    assert!(got < limit as usize && got % chunk == 0, "{got}");
 }
 
 #[test]

@@ -58,8 +58,10 @@ pub struct ThreadCounters {
 /// (`run --exact-live`): every allocation and free of every thread updates
 /// one shared counter, so the peak between two samples is seen too. That
 /// costs each operation an atomic on a shared cache line (about 7% of
-/// snugalloc's ecall-churn throughput on a 2-core machine), so it is off
-/// unless asked for. With it, the requested bytes live in each of the
+/// snugalloc's ecall-churn throughput on a 2-core machine, measured before
+/// the per-class counts below, which add two more to blocks of a class and
+/// a call of `RegionAlloc::class_of` to every block), so it is off unless
+/// asked for. With it, the requested bytes and blocks live in each of the
 /// allocator's size classes are counted too (snugalloc only), for the class
 /// table at the peak.
 #[repr(align(128))]
@@ -67,8 +69,21 @@ pub struct ThreadCounters {
 pub struct ExactLive {
     live: AtomicI64,
     peak: AtomicI64,
-    by_class: [AtomicI64; snugalloc::NUM_CLASSES],
-    objects_by_class: [AtomicI64; snugalloc::NUM_CLASSES],
+    /// On lines of their own, away from `live` and `peak`.
+    by_class: PerClass,
+}
+
+/// Requested bytes and blocks live in each size class.
+#[repr(align(128))]
+#[derive(Debug)]
+struct PerClass([ClassLive; snugalloc::NUM_CLASSES]);
+
+/// One class's live requested bytes and blocks, side by side, so that one
+/// block's update touches one cache line.
+#[derive(Debug, Default)]
+struct ClassLive {
+    bytes: AtomicI64,
+    blocks: AtomicI64,
 }
 
 impl Default for ExactLive {
@@ -76,20 +91,19 @@ impl Default for ExactLive {
         ExactLive {
             live: AtomicI64::new(0),
             peak: AtomicI64::new(0),
-            by_class: core::array::from_fn(|_| AtomicI64::new(0)),
-            objects_by_class: core::array::from_fn(|_| AtomicI64::new(0)),
+            by_class: PerClass(core::array::from_fn(|_| ClassLive::default())),
         }
     }
 }
 
 impl ExactLive {
-    /// One block of `bytes` requested bytes more (`objects` 1) or fewer
+    /// One block of `bytes` requested bytes more (`blocks` 1) or fewer
     /// (-1) in `class`.
-    fn add_to_class(&self, class: usize, bytes: i64, objects: i64) {
-        if let (Some(b), Some(n)) = (self.by_class.get(class), self.objects_by_class.get(class)) {
+    fn add_to_class(&self, class: usize, bytes: i64, blocks: i64) {
+        if let Some(c) = self.by_class.0.get(class) {
             // Relaxed: statistics read by the sampler.
-            b.fetch_add(bytes, Ordering::Relaxed);
-            n.fetch_add(objects, Ordering::Relaxed);
+            c.bytes.fetch_add(bytes, Ordering::Relaxed);
+            c.blocks.fetch_add(blocks, Ordering::Relaxed);
         }
     }
 
@@ -98,9 +112,14 @@ impl ExactLive {
     pub fn class_live(&self) -> Vec<(i64, i64)> {
         // Relaxed: see `add_to_class`.
         self.by_class
+            .0
             .iter()
-            .zip(&self.objects_by_class)
-            .map(|(b, n)| (b.load(Ordering::Relaxed), n.load(Ordering::Relaxed)))
+            .map(|c| {
+                (
+                    c.bytes.load(Ordering::Relaxed),
+                    c.blocks.load(Ordering::Relaxed),
+                )
+            })
             .collect()
     }
 
