@@ -198,6 +198,18 @@ pub struct MinHeapArgs {
     /// Upper bound of the search; a heap this size must run without OOM.
     #[arg(long, default_value = "128M", value_parser = parse_positive_bytes)]
     pub max_heap: usize,
+
+    /// Further seeds (--seed + 1 to + N) the answer must also pass; a size
+    /// that fails one moves the answer up a MiB.
+    #[arg(long, default_value = "0", value_parser = parse_confirm)]
+    pub confirm: u64,
+}
+
+fn parse_confirm(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n <= 100 => Ok(n),
+        _ => Err(format!("{s:?} is not a count of seeds; allowed: 0 to 100")),
+    }
 }
 
 /// Parameters of all workloads; each workload reads its own.

@@ -394,8 +394,10 @@ fn cmd_min_heap(args: &MinHeapArgs) -> Result<bool, Failure> {
         common.workload.name(),
         fmt_duration(args.duration)
     );
-    let probe = |a: &dyn RegionAlloc| {
-        let wl = common.wl.instantiate(common.workload, common.seed);
+    let probe = |a: &dyn RegionAlloc, seed_offset: u64| {
+        let wl = common
+            .wl
+            .instantiate(common.workload, common.seed.wrapping_add(seed_offset));
         let opts = RunOptions {
             inject_corruption_every: inject(common),
             stop_on_oom: true,
@@ -405,8 +407,9 @@ fn cmd_min_heap(args: &MinHeapArgs) -> Result<bool, Failure> {
     };
     let report = |label: &str, p: &minheap::Probe| {
         eprintln!(
-            "snugalloc-sim:   {label:<24} {:>5} MiB: {} OOM in {:.1} s, peak reserved {:.2} MiB",
+            "snugalloc-sim:   {label:<24} {:>5} MiB, seed +{}: {} OOM in {:.1} s, peak reserved {:.2} MiB",
             p.heap_mib,
+            p.seed_offset,
             p.oom_count,
             p.seconds,
             units::mib(p.peak_reserved_bytes as f64)
@@ -418,17 +421,27 @@ fn cmd_min_heap(args: &MinHeapArgs) -> Result<bool, Failure> {
             spec,
             lo_mib,
             hi_mib,
+            confirm: args.confirm,
             probe: &probe,
             report: &report,
         };
         results
             .push(minheap::search(&s).map_err(|e| Failure::Run(format!("min-heap FAILED: {e}")))?);
     }
+    let seeds = if args.confirm == 0 {
+        format!("seed {}", common.seed)
+    } else {
+        format!(
+            "seed {}, the answer confirmed with seeds {} to {}",
+            common.seed,
+            common.seed.wrapping_add(1),
+            common.seed.wrapping_add(args.confirm)
+        )
+    };
     println!(
-        "min-heap of {} (1 MiB steps, {} per probe, seed {}):\n",
+        "min-heap of {} (1 MiB steps, {} per probe, {seeds}):\n",
         common.workload.name(),
         fmt_duration(args.duration),
-        common.seed
     );
     println!("| allocator | min heap MiB | probes |");
     println!("|:--|--:|--:|");
