@@ -115,6 +115,52 @@ fn threads_come_and_go_and_allocators_are_reused() {
     );
 }
 
+/// Thread-local destructors that run after the allocator's own (which
+/// detaches the thread's allocator) still allocate, grow and free: each
+/// call attaches an allocator for itself.
+#[test]
+fn thread_local_destructors_allocate_after_the_thread_detached() {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static DONE: AtomicUsize = AtomicUsize::new(0);
+
+    struct AllocatesOnDrop(Cell<bool>);
+    impl Drop for AllocatesOnDrop {
+        fn drop(&mut self) {
+            if !self.0.get() {
+                return;
+            }
+            let mut v: Vec<u64> = (0..1000).collect();
+            v.extend(0..100_000u64);
+            let words: Vec<String> = (0..100).map(word).collect();
+            if v.iter().sum::<u64>() == 499_500 + 4_999_950_000 && words[99] == word(99) {
+                DONE.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    thread_local! {
+        static EARLY: AllocatesOnDrop = const { AllocatesOnDrop(Cell::new(false)) };
+    }
+
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(|| {
+                // Registered before the thread's first allocation registers
+                // the allocator's guard, so destroyed after it.
+                EARLY.with(|e| e.0.set(true));
+                let v: Vec<u32> = (0..10_000).collect();
+                v.len()
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().expect("thread"), 10_000);
+    }
+    // `join` returns once the thread's destructors have run.
+    assert_eq!(DONE.load(Ordering::Relaxed), 8);
+}
+
 /// `SnugAlloc::trim` gives the memory of freed collections back to the
 /// OS at once. In a child process that runs only this test: other tests'
 /// allocations could reuse the freed runs, or their frees set off a purge
