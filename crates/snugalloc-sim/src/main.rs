@@ -430,6 +430,12 @@ fn cmd_min_heap(args: &MinHeapArgs) -> Result<bool, Failure> {
     }
     let seeds = if args.confirm == 0 {
         format!("seed {}", common.seed)
+    } else if args.confirm == 1 {
+        format!(
+            "seed {}, the answer confirmed with seed {}",
+            common.seed,
+            common.seed.wrapping_add(1)
+        )
     } else {
         format!(
             "seed {}, the answer confirmed with seeds {} to {}",
