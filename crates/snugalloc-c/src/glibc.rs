@@ -1,6 +1,6 @@
 //! glibc's own names for the allocator: the `__libc_*` aliases and the
 //! `<malloc.h>` extensions (`mallinfo`, `mallinfo2`, `malloc_trim`,
-//! `malloc_stats`, `mallopt`).
+//! `malloc_stats`, `malloc_info`, `mallopt`).
 //!
 //! They are exported because a program (or a tracing shim) that calls them
 //! would otherwise reach glibc's allocator: `__libc_malloc`'s block handed
@@ -9,6 +9,7 @@
 //! `include/snugalloc.h`; `<malloc.h>` declares them.
 
 use core::ffi::{c_int, c_void};
+use core::fmt;
 
 use crate::global::{existing_heap, with_own_allocator};
 
@@ -125,6 +126,103 @@ pub extern "C" fn malloc_trim(_pad: usize) -> c_int {
 #[no_mangle]
 pub extern "C" fn malloc_stats() {
     crate::print_stats();
+}
+
+/// glibc's `malloc_info`: this heap in glibc's XML, so that tools that
+/// read it see the allocator in use (glibc's own would describe its unused
+/// arena). One `<heap>`: `<sizes>` lists, per size class with free slots
+/// in its slabs, the slots' size, count and bytes; `rest` is those free
+/// slots in all; `system current`/`max` are the reserved bytes and their
+/// peak (as `snugalloc_stats`), `aspace` the heap's size (the region, or
+/// the OS reservation); no fast bins and no separate mappings. Returns 0;
+/// `EINVAL` (the value, as glibc's code does, where its manual says -1;
+/// `errno` is set too) if `options` is not 0 or `fp` is null; -1 if
+/// writing to `fp` failed.
+///
+/// # Safety
+/// `fp` must be null or an open stream.
+#[no_mangle]
+pub unsafe extern "C" fn malloc_info(options: c_int, fp: *mut libc::FILE) -> c_int {
+    if options != 0 || fp.is_null() {
+        crate::set_errno(libc::EINVAL);
+        return libc::EINVAL;
+    }
+    let mut out = FileWriter { fp };
+    match write_info(&mut out) {
+        Ok(()) => 0,
+        Err(fmt::Error) => -1,
+    }
+}
+
+/// Formatted text to a C stream.
+struct FileWriter {
+    /// An open stream (`malloc_info`'s contract).
+    fp: *mut libc::FILE,
+}
+
+impl fmt::Write for FileWriter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        // SAFETY: `fp` is an open stream (the caller's contract) and `s`
+        // is `s.len()` readable bytes.
+        let n = unsafe { libc::fwrite(s.as_ptr().cast(), 1, s.len(), self.fp) };
+        if n == s.len() {
+            Ok(())
+        } else {
+            Err(fmt::Error)
+        }
+    }
+}
+
+fn write_info(w: &mut impl fmt::Write) -> fmt::Result {
+    let heap = existing_heap();
+    let stats = heap.map(|h| h.stats());
+    let snapshot = heap.map(|h| h.snapshot());
+    writeln!(w, "<malloc version=\"1\">")?;
+    writeln!(w, "<heap nr=\"0\">")?;
+    writeln!(w, "<sizes>")?;
+    let (mut count, mut bytes) = (0usize, 0usize);
+    let rows = snapshot.as_ref().map_or(&[][..], |s| s.classes());
+    for r in rows
+        .iter()
+        .filter(|r| r.slab_count > 0 && r.object_bytes > 0)
+    {
+        let slots = r.slab_count * (r.slab_bytes / r.slab_count / r.object_bytes);
+        let free = slots.saturating_sub(r.live_objects);
+        if free > 0 {
+            let size = r.object_bytes;
+            writeln!(
+                w,
+                "<size from=\"{size}\" to=\"{size}\" total=\"{}\" count=\"{free}\"/>",
+                free * size
+            )?;
+            count += free;
+            bytes += free * size;
+        }
+    }
+    writeln!(w, "</sizes>")?;
+    let (current, max, space) = stats.map_or((0, 0, 0), |s| {
+        (s.reserved_bytes, s.peak_reserved_bytes, s.heap_bytes)
+    });
+    let totals = |w: &mut dyn fmt::Write| -> fmt::Result {
+        writeln!(w, "<total type=\"fast\" count=\"0\" size=\"0\"/>")?;
+        writeln!(
+            w,
+            "<total type=\"rest\" count=\"{count}\" size=\"{bytes}\"/>"
+        )
+    };
+    let system = |w: &mut dyn fmt::Write| -> fmt::Result {
+        writeln!(w, "<system type=\"current\" size=\"{current}\"/>")?;
+        writeln!(w, "<system type=\"max\" size=\"{max}\"/>")?;
+        writeln!(w, "<aspace type=\"total\" size=\"{space}\"/>")?;
+        writeln!(w, "<aspace type=\"mprotect\" size=\"{space}\"/>")
+    };
+    totals(w)?;
+    system(w)?;
+    writeln!(w, "</heap>")?;
+    totals(w)?;
+    writeln!(w, "<total type=\"mmap\" count=\"0\" size=\"0\"/>")?;
+    system(w)?;
+    writeln!(w, "</malloc>")
 }
 
 /// glibc's tuning parameters do not apply to this allocator (it is

@@ -41,7 +41,7 @@ fn exported(lib: &str) -> BTreeSet<String> {
 
 /// Exported under the names glibc gives them, and declared by
 /// `<malloc.h>`, not by our header (which would clash with it).
-const GLIBC_NAMES: [&str; 14] = [
+const GLIBC_NAMES: [&str; 15] = [
     "__libc_malloc",
     "__libc_free",
     "__libc_calloc",
@@ -55,6 +55,7 @@ const GLIBC_NAMES: [&str; 14] = [
     "mallinfo2",
     "malloc_trim",
     "malloc_stats",
+    "malloc_info",
     "mallopt",
 ];
 

@@ -4,11 +4,12 @@
  * mallinfo/mallinfo2 describe this heap, malloc_trim gives free memory
  * back to the OS at once (a fixed SNUGALLOC_HEAP_SIZE too: it is an OS
  * reservation of that size), mallopt accepts and ignores, malloc_stats
- * prints the class table. Also calloc: a large zeroed block of memory the OS zeroed
+ * prints the class table, malloc_info describes this heap in glibc's XML. Also calloc: a large zeroed block of memory the OS zeroed
  * is not written, so it stays uncommitted until used (as with glibc).
  * Prints "ok" and exits 0 when all hold. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <errno.h>
 #include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -121,6 +122,41 @@ static void info(void) {
           "in use %zu after freeing, %zu before", after.uordblks, m.uordblks);
 }
 
+/* The number after `key` in `xml` (the first occurrence), or 0. */
+static unsigned long long xml_number(const char *xml, const char *key) {
+    const char *at = strstr(xml, key);
+    return at ? strtoull(at + strlen(key), NULL, 10) : 0;
+}
+
+static void info_xml(void) {
+    char *keep = malloc(100000);
+    memset(keep, 5, 100000);
+    char *xml = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&xml, &len);
+    CHECK(f != NULL, "open_memstream");
+    if (!f) return;
+    CHECK(malloc_info(0, f) == 0, "malloc_info(0) failed");
+    /* glibc's code returns EINVAL itself (its manual says -1 and errno). */
+    CHECK(malloc_info(1, f) == EINVAL, "malloc_info(1) is not EINVAL");
+    fclose(f);
+    CHECK(xml && strstr(xml, "<malloc version=\"1\">") && strstr(xml, "</malloc>\n"),
+          "not glibc's XML: %s", xml ? xml : "(null)");
+    if (xml) {
+        /* Counts this heap: glibc's own would describe its unused arena. */
+        unsigned long long current = xml_number(xml, "<system type=\"current\" size=\"");
+        unsigned long long space = xml_number(xml, "<aspace type=\"total\" size=\"");
+        struct mallinfo2 m = mallinfo2();
+        CHECK(current >= 100000 && current <= space, "current %llu, address space %llu", current,
+              space);
+        CHECK(current <= m.arena + (1 << 20) && m.arena <= current + (1 << 20),
+              "current %llu, mallinfo2 arena %zu", current, m.arena);
+        CHECK(strstr(xml, "<size from=\"") != NULL, "no free slots listed: %s", xml);
+    }
+    free(xml);
+    free(keep);
+}
+
 static void trim(void) {
     enum { N = 32, SIZE = 1 << 20 };
     static char *blocks[N];
@@ -178,6 +214,7 @@ int main(void) {
     }
     aliases();
     info();
+    info_xml();
     if (zeroes) trim();
     CHECK(mallopt(M_ARENA_MAX, 2) == 1, "mallopt refused a parameter (it accepts and ignores)");
     malloc_stats();
