@@ -23,6 +23,7 @@
 pub mod alloc;
 pub mod child;
 pub mod cli;
+pub mod coherence;
 pub mod interrupt;
 pub mod minheap;
 pub mod output;

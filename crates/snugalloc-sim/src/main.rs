@@ -192,7 +192,8 @@ fn cmd_run(args: &RunArgs) -> Result<bool, Failure> {
             }
             pb.set_position(offset + ((s.t_s * 1000.0) as u64).min(dur_ms));
         };
-        let outcome = match (built[i].take(), spec) {
+        let round_trip_before = snugalloc_sim::coherence::round_trip_ns();
+        let mut outcome = match (built[i].take(), spec) {
             (Some(alloc), _) => {
                 let wl = common.wl.instantiate(common.workload, common.seed);
                 let opts = RunOptions {
@@ -211,6 +212,7 @@ fn cmd_run(args: &RunArgs) -> Result<bool, Failure> {
             },
             (None, _) => continue,
         };
+        outcome.core_round_trip_ns = [round_trip_before, snugalloc_sim::coherence::round_trip_ns()];
         if let Some(e) = io_err {
             return Err(Failure::Run(e));
         }
@@ -259,6 +261,7 @@ fn cmd_run(args: &RunArgs) -> Result<bool, Failure> {
     );
     print!("{}", output::summary_table(&summaries));
     println!();
+    println!("{}\n", output::round_trip_line(&outcomes));
     for o in &outcomes {
         if let Some(t) = &o.class_table_at_peak {
             println!("{} size classes at the reserved peak:\n{}", o.alloc, t.text);

@@ -98,6 +98,24 @@ impl Machine {
     }
 }
 
+/// The core-to-core round trips measured around each run, for reading the
+/// throughput columns: threads that share cache lines slow down when the
+/// round trip is long (a virtual machine's CPUs placed far apart).
+pub fn round_trip_line(outcomes: &[RunOutcome]) -> String {
+    let ns = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.0}"));
+    let runs: Vec<String> = outcomes
+        .iter()
+        .map(|o| {
+            let [before, after] = o.core_round_trip_ns;
+            format!("{} {}/{}", o.alloc, ns(before), ns(after))
+        })
+        .collect();
+    format!(
+        "core-to-core round trip of a cache line, ns, before/after each run: {}",
+        runs.join(", ")
+    )
+}
+
 /// One allocator's part of the JSON report.
 #[derive(Serialize)]
 pub struct RunRecord<'a> {

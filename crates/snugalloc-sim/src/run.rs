@@ -72,6 +72,11 @@ pub struct RunOutcome {
     /// The workload's period ([`Workload::period`]), seconds.
     #[serde(default)]
     pub period_s: Option<f64>,
+    /// A cache line's round trip between two cores just before and just
+    /// after the run, in nanoseconds (`coherence::round_trip_ns`; the
+    /// front end measures it, outside the timed run).
+    #[serde(default)]
+    pub core_round_trip_ns: [Option<f64>; 2],
 }
 
 /// How [`run_in_process`] runs.
@@ -237,6 +242,7 @@ pub fn run_in_process(
         exact_peak_requested_bytes: exact_live.then(|| exact.peak_bytes()),
         findings,
         period_s: workload.period().map(|p| p.as_secs_f64()),
+        core_round_trip_ns: [None, None],
     }
 }
 
