@@ -14,12 +14,14 @@
 //!   orders everything it reads.
 
 use core::ptr::null_mut;
+#[cfg(not(loom))]
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 /// Most threads that can hold an allocator at once; more threads still
 /// allocate, attaching for each call.
 pub(crate) const TABLE_SLOTS: usize = 1024;
-const MASK: usize = TABLE_SLOTS - 1;
 const EMPTY: usize = 0;
 const TOMB: usize = 1;
 
@@ -28,12 +30,19 @@ struct Entry {
     slot: AtomicPtr<u8>,
 }
 
-static TABLE: [Entry; TABLE_SLOTS] = [const {
-    Entry {
-        thread: AtomicUsize::new(EMPTY),
-        slot: AtomicPtr::new(null_mut()),
-    }
-}; TABLE_SLOTS];
+/// The table: `N` entries (a power of two), probed linearly from a
+/// thread's home entry. See the module documentation for its invariants.
+pub(crate) struct Table<const N: usize> {
+    entries: [Entry; N],
+}
+
+#[cfg(not(loom))]
+static TABLE: Table<TABLE_SLOTS> = Table::new();
+
+#[cfg(loom)]
+loom::lazy_static! {
+    static ref TABLE: Table<TABLE_SLOTS> = Table::new();
+}
 
 /// The calling thread's identity, or 0 where the architecture gives none
 /// (then every call attaches for itself).
@@ -67,78 +76,171 @@ pub(crate) fn current() -> usize {
     }
 }
 
-#[inline(always)]
-fn home(thread: usize) -> usize {
-    // Fibonacci hashing: thread pointers are page-aligned-ish.
-    (thread.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) & MASK
-}
-
-/// The allocator `thread` (the caller) registered, if any.
+/// The allocator the calling thread (`thread`) registered, if any.
 #[inline(always)]
 pub(crate) fn lookup(thread: usize) -> Option<*mut u8> {
-    if thread <= TOMB {
-        return None;
-    }
-    let mut i = home(thread);
-    for _ in 0..TABLE_SLOTS {
-        let e = &TABLE[i];
-        // Relaxed: only this thread writes an entry keyed by `thread`.
-        match e.thread.load(Ordering::Relaxed) {
-            k if k == thread => return Some(e.slot.load(Ordering::Relaxed)),
-            EMPTY => return None,
-            _ => i = (i + 1) & MASK,
-        }
-    }
-    None
+    TABLE.lookup(thread)
 }
 
-/// Records `slot` for `thread` (the caller, which has none recorded);
-/// false when the table is full.
+/// Records `slot` for the calling thread (`thread`), which has none
+/// recorded; false when the table is full.
 pub(crate) fn insert(thread: usize, slot: *mut u8) -> bool {
-    if thread <= TOMB {
-        return false;
-    }
-    let mut i = home(thread);
-    for _ in 0..TABLE_SLOTS {
-        let e = &TABLE[i];
-        let k = e.thread.load(Ordering::Relaxed);
-        // Acquire on success pairs with the Release that made the entry a
-        // TOMB: the remover's swap of `slot` happens before our store
-        // below, so it cannot overwrite it (on a weakly ordered machine a
-        // Relaxed claim would allow that). The slot is read only by this
-        // thread.
-        if (k == EMPTY || k == TOMB)
-            && e.thread
-                .compare_exchange(k, thread, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-        {
-            e.slot.store(slot, Ordering::Relaxed);
-            return true;
-        }
-        i = (i + 1) & MASK;
-    }
-    false
+    TABLE.insert(thread, slot)
 }
 
-/// Forgets `thread`'s (the caller's) allocator and returns it.
+/// Forgets the calling thread's (`thread`'s) allocator and returns it.
 pub(crate) fn remove(thread: usize) -> Option<*mut u8> {
-    if thread <= TOMB {
-        return None;
-    }
-    let mut i = home(thread);
-    for _ in 0..TABLE_SLOTS {
-        let e = &TABLE[i];
-        match e.thread.load(Ordering::Relaxed) {
-            k if k == thread => {
-                let slot = e.slot.swap(null_mut(), Ordering::Relaxed);
-                // Release pairs with the Acquire of the next claim of the
-                // entry: our swap of `slot` happens before its store.
-                e.thread.store(TOMB, Ordering::Release);
-                return Some(slot);
-            }
-            EMPTY => return None,
-            _ => i = (i + 1) & MASK,
+    TABLE.remove(thread)
+}
+
+impl<const N: usize> Table<N> {
+    /// An empty table.
+    #[cfg(not(loom))]
+    pub(crate) const fn new() -> Self {
+        Table {
+            entries: [const {
+                Entry {
+                    thread: AtomicUsize::new(EMPTY),
+                    slot: AtomicPtr::new(null_mut()),
+                }
+            }; N],
         }
     }
-    None
+
+    /// An empty table (loom's atomics have no `const` constructor).
+    #[cfg(loom)]
+    pub(crate) fn new() -> Self {
+        Table {
+            entries: core::array::from_fn(|_| Entry {
+                thread: AtomicUsize::new(EMPTY),
+                slot: AtomicPtr::new(null_mut()),
+            }),
+        }
+    }
+
+    #[inline(always)]
+    fn home(thread: usize) -> usize {
+        // Fibonacci hashing: thread pointers are page-aligned-ish. The top
+        // log2(N) bits of the product.
+        let bits = N.trailing_zeros();
+        if bits == 0 {
+            return 0;
+        }
+        (thread.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (usize::BITS - bits)) & (N - 1)
+    }
+
+    /// The allocator `thread` (the caller) registered, if any.
+    #[inline(always)]
+    pub(crate) fn lookup(&self, thread: usize) -> Option<*mut u8> {
+        if thread <= TOMB {
+            return None;
+        }
+        let mut i = Self::home(thread);
+        for _ in 0..N {
+            let e = &self.entries[i];
+            // Relaxed: only this thread writes an entry keyed by `thread`.
+            match e.thread.load(Ordering::Relaxed) {
+                k if k == thread => return Some(e.slot.load(Ordering::Relaxed)),
+                EMPTY => return None,
+                _ => i = (i + 1) & (N - 1),
+            }
+        }
+        None
+    }
+
+    /// Records `slot` for `thread` (the caller, which has none recorded);
+    /// false when the table is full.
+    pub(crate) fn insert(&self, thread: usize, slot: *mut u8) -> bool {
+        if thread <= TOMB {
+            return false;
+        }
+        let mut i = Self::home(thread);
+        for _ in 0..N {
+            let e = &self.entries[i];
+            // Acquire (here and for a failed exchange) pairs with the
+            // Release of the claim that put the key we read there: the
+            // entries that thread retired before it claimed this one are
+            // seen retired further on. Read Relaxed, a weakly ordered
+            // machine could show them still taken, and a table with room
+            // could answer full (the loom model below found that).
+            let k = e.thread.load(Ordering::Acquire);
+            // Acquire on success pairs with the Release that made the entry a
+            // TOMB: the remover's swap of `slot` happens before our store
+            // below, so it cannot overwrite it. Release for the readers above.
+            // The slot is read only by this thread.
+            if (k == EMPTY || k == TOMB)
+                && e.thread
+                    .compare_exchange(k, thread, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
+                e.slot.store(slot, Ordering::Relaxed);
+                return true;
+            }
+            i = (i + 1) & (N - 1);
+        }
+        false
+    }
+
+    /// Forgets `thread`'s (the caller's) allocator and returns it.
+    pub(crate) fn remove(&self, thread: usize) -> Option<*mut u8> {
+        if thread <= TOMB {
+            return None;
+        }
+        let mut i = Self::home(thread);
+        for _ in 0..N {
+            let e = &self.entries[i];
+            match e.thread.load(Ordering::Relaxed) {
+                k if k == thread => {
+                    let slot = e.slot.swap(null_mut(), Ordering::Relaxed);
+                    // Release pairs with the Acquire of the next claim of the
+                    // entry: our swap of `slot` happens before its store.
+                    e.thread.store(TOMB, Ordering::Release);
+                    return Some(slot);
+                }
+                EMPTY => return None,
+                _ => i = (i + 1) & (N - 1),
+            }
+        }
+        None
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+
+    /// Two threads whose keys share their home entry in a table of two
+    /// register, find their own allocator and leave, twice each: an entry
+    /// one leaves may be taken by the other at once, and neither may ever
+    /// see the other's allocator, or lose its own to the other's late swap.
+    #[test]
+    fn threads_sharing_a_home_entry_keep_their_own_allocators() {
+        // Keys above TOMB with the same home in Table<2>.
+        let first = 0x1000usize;
+        let second = (first + 1..)
+            .find(|&k| Table::<2>::home(k) == Table::<2>::home(first))
+            .expect("a key with the same home");
+        // Three preemptions keep the search to seconds; the stale read it
+        // found under Relaxed loads needs none.
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(3);
+        model.check(move || {
+            let table = Arc::new(Table::<2>::new());
+            let run = |table: &Table<2>, key: usize, slot: usize| {
+                for _ in 0..2 {
+                    let p = slot as *mut u8;
+                    assert!(table.insert(key, p), "the table of two is full");
+                    assert_eq!(table.lookup(key), Some(p));
+                    assert_eq!(table.remove(key), Some(p));
+                }
+            };
+            let other = {
+                let table = table.clone();
+                loom::thread::spawn(move || run(&table, second, 0x20))
+            };
+            run(&table, first, 0x10);
+            other.join().expect("the other thread");
+        });
+    }
 }
