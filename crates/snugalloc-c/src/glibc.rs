@@ -133,8 +133,9 @@ pub extern "C" fn malloc_stats() {
 /// arena). One `<heap>`: `<sizes>` lists, per size class with free slots
 /// in its slabs, the slots' size, count and bytes; `rest` is those free
 /// slots in all; `system current`/`max` are the reserved bytes and their
-/// peak (as `snugalloc_stats`), `aspace` the heap's size (the region, or
-/// the OS reservation); no fast bins and no separate mappings. Returns 0;
+/// peak (as `snugalloc_stats`), `aspace` the reserved bytes too (glibc
+/// reports the memory it obtained there); no fast bins and no separate
+/// mappings. Returns 0;
 /// `EINVAL` (the value, as glibc's code does, where its manual says -1;
 /// `errno` is set too) if `options` is not 0 or `fp` is null; -1 if
 /// writing to `fp` failed.
@@ -200,9 +201,11 @@ fn write_info(w: &mut impl fmt::Write) -> fmt::Result {
         }
     }
     writeln!(w, "</sizes>")?;
-    let (current, max, space) = stats.map_or((0, 0, 0), |s| {
-        (s.reserved_bytes, s.peak_reserved_bytes, s.heap_bytes)
-    });
+    // `aspace` is what glibc obtained from the system and can write, which
+    // for this heap is what it has reserved (an OS heap's address space is
+    // 64 GiB, nearly all of it untouched).
+    let (current, max) = stats.map_or((0, 0), |s| (s.reserved_bytes, s.peak_reserved_bytes));
+    let space = current;
     let totals = |w: &mut dyn fmt::Write| -> fmt::Result {
         writeln!(w, "<total type=\"fast\" count=\"0\" size=\"0\"/>")?;
         writeln!(

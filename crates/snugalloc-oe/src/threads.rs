@@ -120,6 +120,7 @@ impl<const N: usize> Table<N> {
 
     #[inline(always)]
     fn home(thread: usize) -> usize {
+        const { assert!(N.is_power_of_two(), "a table of a power of two entries") };
         // Fibonacci hashing: thread pointers are page-aligned-ish. The top
         // log2(N) bits of the product.
         let bits = N.trailing_zeros();
@@ -221,8 +222,10 @@ mod loom_tests {
         let second = (first + 1..)
             .find(|&k| Table::<2>::home(k) == Table::<2>::home(first))
             .expect("a key with the same home");
-        // Three preemptions keep the search to seconds; the stale read it
-        // found under Relaxed loads needs none.
+        // Three preemptions keep the search under a second, and are what
+        // the stale read it found under Relaxed loads needs: A claims home,
+        // B the other entry, A leaves, B leaves and claims home and leaves
+        // again, then A's claim reads both entries as B's.
         let mut model = loom::model::Builder::new();
         model.preemption_bound = Some(3);
         model.check(move || {

@@ -147,7 +147,7 @@ static void info_xml(void) {
         unsigned long long current = xml_number(xml, "<system type=\"current\" size=\"");
         unsigned long long space = xml_number(xml, "<aspace type=\"total\" size=\"");
         struct mallinfo2 m = mallinfo2();
-        CHECK(current >= 100000 && current <= space, "current %llu, address space %llu", current,
+        CHECK(current >= 100000 && space == current, "current %llu, address space %llu", current,
               space);
         CHECK(current <= m.arena + (1 << 20) && m.arena <= current + (1 << 20),
               "current %llu, mallinfo2 arena %zu", current, m.arena);
