@@ -130,9 +130,9 @@ impl<const N: usize> Table<N> {
         (thread.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (usize::BITS - bits)) & (N - 1)
     }
 
-    /// The allocator `thread` (the caller) registered, if any.
+    /// The entry keyed by `thread` (the caller), if any.
     #[inline(always)]
-    pub(crate) fn lookup(&self, thread: usize) -> Option<*mut u8> {
+    fn find(&self, thread: usize) -> Option<&Entry> {
         if thread <= TOMB {
             return None;
         }
@@ -141,12 +141,19 @@ impl<const N: usize> Table<N> {
             let e = &self.entries[i];
             // Relaxed: only this thread writes an entry keyed by `thread`.
             match e.thread.load(Ordering::Relaxed) {
-                k if k == thread => return Some(e.slot.load(Ordering::Relaxed)),
+                k if k == thread => return Some(e),
                 EMPTY => return None,
                 _ => i = (i + 1) & (N - 1),
             }
         }
         None
+    }
+
+    /// The allocator `thread` (the caller) registered, if any.
+    #[inline(always)]
+    pub(crate) fn lookup(&self, thread: usize) -> Option<*mut u8> {
+        // Relaxed: only this thread writes its entry's slot.
+        self.find(thread).map(|e| e.slot.load(Ordering::Relaxed))
     }
 
     /// Records `slot` for `thread` (the caller, which has none recorded);
@@ -184,25 +191,12 @@ impl<const N: usize> Table<N> {
 
     /// Forgets `thread`'s (the caller's) allocator and returns it.
     pub(crate) fn remove(&self, thread: usize) -> Option<*mut u8> {
-        if thread <= TOMB {
-            return None;
-        }
-        let mut i = Self::home(thread);
-        for _ in 0..N {
-            let e = &self.entries[i];
-            match e.thread.load(Ordering::Relaxed) {
-                k if k == thread => {
-                    let slot = e.slot.swap(null_mut(), Ordering::Relaxed);
-                    // Release pairs with the Acquire of the next claim of the
-                    // entry: our swap of `slot` happens before its store.
-                    e.thread.store(TOMB, Ordering::Release);
-                    return Some(slot);
-                }
-                EMPTY => return None,
-                _ => i = (i + 1) & (N - 1),
-            }
-        }
-        None
+        let e = self.find(thread)?;
+        let slot = e.slot.swap(null_mut(), Ordering::Relaxed);
+        // Release pairs with the Acquire of the next claim of the entry: our
+        // swap of `slot` happens before its store.
+        e.thread.store(TOMB, Ordering::Release);
+        Some(slot)
     }
 }
 

@@ -199,14 +199,11 @@ mod tests {
     use super::*;
     use crate::run::{RunOutcome, Sample};
 
-    #[test]
-    fn bisection_finds_the_threshold() {
-        // A fake workload that fails below 37 MiB.
-        let spec = AllocSpec::Dlmalloc {
-            granularity_bytes: None,
-        };
-        let probe = |a: &dyn crate::alloc::RegionAlloc, _seed: u64| RunOutcome {
-            oom_count: u64::from(a.region().map_or(0, |r| r.len()) < 37 * MIB),
+    /// A probe's outcome: failed (one out-of-memory failure) or not, with
+    /// 30 MiB live at its peak.
+    fn outcome(fails: bool) -> RunOutcome {
+        RunOutcome {
+            oom_count: u64::from(fails),
             samples: vec![Sample {
                 t_s: 0.0,
                 requested_bytes: 30 * MIB as u64,
@@ -214,6 +211,17 @@ mod tests {
                 ops_per_s: 0.0,
             }],
             ..RunOutcome::default()
+        }
+    }
+
+    #[test]
+    fn bisection_finds_the_threshold() {
+        // A fake workload that fails below 37 MiB.
+        let spec = AllocSpec::Dlmalloc {
+            granularity_bytes: None,
+        };
+        let probe = |a: &dyn crate::alloc::RegionAlloc, _seed: u64| {
+            outcome(a.region().map_or(0, |r| r.len()) < 37 * MIB)
         };
         let s = Search {
             spec: &spec,
@@ -239,17 +247,7 @@ mod tests {
         // offset 2; 42 passes every seed.
         let probe = |a: &dyn crate::alloc::RegionAlloc, seed: u64| {
             let mib = a.region().map_or(0, |r| r.len()) / MIB;
-            let fails = mib < 40 || (mib == 40 && seed == 1) || (mib == 41 && seed == 2);
-            RunOutcome {
-                oom_count: u64::from(fails),
-                samples: vec![Sample {
-                    t_s: 0.0,
-                    requested_bytes: 30 * MIB as u64,
-                    reserved_bytes: 0,
-                    ops_per_s: 0.0,
-                }],
-                ..RunOutcome::default()
-            }
+            outcome(mib < 40 || (mib == 40 && seed == 1) || (mib == 41 && seed == 2))
         };
         let answer = |confirm| {
             let s = Search {

@@ -70,34 +70,35 @@ fn bad_flags_exit_2_with_one_line() {
     assert!(err.contains("--no-such-flag"));
 }
 
+/// A small ecall-churn (two workers, a 1-2 MiB store, 300 ms) that damages
+/// every 50th block's guard.
+const SMALL_CORRUPTING: [&str; 14] = [
+    "--workload",
+    "ecall-churn",
+    "--workers",
+    "2",
+    "--others",
+    "0",
+    "--store-min",
+    "1M",
+    "--store-max",
+    "2M",
+    "--duration",
+    "300ms",
+    "--inject-corruption-every",
+    "50",
+];
+
 #[test]
 fn corruption_is_detected_and_fails_the_run() {
     let dir = std::env::temp_dir().join(format!("snugalloc-sim-test-{}", std::process::id()));
     let out = dir.to_str().expect("utf-8 temp dir");
     let (code, stdout, err) = sim(&[
-        "run",
-        "--workload",
-        "ecall-churn",
-        "--alloc",
-        "dlmalloc",
-        "--heap",
-        "32M",
-        "--workers",
-        "2",
-        "--others",
-        "0",
-        "--store-min",
-        "1M",
-        "--store-max",
-        "2M",
-        "--duration",
-        "300ms",
-        "--no-plot",
-        "--inject-corruption-every",
-        "50",
-        "--out",
-        out,
-    ]);
+        &["run", "--alloc", "dlmalloc", "--heap", "32M", "--no-plot"],
+        &SMALL_CORRUPTING[..],
+        &["--out", out],
+    ]
+    .concat());
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(code, 1, "stdout: {stdout}\nstderr: {err}");
     assert!(err.contains("corruption: block"), "{err}");
@@ -124,28 +125,11 @@ fn corruption_fails_a_min_heap_search() {
     let dir = std::env::temp_dir().join(format!("snugalloc-sim-mh-{}", std::process::id()));
     let out = dir.to_str().expect("utf-8 temp dir");
     let (code, stdout, err) = sim(&[
-        "min-heap",
-        "--workload",
-        "ecall-churn",
-        "--alloc",
-        "dlmalloc",
-        "--max-heap",
-        "8M",
-        "--workers",
-        "2",
-        "--others",
-        "0",
-        "--store-min",
-        "1M",
-        "--store-max",
-        "2M",
-        "--duration",
-        "300ms",
-        "--inject-corruption-every",
-        "50",
-        "--out",
-        out,
-    ]);
+        &["min-heap", "--alloc", "dlmalloc", "--max-heap", "8M"],
+        &SMALL_CORRUPTING[..],
+        &["--out", out],
+    ]
+    .concat());
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(code, 1, "stdout: {stdout}\nstderr: {err}");
     assert!(err.contains("min-heap FAILED: dlmalloc at 8 MiB"), "{err}");

@@ -143,6 +143,9 @@ impl ClassTable {
     pub fn requested_text(&self) -> Option<String> {
         let large = self.large_requested_bytes?;
         let kib = |b: u64| b as f64 / 1024.0;
+        let columns = |cols: &[u64; 5]| -> String {
+            cols.iter().map(|&b| format!(" {:>10.1}", kib(b))).collect()
+        };
         let mut out = format!(
             "{:>5} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
             "class", "object B", "requested", "rounding", "in flight", "free slots", "slabs"
@@ -163,26 +166,9 @@ impl ClassTable {
             for (s, c) in sum.iter_mut().zip(cols) {
                 *s += c;
             }
-            out += &format!(
-                "{:>5} {:>9} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1}\n",
-                r.class,
-                r.object_bytes,
-                kib(cols[0]),
-                kib(cols[1]),
-                kib(cols[2]),
-                kib(cols[3]),
-                kib(cols[4])
-            );
+            out += &format!("{:>5} {:>9}{}\n", r.class, r.object_bytes, columns(&cols));
         }
-        out += &format!(
-            "{:>15} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1}\n",
-            "all classes",
-            kib(sum[0]),
-            kib(sum[1]),
-            kib(sum[2]),
-            kib(sum[3]),
-            kib(sum[4])
-        );
+        out += &format!("{:>15}{}\n", "all classes", columns(&sum));
         out += &format!(
             "large objects: {:.1} KiB requested in {:.1} KiB of chunk runs (rounding to whole chunks {:.1} KiB)\n",
             kib(large),
