@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! alloc ── fast: class table → bin's current slab → pop its free list
-//!   └─ alloc_slow (cold) ─┬─ drain_inbox (frees sent to us)
+//!   └─ alloc_slow (cold) ─┬─ pop a kept foreign object, else take a depot list
+//!                         ├─ drain_inbox (frees sent to us)
 //!                         ├─ alloc_from_class ─┬─ pop a kept foreign object (see below)
 //!                         │                    ├─ pop / carve / drop a full slab from the bin
 //!                         │                    └─ new_slab ── claim_run (cache, else backend)
@@ -14,7 +15,8 @@
 //! dealloc ── fast: pagemap → slab head → slot check ─┬─ owner == us: push on slab
 //!   │                                                └─ else dealloc_remote
 //!   ├─ slab_changed (cold): full → partial (relink), empty → back to backend
-//!   ├─ dealloc_remote: keep it to hand out again (foreign), else
+//!   ├─ dealloc_remote: keep it to hand out again (foreign), else the
+//!   │    class's kept list with it to the heap's depot, else
 //!   │    outgoing.push → full batch: post to owner's inbox
 //!   └─ dealloc_slow (cold): large → give_run (cache, else backend);
 //!        half → halves.release (both halves free: give_run); else fatal
@@ -34,7 +36,9 @@
 //! - `foreign[c]` lists objects of class `c` in other allocators' slabs,
 //!   freed through this allocator and kept to be handed out again (their
 //!   slabs still count them as in use); `foreign_bytes` is their total
-//!   size, at most `foreign_limit`. While `foreign[c]` is not empty,
+//!   size, at most `foreign_limit` (a list taken from the depot may pass
+//!   it until it is handed out), and `foreign_count[c]` the length of
+//!   `foreign[c]`. While `foreign[c]` is not empty,
 //!   `bins[c].current` is the sentinel, so allocations of class `c` take
 //!   the slow path, which hands these out first.
 //! - `shared.counters.live` is the bytes allocated minus bytes freed
@@ -154,8 +158,12 @@ pub(crate) struct Allocator {
     /// Other allocators' objects freed through us, by class, to hand out
     /// again (see the module documentation).
     foreign: [*mut FreeObject; NUM_CLASSES],
+    /// Objects on each `foreign` list.
+    foreign_count: [u32; NUM_CLASSES],
     foreign_bytes: usize,
     foreign_limit: usize,
+    /// Most bytes the heap's depot may hold when we add to it.
+    depot_limit: usize,
 }
 
 /// Change of an allocator's live bytes that its slow path publishes to the
@@ -243,8 +251,10 @@ impl Allocator {
                 0
             },
             foreign: [null_mut(); NUM_CLASSES],
+            foreign_count: [0; NUM_CLASSES],
             foreign_bytes: 0,
             foreign_limit: heap.config.idle_retain_bytes,
+            depot_limit: heap.config.depot_bytes,
         }
     }
 
@@ -344,7 +354,10 @@ impl Allocator {
             // A kept foreign object first: no publishing, no inbox check
             // (kept objects can go round one allocator many times).
             let class = self.class_of(size);
-            let obj = self.pop_foreign(class);
+            let mut obj = self.pop_foreign(class);
+            if obj.is_null() && self.take_from_depot(class) {
+                obj = self.pop_foreign(class);
+            }
             if !obj.is_null() {
                 self.count(if USABLE { class_size(class) } else { size } as isize);
                 return obj.cast();
@@ -470,6 +483,7 @@ impl Allocator {
             self.foreign[class] = unsafe { (*obj).next };
             // Saturating: a double free could make the list longer than
             // its count; never a panic on the allocation path.
+            self.foreign_count[class] = self.foreign_count[class].saturating_sub(1);
             self.set_foreign_bytes(self.foreign_bytes.saturating_sub(class_size(class)));
             if self.foreign[class].is_null() {
                 // Back to the fast path.
@@ -765,31 +779,93 @@ impl Allocator {
     }
 
     /// Keeps `obj`, an object of class `class` of `owner`'s slab, to hand
-    /// out again if there is room; else queues it for its owner.
+    /// out again if there is room; else hands it, with the objects of its
+    /// class we keep, to the heap's depot; else queues it for its owner.
     ///
     /// Kept objects do not wait in the inbox of an owner whose thread is
     /// descheduled in the middle of its work (with more threads than cores,
     /// thousands of them did, and their slabs with them): the next
-    /// allocation of the class here takes one.
+    /// allocation of the class here, or anywhere for the depot's, takes one.
     #[inline(never)]
     fn dealloc_remote(&mut self, owner: u16, class: usize, obj: *mut FreeObject) {
+        let kept = self.foreign[class];
+        if kept == obj {
+            // The cheap part of double-free detection for kept objects (a
+            // longer list is not walked).
+            fatal("double free detected (object already freed)", obj as usize);
+        }
         let size = class_size(class);
+        // SAFETY: the client gave `obj` up; its first word becomes the link
+        // to our kept list of its class (whatever happens to it next).
+        unsafe { (*obj).next = kept };
+        let count = self.foreign_count[class] as usize + 1;
         if self.foreign_bytes + size <= self.foreign_limit {
-            if self.foreign[class] == obj {
-                // The cheap part of double-free detection for kept objects
-                // (a longer list is not walked).
-                fatal("double free detected (object already freed)", obj as usize);
-            }
-            // SAFETY: the client gave `obj` up; its first word becomes the
-            // link of our foreign list.
-            unsafe { (*obj).next = self.foreign[class] };
             self.foreign[class] = obj;
+            self.foreign_count[class] = count as u32;
             self.set_foreign_bytes(self.foreign_bytes + size);
             // Allocations of the class now take the slow path, which hands
             // kept objects out first.
             self.set_head(class, self.bins[class].head);
             return;
         }
+        // SAFETY: `obj` heads `count` free objects of `class` (our kept list
+        // of the class, whose count we keep), each an object slot that its
+        // slab counts as in use, held by nothing else.
+        if unsafe {
+            self.heap()
+                .depot
+                .put(class, obj, count, size, self.depot_limit)
+        } {
+            self.foreign[class] = null_mut();
+            self.foreign_count[class] = 0;
+            self.set_foreign_bytes(self.foreign_bytes - (count - 1) * size);
+            self.set_head(class, self.bins[class].head);
+            return;
+        }
+        self.send_home(owner, obj);
+    }
+
+    /// Takes a list of `class` from the depot as our kept list of the
+    /// class (which is empty); returns whether there was one.
+    #[inline(never)]
+    fn take_from_depot(&mut self, class: usize) -> bool {
+        let size = class_size(class);
+        let Some(list) = self.heap().depot.take(class, size) else {
+            return false;
+        };
+        debug_assert!(self.foreign[class].is_null());
+        self.foreign[class] = list.head;
+        self.foreign_count[class] = list.count as u32;
+        self.set_foreign_bytes(self.foreign_bytes + list.count * size);
+        // Allocations of the class take the slow path while we keep some.
+        self.set_head(class, self.bins[class].head);
+        true
+    }
+
+    /// Sends the objects of the depot to their owners.
+    fn drain_depot(&mut self) {
+        let heap = self.heap;
+        // SAFETY: the heap outlives its allocators.
+        unsafe { &*heap }.depot.drain(class_size, |_, list| {
+            let mut obj = list.head;
+            while !obj.is_null() {
+                // SAFETY: depot lists link free objects through `next`.
+                let next = unsafe { (*obj).next };
+                self.send_object_home(obj);
+                obj = next;
+            }
+        });
+    }
+
+    /// Sends `obj`, a free object slot of a slab that counts it as in use,
+    /// to the slab's owner.
+    fn send_object_home(&mut self, obj: *mut FreeObject) {
+        let Some(index) = self.pagemap.index_of(obj as usize) else {
+            fatal("foreign object outside the heap", obj as usize)
+        };
+        // A slab that holds a kept object counts it as in use, so it
+        // keeps its owner.
+        let owner = self.pagemap.entry(index).desc().owner();
         self.send_home(owner, obj);
     }
 
@@ -812,16 +888,11 @@ impl Allocator {
                 continue;
             }
             self.foreign[class] = null_mut();
+            self.foreign_count[class] = 0;
             while !obj.is_null() {
                 // SAFETY: foreign lists link free objects through `next`.
                 let next = unsafe { (*obj).next };
-                let Some(index) = self.pagemap.index_of(obj as usize) else {
-                    fatal("foreign object outside the heap", obj as usize)
-                };
-                // A slab that holds a kept object counts it as in use, so it
-                // keeps its owner.
-                let owner = self.pagemap.entry(index).desc().owner();
-                self.send_home(owner, obj);
+                self.send_object_home(obj);
                 obj = next;
             }
             self.set_head(class, self.bins[class].head);
@@ -1374,6 +1445,7 @@ impl Allocator {
     /// Gives back everything this allocator holds that nothing uses.
     pub(crate) fn reclaim_own(&mut self) {
         self.flush_foreign();
+        self.drain_depot();
         self.flush_outgoing();
         self.drain_inbox();
         self.release_empty_slabs(0);
@@ -1440,7 +1512,9 @@ impl Allocator {
             let _ = listed;
             // Kept foreign objects: counted, and their class off the fast path.
             let mut p = self.foreign[class];
+            let mut kept = 0;
             while !p.is_null() {
+                kept += 1;
                 foreign += class_size(class);
                 assert!(core::ptr::eq(
                     self.bins[class].current,
@@ -1449,6 +1523,7 @@ impl Allocator {
                 // SAFETY: foreign lists link free objects through `next`.
                 p = unsafe { (*p).next };
             }
+            assert_eq!(kept, self.foreign_count[class], "class {class}");
         }
         assert_eq!(foreign, self.foreign_bytes);
     }

@@ -34,6 +34,8 @@ pub const MAX_DECOMMIT_DELAY_MS: u64 = 60_000;
 /// and 3 s epochs, 2 and 3 s returned none of it (see docs/architecture.md,
 /// "Decommit"). Twice 2 s, for slower machines.
 const DECOMMIT_EPOCH_MS: u64 = 4000;
+/// Default `Config::depot_bytes`.
+const DEPOT_BYTES: usize = 256 * KIB;
 
 /// How a heap is laid out and how much it may keep in reserve.
 ///
@@ -70,6 +72,13 @@ pub struct Config {
     /// to hand out again (freed through it, attached or not), instead of
     /// sending them to an owner that may be descheduled for milliseconds.
     pub idle_retain_bytes: usize,
+    /// Bytes of other allocators' objects the heap's depot may hold: objects
+    /// freed by a thread that does not own them, past what its allocator
+    /// keeps (`idle_retain_bytes`), wait there for whichever allocator next
+    /// runs short of their class, instead of in the inbox of an owner that
+    /// may be descheduled. A reclaim (an allocation about to fail, `trim`)
+    /// sends them home. 0 turns the depot off; at most 64 MiB.
+    pub depot_bytes: usize,
     /// Bytes of free chunk runs each allocator may cache instead of giving
     /// them back to the backend (a speed policy for big heaps). In force only
     /// when the heap is at least `chunk_cache_min_heap_bytes`; 0 turns it off;
@@ -124,6 +133,7 @@ impl Config {
             max_slab_bytes: 4 * chunk_bytes,
             max_allocators: 1024,
             idle_retain_bytes: if small { 2 * chunk_bytes } else { 256 * KIB },
+            depot_bytes: DEPOT_BYTES,
             chunk_cache_bytes: 256 * KIB,
             chunk_cache_min_heap_bytes: SMALL_HEAP_BYTES,
             os_reserve_bytes: 64 * GIB,
@@ -144,6 +154,7 @@ impl Config {
             max_slab_bytes: 64 * KIB,
             max_allocators: MAX_ALLOCATORS,
             idle_retain_bytes: 256 * KIB,
+            depot_bytes: DEPOT_BYTES,
             chunk_cache_bytes: 256 * KIB,
             chunk_cache_min_heap_bytes: SMALL_HEAP_BYTES,
             os_reserve_bytes: 64 * GIB,
@@ -201,6 +212,9 @@ impl Config {
                 "16 B to 64 KiB, and at most max_slab_bytes",
                 ("max_slab_bytes", s),
             );
+        }
+        if self.depot_bytes > 64 * MIB {
+            return bad("depot_bytes", self.depot_bytes, "0 (off) to 64 MiB");
         }
         if self.chunk_cache_bytes > 64 * MIB {
             return bad(

@@ -17,6 +17,7 @@ use core::ptr::{null_mut, NonNull};
 use crate::allocator::{tail_head, Allocator, AllocatorSlot, Counters, Shared, MIN_ALIGN};
 use crate::backend::{bitmap_words, block_words, Backend};
 use crate::config::{Config, Error, MAX_CHUNKS};
+use crate::depot::Depot;
 use crate::fork_gate::ForkGate;
 use crate::half::{open_words, Halves, Release, HIGH, LOW};
 use crate::pagemap::{ChunkMeta, Desc, FreeObject, Kind, Pagemap};
@@ -92,6 +93,9 @@ pub(crate) struct HeapInner {
     pub(crate) pool: Pool,
     /// Chunks with a free half (see the `half` module).
     pub(crate) halves: Halves,
+    /// Objects freed by other threads than their owner's, for any
+    /// allocator to hand out again (see the `depot` module).
+    pub(crate) depot: Depot,
     /// Size of a half chunk if the heap serves objects above its largest
     /// slab class from halves, else 0.
     pub(crate) half_bytes: usize,
@@ -313,6 +317,7 @@ impl HeapInner {
                 empty_slab: ChunkMeta::empty(),
                 pool,
                 halves: halves_index,
+                depot: Depot::new(),
                 half_bytes: if halves { half_bytes } else { 0 },
                 fork_gate: ForkGate::new(),
                 detached_live: AtomicIsize::new(0),
@@ -914,9 +919,11 @@ impl HeapInner {
             .sum();
 
         let cached_chunks: usize = slots().map(|s| s.shared.runs.chunks()).sum();
+        let depot_bytes = self.depot.bytes();
         let foreign_bytes: usize = slots()
             .map(|s| s.shared.counters.foreign.load(Ordering::Relaxed))
-            .sum();
+            .sum::<usize>()
+            + depot_bytes;
         let free = self.backend.free_summary();
         let mut free_runs = [FreeRuns::default(); crate::backend::FREE_RUN_BUCKETS];
         for (b, row) in free_runs.iter_mut().enumerate() {
@@ -929,6 +936,7 @@ impl HeapInner {
         Snapshot {
             cached_bytes: cached_chunks << shift,
             foreign_bytes,
+            depot_bytes,
             rows,
             large_objects,
             large_bytes,

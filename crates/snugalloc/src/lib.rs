@@ -45,6 +45,8 @@
 //! | `pagemap` | chunk → metadata (kind, class, owner, slab state) |
 //! | `backend` | runs of chunks: first fit over a bitmap |
 //! | `remote` | outgoing batches and inboxes for cross-thread frees |
+//! | `depot` | other allocators' objects past what an allocator keeps, for any allocator to hand out again |
+//! | `run_cache` | free chunk runs an allocator keeps for its next slab or large object (big heaps) |
 //! | `allocator` | fast and slow paths of alloc and free |
 //! | `pool` | allocators handed out on attach, taken back on detach |
 //! | `fork_gate` | no other allocator's `busy` flag held for a moment across `fork()` |
@@ -65,6 +67,7 @@ extern crate std;
 mod allocator;
 mod backend;
 mod config;
+mod depot;
 mod fork_gate;
 mod global;
 mod half;

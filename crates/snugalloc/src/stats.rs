@@ -76,6 +76,9 @@ pub struct Snapshot {
     /// Bytes of objects freed through an allocator that does not own them,
     /// kept by it to hand out again (counted in their slabs' live objects).
     pub foreign_bytes: usize,
+    /// Of `foreign_bytes`, those in the heap's depot (kept for any
+    /// allocator rather than by one).
+    pub depot_bytes: usize,
     /// Longest run of free chunks, in bytes: the largest block that can
     /// be allocated now.
     pub largest_free_bytes: usize,
@@ -154,12 +157,13 @@ impl fmt::Display for Snapshot {
         }
         writeln!(
             f,
-            "large objects {}, {:.1} KiB; idle allocators hold {:.1} KiB free in slabs; chunk caches {:.1} KiB; foreign objects kept for reuse {:.1} KiB; remote frees in flight {} ({} outgoing, {} in inboxes); largest free run {:.1} KiB",
+            "large objects {}, {:.1} KiB; idle allocators hold {:.1} KiB free in slabs; chunk caches {:.1} KiB; foreign objects kept for reuse {:.1} KiB ({:.1} in the depot); remote frees in flight {} ({} outgoing, {} in inboxes); largest free run {:.1} KiB",
             self.large_objects,
             kib(self.large_bytes),
             kib(self.idle_bytes),
             kib(self.cached_bytes),
             kib(self.foreign_bytes),
+            kib(self.depot_bytes),
             self.remote_in_flight,
             self.remote_outgoing,
             self.remote_inbox,

@@ -574,7 +574,8 @@ fn misuse(case: &str) {
 
 /// Owner `o` has a slab of 48-byte objects holding `x0` and `x1` (the
 /// second object). Senders `d` and `b` both free `x1` (nothing is kept as
-/// a foreign object: `idle_retain_bytes` is 0), and `b`'s copy arrives. The
+/// a foreign object or in the depot: `idle_retain_bytes` and `depot_bytes`
+/// are 0), and `b`'s copy arrives. The
 /// owner frees `x0` and detaches, which gives the empty slab back; `c`
 /// makes a slab of 256-byte objects there, where `x1` is no object (with
 /// `same_class`, of 48-byte objects, and holds `x1` again), while the
@@ -582,6 +583,7 @@ fn misuse(case: &str) {
 fn remote_twice_reused(same_class: bool) {
     let config = Config {
         idle_retain_bytes: 0,
+        depot_bytes: 0,
         ..Config::for_region(4 * MIB)
     };
     let heap = fixed_heap_with(4 * MIB, config);
@@ -1065,8 +1067,14 @@ fn count_in(map: &str, c: char) -> usize {
 
 #[test]
 fn foreign_objects_are_reused_by_the_freeing_allocator_and_bounded() {
-    let heap = fixed_heap(16 * MIB);
-    let retain = Config::for_region(16 * MIB).idle_retain_bytes;
+    // Without the depot, which takes what an allocator cannot keep (see
+    // the next test).
+    let config = Config {
+        depot_bytes: 0,
+        ..Config::for_region(16 * MIB)
+    };
+    let heap = fixed_heap_with(16 * MIB, config);
+    let retain = config.idle_retain_bytes;
     let l = Layout::from_size_align(200, 8).expect("layout");
     let size = snugalloc::class_size(heap.size_class_of(l.size()).expect("a slab class"));
     let mut owner = heap.attach().expect("attach");
@@ -1106,6 +1114,60 @@ fn foreign_objects_are_reused_by_the_freeing_allocator_and_bounded() {
     assert_eq!(heap.snapshot().foreign_bytes, 0);
     assert_eq!(heap.stats().live_bytes, 0);
     assert_eq!(object_chunk_bytes(&heap), 0, "{}", heap.snapshot());
+}
+
+#[test]
+fn the_depot_takes_what_an_allocator_cannot_keep_and_any_allocator_reuses_it() {
+    let heap = fixed_heap(16 * MIB);
+    let config = Config::for_region(16 * MIB);
+    let (retain, depot) = (config.idle_retain_bytes, config.depot_bytes);
+    let l = Layout::from_size_align(200, 8).expect("layout");
+    let size = snugalloc::class_size(heap.size_class_of(l.size()).expect("a slab class"));
+    let mut owner = heap.attach().expect("attach");
+    let mut freer = heap.attach().expect("attach");
+    let mut third = heap.attach().expect("attach");
+    // Objects of `owner`'s slabs freed through `freer`, more than it and
+    // the depot may keep: `freer` keeps up to its bound, the depot takes
+    // its kept list with the next object whenever that bound is reached,
+    // up to its own, and the rest go home.
+    let n = (retain + depot) / size * 2;
+    let objs: Vec<_> = (0..n).map(|_| owner.alloc(l)).collect();
+    for &p in &objs {
+        // SAFETY: allocated above with `l`, freed once.
+        unsafe { freer.dealloc(p, l) };
+    }
+    let s = heap.snapshot();
+    assert!(
+        s.depot_bytes > retain && s.depot_bytes <= depot,
+        "depot {} of at most {depot}: {s}",
+        s.depot_bytes
+    );
+    assert!(s.foreign_bytes - s.depot_bytes <= retain, "{s}");
+    // A third allocator, short of the class, takes the depot's objects
+    // before it carves a slab of its own.
+    let class = heap.size_class_of(l.size()).expect("a slab class");
+    let slabs = s.classes()[class].slab_count;
+    let in_depot = s.depot_bytes / size;
+    let again: Vec<_> = (0..in_depot).map(|_| third.alloc(l)).collect();
+    assert!(
+        again.iter().all(|p| objs.contains(p)),
+        "depot objects reused by another allocator"
+    );
+    let s = heap.snapshot();
+    assert_eq!(s.depot_bytes, 0, "{s}");
+    assert_eq!(s.classes()[class].slab_count, slabs, "no new slab: {s}");
+    for &p in &again {
+        // SAFETY: allocated above with `l`, freed once.
+        unsafe { third.dealloc(p, l) };
+    }
+    // What the depot and `freer` hold goes home on reclaim; then nothing
+    // is left in use.
+    drop((owner, freer, third));
+    heap.reclaim();
+    let s = heap.snapshot();
+    assert_eq!((s.foreign_bytes, s.depot_bytes), (0, 0), "{s}");
+    assert_eq!(heap.stats().live_bytes, 0);
+    assert_eq!(object_chunk_bytes(&heap), 0, "{s}");
 }
 
 #[test]

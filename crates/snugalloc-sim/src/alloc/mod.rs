@@ -293,6 +293,9 @@ pub struct SnugOptions {
     pub max_allocators: Option<usize>,
     /// `idle-retain=`: bytes an idle allocator may keep.
     pub idle_retain_bytes: Option<usize>,
+    /// `depot=`: bytes the heap's depot of other allocators' objects may
+    /// hold (`0` turns it off).
+    pub depot_bytes: Option<usize>,
     /// `classes=`: size classes per power of two above 128 B (2, 4 or 8).
     pub classes_per_doubling: Option<usize>,
     /// `cache=`: a per-allocator chunk cache of this many bytes, in force
@@ -325,7 +328,7 @@ pub enum AllocSpec {
 
 /// Allocator names `--alloc` accepts, for error messages.
 pub const ALLOC_ALLOWED: &str =
-    "snugalloc[:chunk=SIZE,max-slab=SIZE,slab=SIZE,max-allocators=N,idle-retain=SIZE,classes=N,cache=SIZE,halves=on|off], \
+    "snugalloc[:chunk=SIZE,max-slab=SIZE,slab=SIZE,max-allocators=N,idle-retain=SIZE,depot=SIZE,classes=N,cache=SIZE,halves=on|off], \
 dlmalloc[:granularity=SIZE], talc, rlsf, firstfit, system, mimalloc, jemalloc, snmalloc";
 
 impl AllocSpec {
@@ -369,6 +372,7 @@ impl AllocSpec {
                             })?)
                         }
                         "idle-retain" => o.idle_retain_bytes = Some(bytes()?),
+                        "depot" => o.depot_bytes = Some(bytes()?),
                         "cache" => o.chunk_cache_bytes = Some(bytes()?),
                         "halves" => {
                             o.half_chunks = Some(match v.as_str() {
@@ -388,7 +392,7 @@ impl AllocSpec {
                         }
                         _ => {
                             return Err(format!(
-                                "unknown snugalloc option '{k}' (allowed: chunk, max-slab, slab, max-allocators, idle-retain, classes, cache, halves)"
+                                "unknown snugalloc option '{k}' (allowed: chunk, max-slab, slab, max-allocators, idle-retain, depot, classes, cache, halves)"
                             ))
                         }
                     }
@@ -481,6 +485,9 @@ impl fmt::Display for AllocSpec {
                 }
                 if let Some(b) = o.idle_retain_bytes {
                     parts.push(format!("idle-retain={}", kib(b)));
+                }
+                if let Some(b) = o.depot_bytes {
+                    parts.push(format!("depot={}", kib(b)));
                 }
                 if let Some(n) = o.classes_per_doubling {
                     parts.push(format!("classes={n}"));
