@@ -74,10 +74,14 @@ pub struct Config {
     pub idle_retain_bytes: usize,
     /// Bytes of other allocators' objects the heap's depot may hold: objects
     /// freed by a thread that does not own them, past what its allocator
-    /// keeps (`idle_retain_bytes`), wait there for whichever allocator next
-    /// runs short of their class, instead of in the inbox of an owner that
-    /// may be descheduled. A reclaim (an allocation about to fail, `trim`)
-    /// sends them home. 0 turns the depot off; at most 64 MiB.
+    /// keeps (`idle_retain_bytes` in all, and an eighth of this per class),
+    /// go there as a list, and wait for whichever allocator next runs short
+    /// of their class instead of in the inbox of an owner that may be
+    /// descheduled. The bound is checked before each list is added, so
+    /// racing threads may pass it by a list each. `trim` and
+    /// [`crate::Heap::reclaim`] send the depot's objects home; an
+    /// allocation about to fail sends those of owners nobody is attached
+    /// to. 0 turns the depot off; at most 64 MiB.
     pub depot_bytes: usize,
     /// Bytes of free chunk runs each allocator may cache instead of giving
     /// them back to the backend (a speed policy for big heaps). In force only
@@ -133,7 +137,12 @@ impl Config {
             max_slab_bytes: 4 * chunk_bytes,
             max_allocators: 1024,
             idle_retain_bytes: if small { 2 * chunk_bytes } else { 256 * KIB },
-            depot_bytes: DEPOT_BYTES,
+            // A 64th of the region, 256 KiB from 16 MiB up.
+            depot_bytes: if region_bytes / 64 < DEPOT_BYTES {
+                region_bytes / 64
+            } else {
+                DEPOT_BYTES
+            },
             chunk_cache_bytes: 256 * KIB,
             chunk_cache_min_heap_bytes: SMALL_HEAP_BYTES,
             os_reserve_bytes: 64 * GIB,

@@ -8,8 +8,9 @@
 //! bound the object used to go to its owner's inbox. With more threads than
 //! cores the owner is usually attached to a descheduled thread, and its
 //! inbox, with the slabs it pins, waited for that thread's next timeslice
-//! (about 11,000 objects, 2.5 MiB of slabs, at the peak of a replay with
-//! slices of 30,000 operations). The depot takes those overflows instead:
+//! (11,596 objects at the peak of a replay with slices of 30,000
+//! operations, whose slabs of objects up to 1 KiB then held 5.3 MiB
+//! against 2.9 MiB with slices of 1,500). The depot takes those overflows instead:
 //! whole lists of one class, which the next allocator short of objects of
 //! that class takes, whichever thread it serves.
 //!
@@ -128,6 +129,14 @@ impl Depot {
                 .fetch_sub(count * object_bytes, Ordering::Relaxed);
         }
         false
+    }
+
+    /// Whether a list of `class` headed by `head` is in the depot now (a
+    /// racy read; nothing is dereferenced).
+    pub(crate) fn holds_list(&self, class: usize, head: *mut FreeObject) -> bool {
+        self.classes
+            .get(class)
+            .is_some_and(|slots| slots.0.iter().any(|s| s.load(Ordering::Relaxed) == head))
     }
 
     /// Takes a list of `class` (objects of `object_bytes`), if one is
@@ -336,22 +345,30 @@ mod loom_tests {
         });
     }
 
-    /// A take and a drain race for the same lists: each list goes to one
-    /// of them (a take that read a slot and then cleared it, instead of
-    /// one swap, would hand a list to both).
+    /// A take and a drain race for the same lists while another list is
+    /// put: each list goes to one of them (a take that read a slot and then
+    /// cleared it, instead of one swap, would hand a list to both), and the
+    /// drain's early return on a zero count never leaves a list behind that
+    /// the final drain would not find.
     #[test]
     fn loom_a_take_and_a_drain_never_share_a_list() {
         loom::model(|| {
             let d = Arc::new(Depot::new());
             let (heads, want) = lists(&[1, 2]);
             let mut got = put_or_keep(&d, heads[0], 1);
-            got.extend(put_or_keep(&d, heads[1], 2));
+            let b = heads[1];
+            let putter = {
+                let d = d.clone();
+                loom::thread::spawn(move || put_or_keep(&d, b, 2))
+            };
             let taker = {
                 let d = d.clone();
                 loom::thread::spawn(move || d.take(0, 16).map_or(Vec::new(), |l| objects(&l)))
             };
             d.drain(|_| 16, |_, l| got.extend(objects(&l)));
+            got.extend(putter.join().unwrap());
             got.extend(taker.join().unwrap());
+            d.drain(|_| 16, |_, l| got.extend(objects(&l)));
             check(got, want, &d);
         });
     }

@@ -200,7 +200,7 @@ pub use os_global::SnugAlloc;
 #[cfg(feature = "std")]
 mod os_global {
     use super::*;
-    use crate::allocator::AllocatorSlot;
+    use crate::allocator::{AllocatorSlot, Reclaim};
     use crate::heap::raw;
     use crate::sync::spin_hint;
     use core::cell::Cell;
@@ -482,8 +482,8 @@ mod os_global {
             // SAFETY: a published heap lives forever.
             let heap = unsafe { &*p };
             match attached() {
-                Some(a) => heap.trim_after(|_| a.reclaim_heap()),
-                None => heap.trim_after(HeapInner::reclaim_others),
+                Some(a) => heap.trim_after(|_| a.reclaim_heap(Reclaim::All)),
+                None => heap.trim_after(|h| h.reclaim_others(Reclaim::All)),
             }
         }
     }

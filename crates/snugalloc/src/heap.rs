@@ -14,7 +14,7 @@ use core::alloc::Layout;
 use core::mem::{align_of, size_of};
 use core::ptr::{null_mut, NonNull};
 
-use crate::allocator::{tail_head, Allocator, AllocatorSlot, Counters, Shared, MIN_ALIGN};
+use crate::allocator::{tail_head, Allocator, AllocatorSlot, Counters, Reclaim, Shared, MIN_ALIGN};
 use crate::backend::{bitmap_words, block_words, Backend};
 use crate::config::{Config, Error, MAX_CHUNKS};
 use crate::depot::Depot;
@@ -25,7 +25,7 @@ use crate::platform::fatal_in;
 use crate::pool::Pool;
 use crate::remote::Inbox;
 use crate::run_cache::RunCache;
-use crate::size_class::{class_of, ClassTable, NUM_CLASSES};
+use crate::size_class::{class_of, class_size, ClassTable, NUM_CLASSES};
 #[cfg(feature = "std")]
 use crate::source::OS_REGION;
 use crate::source::{Source, FIXED_REGION};
@@ -621,7 +621,7 @@ impl HeapInner {
             }
         };
         claim().or_else(|| {
-            self.reclaim_others();
+            self.reclaim_others(Reclaim::IdleOwners { reclaimer: None });
             claim()
         })
     }
@@ -713,14 +713,105 @@ impl HeapInner {
     /// Two passes over the idle ones: the first sends home the foreign
     /// objects idle allocators keep (an idle owner frees them at once), so
     /// the second finds every slab they emptied.
-    pub(crate) fn reclaim_others(&self) {
-        self.for_each_idle(Allocator::send_foreign_home);
-        self.for_each_idle(Allocator::reclaim_own);
+    pub(crate) fn reclaim_others(&self, mode: Reclaim) {
+        self.for_each_idle(|a| a.send_foreign_home(mode));
+        self.drain_depot(mode);
+        self.for_each_idle(|a| a.reclaim_own(mode));
         for id in 0..self.pool.created() {
             if let Some(slot) = self.pool.try_slot(id) {
                 slot.shared
                     .runs
                     .drain(|start, n| self.backend.free_run(start, n));
+            }
+        }
+    }
+
+    /// Sends the depot's objects to their owners' inboxes (with
+    /// [`Reclaim::IdleOwners`], those of owners nobody is attached to; the
+    /// others go back to the depot). The pass over idle allocators that
+    /// follows in `reclaim_others` drains their inboxes.
+    fn drain_depot(&self, mode: Reclaim) {
+        self.depot.drain(class_size, |class, list| {
+            let (mut send, mut stay, mut staying) = (null_mut(), null_mut(), 0);
+            let mut obj = list.head;
+            while !obj.is_null() {
+                // SAFETY: the drain gave us the list: free objects linked
+                // through their first word.
+                let next = unsafe { (*obj).next };
+                let owner = self.owner_of_kept(obj);
+                let idle = || {
+                    // Relaxed: a hint; an owner attached a moment later
+                    // finds the objects in its inbox.
+                    !self
+                        .pool
+                        .slot(owner as usize)
+                        .shared
+                        .busy
+                        .load(Ordering::Relaxed)
+                };
+                let to = if mode.sends(owner, idle) {
+                    &mut send
+                } else {
+                    staying += 1;
+                    &mut stay
+                };
+                // SAFETY: as above; the object moves to one of our lists.
+                unsafe { (*obj).next = *to };
+                *to = obj;
+                obj = next;
+            }
+            self.post_home(send);
+            let back = stay.is_null() || {
+                // SAFETY: `stay` heads `staying` objects of the list, still
+                // free objects of `class` kept in use by their slabs, ours.
+                unsafe {
+                    self.depot
+                        .put(class, stay, staying, class_size(class), usize::MAX)
+                }
+            };
+            if !back {
+                // The class's slots were filled meanwhile.
+                self.post_home(stay);
+            }
+        });
+    }
+
+    /// The owner of a kept object (one its slab counts as in use, so the
+    /// slab keeps its owner).
+    fn owner_of_kept(&self, obj: *mut FreeObject) -> u16 {
+        let Some(index) = self.pagemap.index_of(obj as usize) else {
+            fatal_in("reclaim", "kept object outside the heap", obj as usize)
+        };
+        self.pagemap.entry(index).desc().owner()
+    }
+
+    /// Posts the objects of the list at `head` (free objects kept in use by
+    /// their slabs, which we hold) to their owners' inboxes, each run of one
+    /// owner's objects as one batch.
+    fn post_home(&self, head: *mut FreeObject) {
+        let mut obj = head;
+        while !obj.is_null() {
+            let owner = self.owner_of_kept(obj);
+            let (first, mut last, mut count) = (obj, obj, 1);
+            loop {
+                // SAFETY: the list links free objects through `next`.
+                let next = unsafe { (*last).next };
+                if next.is_null() || self.owner_of_kept(next) != owner {
+                    obj = next;
+                    break;
+                }
+                last = next;
+                count += 1;
+            }
+            // SAFETY: `first..=last` are `count` objects of `owner`'s slabs,
+            // linked, given up by us; the batch ends at `last`.
+            unsafe {
+                (*last).next = null_mut();
+                self.pool
+                    .slot(owner as usize)
+                    .shared
+                    .inbox
+                    .post(first, last, count);
             }
         }
     }
@@ -769,7 +860,7 @@ impl HeapInner {
     /// `busy` flag meanwhile (skipping any that is taken). Does nothing
     /// while a fork is being prepared (the gate is closed): it may run
     /// inside an attach, which holds the gate, so it cannot wait for it.
-    fn for_each_idle(&self, f: fn(&mut Allocator)) {
+    fn for_each_idle(&self, f: impl Fn(&mut Allocator)) {
         let Some(_inside) = self.fork_gate.try_enter() else {
             return;
         };
@@ -777,7 +868,7 @@ impl HeapInner {
             let Some(slot) = self.pool.try_slot(id) else {
                 continue;
             };
-            if hold_idle(slot, f) {
+            if hold_idle(slot, &f) {
                 // Frees posted while we held it.
                 self.drain_if_idle(slot);
             }
@@ -1065,7 +1156,7 @@ impl Heap {
     /// returns to the backend. The heap does this by itself before it
     /// reports out of memory.
     pub fn reclaim(&self) {
-        self.inner().reclaim_others();
+        self.inner().reclaim_others(Reclaim::All);
     }
 
     /// [`Heap::reclaim`], then gives every free chunk that is still
@@ -1078,7 +1169,7 @@ impl Heap {
     /// slabs of attached allocators stay theirs; [`Attached::trim`] trims
     /// the caller's too.
     pub fn trim(&self) -> usize {
-        self.inner().trim_after(HeapInner::reclaim_others)
+        self.inner().trim_after(|h| h.reclaim_others(Reclaim::All))
     }
 
     /// The configuration in force.
@@ -1329,7 +1420,7 @@ impl Attached<'_> {
     pub fn trim(&mut self) -> usize {
         let heap = self.heap;
         let local = self.local();
-        heap.trim_after(|_| local.reclaim_heap())
+        heap.trim_after(|_| local.reclaim_heap(Reclaim::All))
     }
 }
 
@@ -1630,9 +1721,11 @@ mod tests {
         };
         let mut region = std::vec![0u8; mib << 20];
         let len = region.len();
-        // No kept foreign objects: every remote free goes home in batches.
+        // No kept foreign objects and no depot: every remote free goes home
+        // in batches.
         let config = Config {
             idle_retain_bytes: 0,
+            depot_bytes: 0,
             ..Config::for_region(len)
         };
         // SAFETY: `region` outlives the heap (declared first, dropped last)

@@ -502,7 +502,7 @@ fn the_minimum_a_too_small_region_names_is_enough() {
 }
 
 /// Misuse cases run in a child process, since they abort it.
-const CASES: [(&str, &str); 11] = [
+const CASES: [(&str, &str); 13] = [
     ("foreign", "free: pointer this heap does not own"),
     ("interior", "not the start of an object"),
     ("large-interior", "inside a large object"),
@@ -526,6 +526,11 @@ const CASES: [(&str, &str); 11] = [
         "remote-twice-reused-same-class",
         "a remote free reached an allocator that does not own its slab",
     ),
+    // Another allocator's object freed twice in a row through one that
+    // keeps it, and through one that put it in the depot with its kept
+    // list (keeping it the second time would cut that list).
+    ("remote-twice-kept", "double free detected"),
+    ("remote-twice-deposited", "double free detected"),
 ];
 
 fn misuse(case: &str) {
@@ -564,6 +569,20 @@ fn misuse(case: &str) {
                 a.dealloc(p, l);
                 a.dealloc(p2, l);
                 a.dealloc(p, l)
+            }
+            "remote-twice-kept" | "remote-twice-deposited" => {
+                let mut b = heap.attach().expect("attach");
+                // With a full kept list, the next free goes to the depot.
+                let keep = if case == "remote-twice-kept" {
+                    0
+                } else {
+                    Config::for_region(4 * MIB).idle_retain_bytes / 64
+                };
+                for _ in 0..keep {
+                    b.dealloc(a.alloc(l), l);
+                }
+                b.dealloc(p, l);
+                b.dealloc(p, l)
             }
             "remote-twice-reused" => remote_twice_reused(false),
             "remote-twice-reused-same-class" => remote_twice_reused(true),
@@ -1156,9 +1175,11 @@ fn the_depot_takes_what_an_allocator_cannot_keep_and_any_allocator_reuses_it() {
     let s = heap.snapshot();
     assert_eq!(s.depot_bytes, 0, "{s}");
     assert_eq!(s.classes()[class].slab_count, slabs, "no new slab: {s}");
+    // Freed through `freer` again, the head of the list it put last
+    // included: live again, so not a double free.
     for &p in &again {
         // SAFETY: allocated above with `l`, freed once.
-        unsafe { third.dealloc(p, l) };
+        unsafe { freer.dealloc(p, l) };
     }
     // What the depot and `freer` hold goes home on reclaim; then nothing
     // is left in use.
@@ -1460,4 +1481,103 @@ fn an_attached_allocator_moves_to_another_thread() {
         });
     });
     assert_eq!(heap.stats().live_bytes, 0);
+}
+
+#[test]
+fn an_os_heap_puts_lists_of_one_class_in_the_depot() {
+    // There an allocator keeps up to 256 KiB, as much as the whole depot
+    // holds: a class's list goes to the depot at an eighth of that, so that
+    // it fits.
+    let heap = Heap::from_os(Config::for_os()).expect("os heap");
+    let depot = heap.config().depot_bytes;
+    let l = Layout::from_size_align(48, 8).expect("layout");
+    let mut owner = heap.attach().expect("attach");
+    let mut freer = heap.attach().expect("attach");
+    let objs: Vec<_> = (0..depot / 48).map(|_| owner.alloc(l)).collect();
+    for &p in &objs {
+        // SAFETY: allocated above with `l`, freed once.
+        unsafe { freer.dealloc(p, l) };
+    }
+    let s = heap.snapshot();
+    assert!(s.depot_bytes >= depot / 2, "{s}");
+    drop((owner, freer));
+    heap.reclaim();
+    assert_eq!(heap.snapshot().foreign_bytes, 0);
+}
+
+#[test]
+fn an_allocation_about_to_fail_sends_home_only_what_idle_owners_can_free() {
+    let heap = fixed_heap(8 * MIB);
+    let l = Layout::from_size_align(200, 8).expect("layout");
+    let size = snugalloc::class_size(heap.size_class_of(l.size()).expect("a slab class"));
+    let mut attached = heap.attach().expect("attach");
+    let mut leaving = heap.attach().expect("attach");
+    let mut freer = heap.attach().expect("attach");
+    // Objects of two owners, freed through a third, mixed in its lists;
+    // fewer than it and the depot's slots of the class keep (lists of 8
+    // KiB, eight of them), so none goes home yet.
+    let n = 100;
+    let mut objs = Vec::new();
+    for _ in 0..n {
+        objs.push(attached.alloc(l));
+        objs.push(leaving.alloc(l));
+    }
+    for &p in &objs {
+        // SAFETY: allocated above with `l`, freed once.
+        unsafe { freer.dealloc(p, l) };
+    }
+    assert_eq!(heap.snapshot().foreign_bytes, 2 * n * size);
+    drop(leaving);
+    // `freer` fills the heap with 64 KiB blocks (the last one reclaims,
+    // then fails), then an allocation of 1 MiB fails too.
+    let run = Layout::from_size_align(64 * 1024, 16).expect("layout");
+    let runs = alloc_until_full(&mut freer, run);
+    let big = Layout::from_size_align(MIB, 16).expect("layout");
+    assert!(freer.alloc(big).is_null());
+    // The idle owner's objects went home and its slabs back to the
+    // backend; the attached owner's stay kept, for any allocation of
+    // their class.
+    let s = heap.snapshot();
+    assert_eq!(s.foreign_bytes, n * size, "{s}");
+    assert!(s.depot_bytes > 0, "{s}");
+    // A trim sends everything home.
+    freer.trim();
+    assert_eq!(heap.snapshot().foreign_bytes, 0);
+    for p in runs {
+        // SAFETY: allocated above with `run`.
+        unsafe { freer.dealloc(p, run) };
+    }
+}
+
+#[test]
+fn an_object_its_depositor_frees_again_after_another_took_it_is_no_double_free() {
+    let heap = fixed_heap(16 * MIB);
+    let retain = Config::for_region(16 * MIB).idle_retain_bytes;
+    let l = Layout::from_size_align(200, 8).expect("layout");
+    let size = snugalloc::class_size(heap.size_class_of(l.size()).expect("a slab class"));
+    let mut owner = heap.attach().expect("attach");
+    let mut freer = heap.attach().expect("attach");
+    let mut third = heap.attach().expect("attach");
+    // `freer` keeps `retain / size` objects; the next one goes to the
+    // depot with them, at the head of the list.
+    let n = retain / size + 1;
+    let objs: Vec<_> = (0..n).map(|_| owner.alloc(l)).collect();
+    for &p in &objs {
+        // SAFETY: allocated above with `l`, freed once.
+        unsafe { freer.dealloc(p, l) };
+    }
+    assert_eq!(heap.snapshot().depot_bytes, n * size);
+    let again: Vec<_> = (0..n).map(|_| third.alloc(l)).collect();
+    let head = objs[n - 1];
+    assert!(again.contains(&head), "the list was taken");
+    // Live again, so `freer` may free it (a double free only while the
+    // list is in the depot, misuse case `remote-twice-deposited`).
+    for &p in &again {
+        // SAFETY: allocated above with `l`, freed once.
+        unsafe { freer.dealloc(p, l) };
+    }
+    drop((owner, freer, third));
+    heap.reclaim();
+    assert_eq!(heap.stats().live_bytes, 0);
+    assert_eq!(object_chunk_bytes(&heap), 0);
 }
