@@ -856,7 +856,10 @@ impl Allocator {
         // to our kept list of its class (whatever happens to it next).
         unsafe { (*obj).next = kept };
         let count = self.foreign_count[class] as usize + 1;
-        if self.foreign_bytes + size <= self.foreign_limit && count * size <= self.list_limit {
+        // Kept only if one more would still fit the list's share of the
+        // depot, so that a list put there is never above that share.
+        if self.foreign_bytes + size <= self.foreign_limit && (count + 1) * size <= self.list_limit
+        {
             self.foreign[class] = obj;
             self.foreign_count[class] = count as u32;
             self.set_foreign_bytes(self.foreign_bytes + size);
@@ -919,8 +922,14 @@ impl Allocator {
             };
             // A slab that holds a kept object counts it as in use, so it
             // keeps its owner.
-            let owner = self.pagemap.entry(index).desc().owner();
-            if mode.sends(owner, || self.is_idle(owner)) {
+            let desc = self.pagemap.entry(index).desc();
+            if !desc.is_slab() {
+                fatal("kept object outside any slab", obj as usize)
+            }
+            let owner = desc.owner();
+            // Our own objects always: whoever holds us (our thread, or a
+            // helper reclaiming while we are idle) drains our inbox next.
+            if owner == self.id || mode.sends(owner, || self.is_idle(owner)) {
                 self.send_home(owner, obj);
             } else {
                 // SAFETY: as above; its first word links the list that stays.
@@ -992,7 +1001,9 @@ impl Allocator {
                 continue;
             }
             let (stay, count) = self.send_home_some(obj, mode);
-            let sent = self.foreign_count[class] as usize - count;
+            // Saturating: a double free could make a list longer than its
+            // count.
+            let sent = (self.foreign_count[class] as usize).saturating_sub(count);
             self.foreign[class] = stay;
             self.foreign_count[class] = count as u32;
             self.set_foreign_bytes(self.foreign_bytes.saturating_sub(sent * class_size(class)));

@@ -77,11 +77,13 @@ pub struct Config {
     /// keeps (`idle_retain_bytes` in all, and an eighth of this per class),
     /// go there as a list, and wait for whichever allocator next runs short
     /// of their class instead of in the inbox of an owner that may be
-    /// descheduled. The bound is checked before each list is added, so
-    /// racing threads may pass it by a list each. `trim` and
-    /// [`crate::Heap::reclaim`] send the depot's objects home; an
-    /// allocation about to fail sends those of owners nobody is attached
-    /// to. 0 turns the depot off; at most 64 MiB.
+    /// descheduled. The bound is checked before each list a free adds, so
+    /// racing threads may pass it by a list each, and lists given back by
+    /// an allocator that detaches or by a reclaim may pass it too. `trim`
+    /// and [`crate::Heap::reclaim`] send the depot's objects home; an
+    /// allocation about to fail (or an attach that needs memory) sends
+    /// those of owners nobody is attached to, and its own. 0 turns the
+    /// depot off; at most 64 MiB.
     pub depot_bytes: usize,
     /// Bytes of free chunk runs each allocator may cache instead of giving
     /// them back to the backend (a speed policy for big heaps). In force only

@@ -4,7 +4,11 @@
 //! Besides the thread attached to it, an allocator's `busy` flag is taken
 //! for a moment by a thread delivering frees to it while it is idle
 //! (`allocator::deliver`) and by a reclaimer trimming idle allocators
-//! (`HeapInner::for_each_idle`). A `fork()` copies only the thread that
+//! (`HeapInner::for_each_idle`). A reclaim's drain of the depot
+//! (`HeapInner::drain_depot`), which holds lists out of the depot for a
+//! moment, is made inside the gate too, so that no list is held by a
+//! thread the child does not have. (A thread taking a list for its own
+//! kept objects is not gated, as attaches are not.) A `fork()` copies only the thread that
 //! called it, so a flag taken that way at that moment would stay taken in
 //! the child for ever: the allocator would be lost, and an attach that
 //! finds only such allocators on the idle stack would retry without end.

@@ -729,8 +729,14 @@ impl HeapInner {
     /// Sends the depot's objects to their owners' inboxes (with
     /// [`Reclaim::IdleOwners`], those of owners nobody is attached to; the
     /// others go back to the depot). The pass over idle allocators that
-    /// follows in `reclaim_others` drains their inboxes.
+    /// follows in `reclaim_others` drains their inboxes. Inside the fork
+    /// gate, as that pass is: a fork while lists are out of the depot would
+    /// leave them with no holder in the child; while a fork is prepared,
+    /// nothing is drained.
     fn drain_depot(&self, mode: Reclaim) {
+        let Some(_inside) = self.fork_gate.try_enter() else {
+            return;
+        };
         self.depot.drain(class_size, |class, list| {
             let (mut send, mut stay, mut staying) = (null_mut(), null_mut(), 0);
             let mut obj = list.head;
@@ -782,7 +788,11 @@ impl HeapInner {
         let Some(index) = self.pagemap.index_of(obj as usize) else {
             fatal_in("reclaim", "kept object outside the heap", obj as usize)
         };
-        self.pagemap.entry(index).desc().owner()
+        let desc = self.pagemap.entry(index).desc();
+        if !desc.is_slab() {
+            fatal_in("reclaim", "kept object outside any slab", obj as usize)
+        }
+        desc.owner()
     }
 
     /// Posts the objects of the list at `head` (free objects kept in use by
@@ -813,6 +823,8 @@ impl HeapInner {
                     .inbox
                     .post(first, last, count);
             }
+            // An owner that let go meanwhile: as after any post.
+            self.drain_if_idle(self.pool.slot(owner as usize));
         }
     }
 
@@ -1152,9 +1164,12 @@ impl Heap {
     }
 
     /// Drains the inboxes and trims the slabs of every allocator nobody is
-    /// attached to, and empties every allocator's run cache, so free memory
-    /// returns to the backend. The heap does this by itself before it
-    /// reports out of memory.
+    /// attached to, sends home the other allocators' objects they and the
+    /// depot keep for reuse, and empties every allocator's run cache, so
+    /// free memory returns to the backend. The heap does this by itself
+    /// before it reports out of memory, except that it then sends home
+    /// only kept objects whose owners nobody is attached to, or are the
+    /// failing allocator (see `docs/architecture.md`, "The depot").
     pub fn reclaim(&self) {
         self.inner().reclaim_others(Reclaim::All);
     }

@@ -1581,3 +1581,43 @@ fn an_object_its_depositor_frees_again_after_another_took_it_is_no_double_free()
     assert_eq!(heap.stats().live_bytes, 0);
     assert_eq!(object_chunk_bytes(&heap), 0);
 }
+
+#[test]
+fn an_idle_allocators_own_kept_objects_go_home_before_an_allocation_fails() {
+    let heap = fixed_heap(8 * MIB);
+    let l = Layout::from_size_align(200, 8).expect("layout");
+    let mut a = heap.attach().expect("attach");
+    let mut f = heap.attach().expect("attach");
+    // `a`'s objects freed through `f` fill its kept list and put lists in
+    // the depot.
+    let objs: Vec<_> = (0..100).map(|_| a.alloc(l)).collect();
+    for &p in &objs {
+        // SAFETY: allocated above with `l`, freed once.
+        unsafe { f.dealloc(p, l) };
+    }
+    let in_depot = heap.snapshot().depot_bytes;
+    assert!(in_depot > 0);
+    // `a` runs short of the class and takes a list of its own objects
+    // from the depot, then detaches keeping the rest of it.
+    let mut mine = Vec::new();
+    while heap.snapshot().depot_bytes == in_depot {
+        mine.push(a.alloc(l));
+    }
+    drop(a);
+    let s = heap.snapshot();
+    assert!(s.foreign_bytes > s.depot_bytes, "{s}");
+    // `f` fills the heap; its reclaims send home everything an idle owner
+    // can free: `a`'s objects, `a`'s own kept ones included.
+    let run = Layout::from_size_align(64 * 1024, 16).expect("layout");
+    let runs = alloc_until_full(&mut f, run);
+    let s = heap.snapshot();
+    assert_eq!(s.foreign_bytes, 0, "{s}");
+    for p in runs {
+        // SAFETY: allocated above with `run`.
+        unsafe { f.dealloc(p, run) };
+    }
+    for p in mine {
+        // SAFETY: allocated above with `l`, freed once.
+        unsafe { f.dealloc(p, l) };
+    }
+}
