@@ -171,6 +171,8 @@ pub(crate) struct Allocator {
     /// a share of the depot (`depot_limit / DEPOT_LISTS`), so that a list
     /// fits an empty depot whatever `foreign_limit` is.
     list_limit: usize,
+    /// Where `deposit_another_list` looks first.
+    deposit_cursor: usize,
     /// The head of the list we last put in the depot: freeing it again
     /// while the list is still there is the double free that keeping it
     /// would have caught.
@@ -304,6 +306,7 @@ impl Allocator {
                 heap.config.depot_bytes / DEPOT_LISTS
             },
             last_deposit: null_mut(),
+            deposit_cursor: 0,
         }
     }
 
@@ -856,6 +859,12 @@ impl Allocator {
         // to our kept list of its class (whatever happens to it next).
         unsafe { (*obj).next = kept };
         let count = self.foreign_count[class] as usize + 1;
+        if count == 1 && self.foreign_bytes + size > self.foreign_limit {
+            // All we keep is of other classes: one of those lists goes to
+            // the depot to make room, rather than this object alone (lists
+            // of one filled the class's slots).
+            self.deposit_another_list(class);
+        }
         // Kept only if one more would still fit the list's share of the
         // depot, so that a list put there is never above that share.
         if self.foreign_bytes + size <= self.foreign_limit && (count + 1) * size <= self.list_limit
@@ -886,6 +895,34 @@ impl Allocator {
             return;
         }
         self.send_home(owner, obj);
+    }
+
+    /// Puts in the depot the next kept list, from where the last search
+    /// stopped, of a class other than `except`.
+    fn deposit_another_list(&mut self, except: usize) {
+        if self.depot_limit == 0 {
+            return;
+        }
+        for _ in 0..NUM_CLASSES {
+            let c = self.deposit_cursor;
+            self.deposit_cursor = (c + 1) % NUM_CLASSES;
+            let head = self.foreign[c];
+            if c == except || head.is_null() {
+                continue;
+            }
+            let (count, size) = (self.foreign_count[c] as usize, class_size(c));
+            let depot = &self.heap().depot;
+            // SAFETY: our kept list of `c`: `count` free objects of the
+            // class, kept in use by their slabs, held by us alone.
+            if unsafe { depot.put(c, head, count, size, self.depot_limit) } {
+                self.last_deposit = head;
+                self.foreign[c] = null_mut();
+                self.foreign_count[c] = 0;
+                self.set_foreign_bytes(self.foreign_bytes.saturating_sub(count * size));
+                self.set_head(c, self.bins[c].head);
+            }
+            return;
+        }
     }
 
     /// Takes a list of `class` from the depot as our kept list of the

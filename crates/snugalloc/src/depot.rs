@@ -30,7 +30,10 @@ use core::ptr::null_mut;
 
 /// Lists the depot holds per class. Measured with the replay at slices of
 /// 30,000 operations (session 13): with 2, a third of the overflows still
-/// found the class's slots full and went home.
+/// found the class's slots full and went home. 16 and 32 cut the
+/// replay's failures further (docs/architecture.md, "The depot"), but 32
+/// cost 9% of threaded throughput when the cores were far apart: every
+/// list that passes through the depot is a cache line moved between them.
 #[cfg(not(loom))]
 pub(crate) const DEPOT_LISTS: usize = 8;
 /// Fewer slots under loom, which explores every interleaving of them.

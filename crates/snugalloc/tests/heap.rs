@@ -1621,3 +1621,35 @@ fn an_idle_allocators_own_kept_objects_go_home_before_an_allocation_fails() {
         unsafe { f.dealloc(p, l) };
     }
 }
+
+#[test]
+fn an_object_of_a_class_not_kept_makes_room_by_putting_another_list_in_the_depot() {
+    let heap = fixed_heap(16 * MIB);
+    let retain = Config::for_region(16 * MIB).idle_retain_bytes;
+    let (la, lb) = (
+        Layout::from_size_align(200, 8).expect("layout"),
+        Layout::from_size_align(150, 8).expect("layout"),
+    );
+    let size_a = snugalloc::class_size(heap.size_class_of(la.size()).expect("a slab class"));
+    let size_b = snugalloc::class_size(heap.size_class_of(lb.size()).expect("a slab class"));
+    let mut owner = heap.attach().expect("attach");
+    let mut freer = heap.attach().expect("attach");
+    // `freer` keeps as many objects of one class as its bound allows, with
+    // no room for one of the other class.
+    let n = retain / size_a;
+    assert!(n * size_a + size_b > retain);
+    for _ in 0..n {
+        let p = owner.alloc(la);
+        // SAFETY: allocated with `la`, freed once.
+        unsafe { freer.dealloc(p, la) };
+    }
+    assert_eq!(heap.snapshot().depot_bytes, 0);
+    // An object of another class: that list goes to the depot, whole, and
+    // this one is kept, instead of going to the depot alone.
+    let q = owner.alloc(lb);
+    // SAFETY: allocated with `lb`, freed once.
+    unsafe { freer.dealloc(q, lb) };
+    let s = heap.snapshot();
+    assert_eq!(s.depot_bytes, n * size_a, "{s}");
+    assert_eq!(s.foreign_bytes - s.depot_bytes, size_b, "{s}");
+}
