@@ -15,7 +15,8 @@
 //! dealloc ── fast: pagemap → slab head → slot check ─┬─ owner == us: push on slab
 //!   │                                                └─ else dealloc_remote
 //!   ├─ slab_changed (cold): full → partial (relink), empty → back to backend
-//!   ├─ dealloc_remote: keep it to hand out again (foreign), else the
+//!   ├─ dealloc_remote: keep it to hand out again (foreign; to make room,
+//!   │    another class's kept list may go to the depot), else the
 //!   │    class's kept list with it to the heap's depot, else
 //!   │    outgoing.push → full batch: post to owner's inbox
 //!   └─ dealloc_slow (cold): large → give_run (cache, else backend);
@@ -837,8 +838,10 @@ impl Allocator {
     }
 
     /// Keeps `obj`, an object of class `class` of `owner`'s slab, to hand
-    /// out again if there is room; else hands it, with the objects of its
-    /// class we keep, to the heap's depot; else queues it for its owner.
+    /// out again if there is room (made, if we keep none of its class, by
+    /// putting another class's kept list in the depot); else hands it,
+    /// with the objects of its class we keep, to the heap's depot; else
+    /// queues it for its owner.
     ///
     /// Kept objects do not wait in the inbox of an owner whose thread is
     /// descheduled in the middle of its work (with more threads than cores,
@@ -859,11 +862,16 @@ impl Allocator {
         // to our kept list of its class (whatever happens to it next).
         unsafe { (*obj).next = kept };
         let count = self.foreign_count[class] as usize + 1;
-        if count == 1 && self.foreign_bytes + size > self.foreign_limit {
-            // All we keep is of other classes: one of those lists goes to
-            // the depot to make room, rather than this object alone (lists
-            // of one filled the class's slots).
-            self.deposit_another_list(class);
+        if kept.is_null()
+            && self.foreign_bytes + size > self.foreign_limit
+            && size <= self.foreign_limit
+            && 2 * size <= self.list_limit
+        {
+            // All we keep is of other classes, and this object could be
+            // kept: one of those lists goes to the depot to make room,
+            // rather than this object alone (lists of one filled the
+            // class's slots).
+            self.deposit_another_list(class, size);
         }
         // Kept only if one more would still fit the list's share of the
         // depot, so that a list put there is never above that share.
@@ -898,8 +906,11 @@ impl Allocator {
     }
 
     /// Puts in the depot the next kept list, from where the last search
-    /// stopped, of a class other than `except`.
-    fn deposit_another_list(&mut self, except: usize) {
+    /// stopped, of a class other than `except` whose going leaves room
+    /// for `room` more bytes (at most one attempt).
+    #[cold]
+    #[inline(never)]
+    fn deposit_another_list(&mut self, except: usize, room: usize) {
         if self.depot_limit == 0 {
             return;
         }
@@ -907,10 +918,14 @@ impl Allocator {
             let c = self.deposit_cursor;
             self.deposit_cursor = (c + 1) % NUM_CLASSES;
             let head = self.foreign[c];
-            if c == except || head.is_null() {
+            let (count, size) = (self.foreign_count[c] as usize, class_size(c));
+            if c == except
+                || head.is_null()
+                || count == 0
+                || self.foreign_bytes.saturating_sub(count * size) + room > self.foreign_limit
+            {
                 continue;
             }
-            let (count, size) = (self.foreign_count[c] as usize, class_size(c));
             let depot = &self.heap().depot;
             // SAFETY: our kept list of `c`: `count` free objects of the
             // class, kept in use by their slabs, held by us alone.

@@ -216,6 +216,19 @@ mod test_lists {
         head
     }
 
+    /// Frees the made-up objects of a list from `list`.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(super) fn free_list(mut head: *mut FreeObject) {
+        while !head.is_null() {
+            // SAFETY: the list links objects `list` made with
+            // `Box::into_raw`, each freed once here.
+            let next = unsafe { (*head).next };
+            // SAFETY: as above.
+            drop(unsafe { Box::from_raw(head.cast::<u128>()) });
+            head = next;
+        }
+    }
+
     /// The objects of a list handed over, by address.
     pub(super) fn objects(l: &List) -> Vec<usize> {
         let mut out = Vec::new();
@@ -250,13 +263,15 @@ mod test_lists {
 #[cfg(all(test, not(loom)))]
 mod tests {
     extern crate std;
-    use super::test_lists::{addresses, list, objects};
+    use super::test_lists::{addresses, free_list, list, objects};
     use super::*;
     use std::vec::Vec;
 
     #[test]
     fn lists_go_whole_to_one_taker_within_the_slots_and_the_limit() {
         let d = Depot::new();
+        // Every list that comes back to the test, freed at the end.
+        let mut back = Vec::new();
         let a = list(3);
         let want = addresses(a);
         // SAFETY: made-up objects, given up.
@@ -265,25 +280,39 @@ mod tests {
         assert!(d.take(4, 16).is_none(), "another class");
         let got = d.take(5, 16).expect("the list");
         assert_eq!(objects(&got), want);
+        back.push(got.head);
         assert_eq!(d.bytes(), 0);
         assert!(d.take(5, 16).is_none());
         // The byte limit, then the slots.
+        let over = list(2);
         // SAFETY: made-up objects.
-        assert!(!unsafe { d.put(5, list(2), 2, 16, 31) }, "over the limit");
+        assert!(!unsafe { d.put(5, over, 2, 16, 31) }, "over the limit");
+        back.push(over);
         for _ in 0..DEPOT_LISTS {
             // SAFETY: made-up objects.
             assert!(unsafe { d.put(5, list(1), 1, 16, usize::MAX) });
         }
+        let (extra, other) = (list(1), list(1));
         // SAFETY: made-up objects.
-        let full = unsafe { d.put(5, list(1), 1, 16, usize::MAX) };
+        let full = unsafe { d.put(5, extra, 1, 16, usize::MAX) };
         assert!(!full, "slots full");
         // SAFETY: made-up objects.
-        let no_class = unsafe { d.put(NUM_CLASSES, list(1), 1, 16, usize::MAX) };
+        let no_class = unsafe { d.put(NUM_CLASSES, other, 1, 16, usize::MAX) };
         assert!(!no_class, "no such class");
+        back.extend([extra, other]);
         let mut drained = Vec::new();
-        d.drain(|_| 16, |class, l| drained.push((class, l.count)));
+        d.drain(
+            |_| 16,
+            |class, l| {
+                drained.push((class, l.count));
+                back.push(l.head);
+            },
+        );
         assert_eq!(drained, std::vec![(5, 1); DEPOT_LISTS]);
         assert_eq!(d.bytes(), 0);
+        for head in back {
+            free_list(head);
+        }
     }
 }
 
