@@ -894,12 +894,8 @@ impl Allocator {
         };
         if deposited {
             self.last_deposit = obj;
-            self.foreign[class] = null_mut();
-            self.foreign_count[class] = 0;
-            // Saturating: a double free could make the list longer than
-            // its count.
-            self.set_foreign_bytes(self.foreign_bytes.saturating_sub((count - 1) * size));
-            self.set_head(class, self.bins[class].head);
+            // `obj` was not counted among the kept.
+            self.forget_kept(class, count - 1);
             return;
         }
         self.send_home(owner, obj);
@@ -931,10 +927,7 @@ impl Allocator {
             // class, kept in use by their slabs, held by us alone.
             if unsafe { depot.put(c, head, count, size, self.depot_limit) } {
                 self.last_deposit = head;
-                self.foreign[c] = null_mut();
-                self.foreign_count[c] = 0;
-                self.set_foreign_bytes(self.foreign_bytes.saturating_sub(count * size));
-                self.set_head(c, self.bins[c].head);
+                self.forget_kept(c, count);
             }
             return;
         }
@@ -1007,6 +1000,17 @@ impl Allocator {
             .load(Ordering::Relaxed)
     }
 
+    /// Our kept list of `class`, of `count` counted objects, went
+    /// elsewhere: the list is empty and the class back on the fast path.
+    fn forget_kept(&mut self, class: usize, count: usize) {
+        self.foreign[class] = null_mut();
+        self.foreign_count[class] = 0;
+        // Saturating: a double free could make a list longer than its count.
+        let bytes = count * class_size(class);
+        self.set_foreign_bytes(self.foreign_bytes.saturating_sub(bytes));
+        self.set_head(class, self.bins[class].head);
+    }
+
     fn set_foreign_bytes(&mut self, bytes: usize) {
         self.foreign_bytes = bytes;
         self.shared()
@@ -1032,10 +1036,7 @@ impl Allocator {
                 if !unsafe { depot.put(class, head, count, size, usize::MAX) } {
                     self.send_home_some(head, Reclaim::All);
                 }
-                self.foreign[class] = null_mut();
-                self.foreign_count[class] = 0;
-                self.set_foreign_bytes(self.foreign_bytes.saturating_sub(count * size));
-                self.set_head(class, self.bins[class].head);
+                self.forget_kept(class, count);
             }
             class += 1;
         }

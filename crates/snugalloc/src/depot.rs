@@ -147,22 +147,30 @@ impl Depot {
     #[inline]
     pub(crate) fn take(&self, class: usize, object_bytes: usize) -> Option<List> {
         let slots = self.classes.get(class)?;
-        for slot in slots.0.iter() {
-            if slot.load(Ordering::Relaxed).is_null() {
-                continue;
-            }
-            // Acquire pairs with the Release in `put`.
-            let head = slot.swap(null_mut(), Ordering::Acquire);
-            if !head.is_null() {
-                // SAFETY: a non-null slot heads a list (invariant), which
-                // the swap made ours.
-                let count = unsafe { count_of(head) };
-                self.bytes
-                    .fetch_sub(count * object_bytes, Ordering::Relaxed);
-                return Some(List { head, count });
-            }
+        slots
+            .0
+            .iter()
+            .find_map(|slot| self.empty_slot(slot, object_bytes))
+    }
+
+    /// Empties `slot` (of a class of objects of `object_bytes`), returning
+    /// the list it held, which the caller then holds.
+    #[inline]
+    fn empty_slot(&self, slot: &AtomicPtr<FreeObject>, object_bytes: usize) -> Option<List> {
+        if slot.load(Ordering::Relaxed).is_null() {
+            return None;
         }
-        None
+        // Acquire pairs with the Release in `put`.
+        let head = slot.swap(null_mut(), Ordering::Acquire);
+        if head.is_null() {
+            return None;
+        }
+        // SAFETY: a non-null slot heads a list (invariant), which the swap
+        // made ours.
+        let count = unsafe { count_of(head) };
+        self.bytes
+            .fetch_sub(count * object_bytes, Ordering::Relaxed);
+        Some(List { head, count })
     }
 
     /// Empties every slot, handing each list taken to `give` with its
@@ -178,17 +186,8 @@ impl Depot {
         }
         for (class, slots) in self.classes.iter().enumerate() {
             for slot in slots.0.iter() {
-                if slot.load(Ordering::Relaxed).is_null() {
-                    continue;
-                }
-                // Acquire pairs with the Release in `put`.
-                let head = slot.swap(null_mut(), Ordering::Acquire);
-                if !head.is_null() {
-                    // SAFETY: as in `take`.
-                    let count = unsafe { count_of(head) };
-                    self.bytes
-                        .fetch_sub(count * object_bytes(class), Ordering::Relaxed);
-                    give(class, List { head, count });
+                if let Some(list) = self.empty_slot(slot, object_bytes(class)) {
+                    give(class, list);
                 }
             }
         }
