@@ -3,9 +3,12 @@
  *
  * Link it into the enclave before oelibc/oelibcxx/oecore, e.g. with CMake:
  *   target_link_libraries(enclave PRIVATE snugalloc_oe openenclave::oelibc ...)
- * It exports only the oe_allocator_* functions and snugalloc_stats: no
- * malloc or dl* symbols. Build it for an enclave with
- *   cargo build -p snugalloc-oe --release --features enclave
+ * It exports only the oe_allocator_* functions, snugalloc_stats and (in the
+ * enclave build) snugalloc_oe_fatal_message: no malloc or dl* symbols. Build it for an enclave on its own, in a target
+ * directory of its own (a workspace build writes a std build, for host
+ * tests, to target/release):
+ *   cargo build -p snugalloc-oe --release --features enclave --target-dir target/enclave
+ * and link target/enclave/release/libsnugalloc_oe.a.
  *
  * Where Open Enclave's headers are on the include path, this header
  * includes openenclave/advanced/allocator.h and mallinfo.h and takes
@@ -106,6 +109,14 @@ struct snugalloc_stats {
 };
 #endif
 void snugalloc_stats(struct snugalloc_stats *out);
+
+/* Enclave build only: the message of the fatal error that stopped the
+ * enclave (misuse, such as freeing a pointer that is not the start of an
+ * object), NUL-terminated, written just before the library calls abort.
+ * An enclave cannot print it; read it in the debugger
+ * (p snugalloc_oe_fatal_message) or from an abort handler. Empty until a
+ * fatal error. */
+extern const char snugalloc_oe_fatal_message[256];
 
 #ifdef __cplusplus
 }

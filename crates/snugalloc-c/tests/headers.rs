@@ -267,6 +267,76 @@ int main(void) {
     assert!(status.success(), "the linked program failed: {status}");
 }
 
+/// An enclave cannot print a fatal error: the enclave build copies its
+/// message to `snugalloc_oe_fatal_message` before it calls `abort`, where
+/// an abort handler (here) or a debugger finds it.
+#[test]
+fn enclave_build_leaves_the_fatal_message_for_the_abort_handler() {
+    let lib = common::enclave_lib();
+    let dir = lib
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target/enclave-check");
+    let exe = dir.join("enclave-fatal-check");
+    let src = r#"
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+#include "snugalloc_oe.h"
+static _Alignas(4096) unsigned char heap[8 << 20];
+static void on_abort(int sig) {
+    (void)sig;
+    if (snugalloc_oe_fatal_message[0] == 0) _exit(4);
+    write(2, snugalloc_oe_fatal_message, strlen(snugalloc_oe_fatal_message));
+    write(2, "\n", 1);
+    _exit(3);
+}
+int main(void) {
+    signal(SIGABRT, on_abort);
+    oe_allocator_init(heap, heap + sizeof heap);
+    oe_allocator_thread_init();
+    if (snugalloc_oe_fatal_message[0] != 0) return 1;
+    char *p = oe_allocator_malloc(1000);
+    if (!p) return 2;
+    oe_allocator_free(p + 16);
+    return 0;
+}
+"#;
+    let mut cc = Command::new("cc")
+        .args(["-x", "c", "-std=gnu11", "-I"])
+        .arg(common::root().join("include"))
+        .args(["-", "-x", "none"])
+        .arg(lib)
+        .arg("-o")
+        .arg(&exe)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("cc runs");
+    use std::io::Write;
+    cc.stdin
+        .take()
+        .expect("stdin")
+        .write_all(src.as_bytes())
+        .expect("write");
+    assert!(
+        cc.wait().expect("cc").success(),
+        "linking the enclave library failed"
+    );
+    let out = Command::new(&exe).output().expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "the misuse must reach abort with a message (4: empty message); stderr: {stderr}"
+    );
+    assert!(
+        stderr.starts_with(
+            "snugalloc: fatal: free: pointer is not the start of an object (pointer 0x"
+        ),
+        "message: {stderr}"
+    );
+}
+
 /// Whether `src` compiles (syntax and types only) as `lang` with `-Wall
 /// -Wextra -Werror`, with `include/` and `extra` on the include path;
 /// prints the compiler's complaints when it does not.

@@ -159,9 +159,9 @@ pub unsafe extern "C" fn oe_allocator_init(heap_start: *mut c_void, heap_end: *m
 #[no_mangle]
 pub extern "C" fn oe_allocator_cleanup() {}
 
-/// Sets the calling thread's `errno` (OE's default dlmalloc sets `ENOMEM`
-/// when it fails, and oecore's `malloc` no longer does it for the
-/// allocator).
+/// Sets the calling thread's `errno`, as OE's default dlmalloc does when it
+/// fails. Some versions of oecore's `malloc` wrapper set it too; setting it
+/// twice is harmless, and older ones do not, so the allocator does.
 #[cold]
 fn set_errno(value: c_int) {
     extern "C" {
@@ -391,12 +391,83 @@ pub unsafe extern "C" fn snugalloc_stats(out: *mut CStats) {
 #[no_mangle]
 pub extern "C" fn rust_eh_personality() {}
 
+/// The last fatal error's message, NUL-terminated, for a debugger or an
+/// abort handler to read: an enclave has no standard error to print it
+/// to, and the allocator may not call out of the enclave. Written once,
+/// by the first thread that stops, before it calls `abort`
+/// (`include/snugalloc_oe.h` declares it).
+///
+/// Invariant: only the thread that set [`FATAL_CLAIMED`] writes it, and it
+/// writes each byte once; readers read it after that thread's `abort`.
+#[cfg(feature = "enclave")]
+#[no_mangle]
+#[allow(non_upper_case_globals)] // a C name, declared in the header
+pub static snugalloc_oe_fatal_message: FatalMessage = FatalMessage::new();
+
+/// Set by the first thread that stops, which alone fills
+/// [`snugalloc_oe_fatal_message`].
+#[cfg(feature = "enclave")]
+static FATAL_CLAIMED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// A fixed buffer of 256 bytes that a panic message is copied into.
+///
+/// Invariant: see [`snugalloc_oe_fatal_message`]; the bytes are written
+/// only through [`FatalMessage::fill`], by one thread, once.
+#[cfg(feature = "enclave")]
+#[repr(transparent)]
+pub struct FatalMessage(core::cell::UnsafeCell<[u8; 256]>);
+
+// SAFETY: one thread writes it once (the holder of `FATAL_CLAIMED`), and
+// nothing in the library reads it.
+#[cfg(feature = "enclave")]
+unsafe impl Sync for FatalMessage {}
+
+#[cfg(feature = "enclave")]
+impl FatalMessage {
+    const fn new() -> FatalMessage {
+        FatalMessage(core::cell::UnsafeCell::new([0; 256]))
+    }
+
+    /// Copies `info`'s message in, truncated, with a NUL after it; only the
+    /// first caller does.
+    fn fill(&self, info: &core::panic::PanicInfo<'_>) {
+        use core::fmt::Write;
+        use core::sync::atomic::Ordering;
+        if FATAL_CLAIMED.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        struct Cursor<'a>(&'a mut [u8], usize);
+        impl Write for Cursor<'_> {
+            fn write_str(&mut self, s: &str) -> core::fmt::Result {
+                // Keep the last byte for the NUL.
+                let room = self.0.len() - 1 - self.1;
+                let n = s.len().min(room);
+                self.0[self.1..self.1 + n].copy_from_slice(&s.as_bytes()[..n]);
+                self.1 += n;
+                Ok(())
+            }
+        }
+        // SAFETY: we set `FATAL_CLAIMED`, so no other thread writes the
+        // buffer, and nothing in the library reads it.
+        let buf = unsafe { &mut *self.0.get() };
+        let mut out = Cursor(buf, 0);
+        // Truncates rather than fails (see `write_str`).
+        let _ = write!(out, "{}", info.message());
+        let end = out.1;
+        buf[end] = 0;
+    }
+}
+
+/// Copies the message to [`snugalloc_oe_fatal_message`], then aborts: a
+/// fatal error (misuse, such as freeing a pointer that is not the start
+/// of an object) reaches here through the core crate's panic.
 #[cfg(feature = "enclave")]
 #[panic_handler]
-fn on_panic(_: &core::panic::PanicInfo<'_>) -> ! {
+fn on_panic(info: &core::panic::PanicInfo<'_>) -> ! {
     extern "C" {
         fn abort() -> !;
     }
+    snugalloc_oe_fatal_message.fill(info);
     // SAFETY: the enclave's C library provides abort, which never returns.
     unsafe { abort() }
 }
