@@ -28,6 +28,8 @@ pub(crate) struct Settings {
     pub(crate) chunk_bytes: Option<usize>,
     /// `SNUGALLOC_STATS`: print statistics at exit.
     pub(crate) stats_at_exit: bool,
+    /// `SNUGALLOC_MAX_ALLOCATORS`: `Config::max_allocators`.
+    pub(crate) max_allocators: Option<usize>,
 }
 
 extern "C" {
@@ -83,6 +85,20 @@ fn bytes_var(name: &str, cname: &CStr) -> Option<usize> {
     }
 }
 
+/// A count from 1 to `max`, or `None` (with a warning when malformed).
+fn count_var(name: &str, cname: &CStr, max: usize) -> Option<usize> {
+    let value = get(cname)?;
+    let parsed = core::str::from_utf8(value)
+        .ok()
+        .and_then(|text| text.trim().parse::<usize>().ok())
+        .filter(|n| (1..=max).contains(n));
+    if parsed.is_none() {
+        // format_args! formats in place: nothing is allocated.
+        warn(name, value, &format_args!("a whole number from 1 to {max}"));
+    }
+    parsed
+}
+
 fn flag_var(name: &str, cname: &CStr) -> bool {
     let Some(value) = get(cname) else {
         return false;
@@ -103,6 +119,11 @@ pub(crate) fn read() -> Settings {
         heap_bytes: bytes_var("SNUGALLOC_HEAP_SIZE", c"SNUGALLOC_HEAP_SIZE"),
         chunk_bytes: bytes_var("SNUGALLOC_CHUNK_SIZE", c"SNUGALLOC_CHUNK_SIZE"),
         stats_at_exit: flag_var("SNUGALLOC_STATS", c"SNUGALLOC_STATS"),
+        max_allocators: count_var(
+            "SNUGALLOC_MAX_ALLOCATORS",
+            c"SNUGALLOC_MAX_ALLOCATORS",
+            snugalloc_core::MAX_ALLOCATORS,
+        ),
     }
 }
 

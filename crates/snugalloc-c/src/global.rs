@@ -208,7 +208,7 @@ fn init() -> Option<&'static Heap> {
 /// heap (with a warning) when a fixed size cannot be had.
 fn create(settings: &Settings) -> Option<Heap> {
     if let Some(size) = settings.heap_bytes {
-        match fixed_heap(size, settings.chunk_bytes) {
+        match fixed_heap(size, settings.chunk_bytes, settings.max_allocators) {
             Ok(heap) => return Some(heap),
             Err(e) => {
                 let mut text = [0u8; 24];
@@ -220,7 +220,10 @@ fn create(settings: &Settings) -> Option<Heap> {
             }
         }
     }
-    let config = env::with_chunk(Config::for_os(), settings.chunk_bytes);
+    let mut config = env::with_chunk(Config::for_os(), settings.chunk_bytes);
+    if let Some(max) = settings.max_allocators {
+        config.max_allocators = max;
+    }
     match Heap::from_os(config) {
         Ok(heap) => Some(heap),
         Err(e) => {
@@ -239,14 +242,18 @@ fn create(settings: &Settings) -> Option<Heap> {
 /// region of exactly that size or an error: `Heap::from_os` settles for a
 /// smaller reservation when the OS refuses a large one, which is right for
 /// address space but not for a size the user chose.
-fn fixed_heap(size: usize, chunk_bytes: Option<usize>) -> Result<Heap, snugalloc_core::Error> {
+fn fixed_heap(
+    size: usize,
+    chunk_bytes: Option<usize>,
+    max_allocators: Option<usize>,
+) -> Result<Heap, snugalloc_core::Error> {
     let base = env::with_chunk(Config::for_region(size), chunk_bytes);
     let size = size / base.chunk_bytes * base.chunk_bytes;
     let heap = Heap::from_os(Config {
         os_reserve_bytes: size,
         // A process may run many more threads than an enclave (whose
         // default this is): 8 bytes of the region per allowed allocator.
-        max_allocators: snugalloc_core::MAX_ALLOCATORS,
+        max_allocators: max_allocators.unwrap_or(snugalloc_core::MAX_ALLOCATORS),
         ..base
     })?;
     if heap.stats().heap_bytes < size {
@@ -312,7 +319,7 @@ fn with_thread_slow<R>(state: usize, fail: R, f: impl FnOnce(&mut Attached<'stat
     }
     // Re-entered while attaching, after thread exit, or the thread cannot
     // keep an allocator: use one for this call only (dropping detaches).
-    match heap.attach() {
+    match heap.attach_for_call() {
         Ok(mut a) => f(&mut a),
         Err(_) => fail,
     }
@@ -322,7 +329,7 @@ fn with_thread_slow<R>(state: usize, fail: R, f: impl FnOnce(&mut Attached<'stat
 /// detached when the thread exits.
 fn attach_thread(heap: &'static Heap) -> Option<NonNull<u8>> {
     LOCAL.set(ATTACHING as *mut u8);
-    let Ok(a) = heap.attach() else {
+    let Ok(a) = heap.attach_for_thread() else {
         LOCAL.set(null_mut());
         return None;
     };

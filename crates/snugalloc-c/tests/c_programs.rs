@@ -4,7 +4,8 @@
 //! forks while frees reach an idle allocator), a
 //! cross-thread free storm (storm.c), an Open Enclave host driver
 //! (oe_host.c), a small address-space limit (limits.c), glibc's own
-//! names for the allocator (glibc.c), and a setuid program (secure.c). Each preload-library test also runs on a fixed 64 MiB heap.
+//! names for the allocator (glibc.c), a setuid program (secure.c), and more
+//! threads than allocators (threads_beyond.c). Each preload-library test also runs on a fixed 64 MiB heap.
 
 mod common;
 
@@ -173,6 +174,31 @@ fn cross_thread_free_storm() {
     run_ok(Command::new(&exe).env("SNUGALLOC_HEAP_SIZE", FIXED));
 }
 
+/// More threads alive at once than the heap may make allocators: each
+/// allocates and frees 2,000 times without a failure, over both heaps
+/// (threads_beyond.c). Before threads kept allocators only up to a
+/// reserve, the threads beyond the limit got NULL.
+#[test]
+fn more_threads_than_allocators_all_allocate() {
+    let exe = compile("threads_beyond", Link::Shared);
+    for fixed in [false, true] {
+        let mut cmd = Command::new(&exe);
+        cmd.env("SNUGALLOC_MAX_ALLOCATORS", "8");
+        if fixed {
+            cmd.env("SNUGALLOC_HEAP_SIZE", FIXED);
+        }
+        let out = run_ok(&mut cmd);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        // 40 threads, and no more than the 8 allocators allowed.
+        let line = stdout.lines().next().unwrap_or_default();
+        let allocators: usize = line
+            .strip_prefix("ok 40 ")
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("unexpected output: {stdout}"));
+        assert!((1..=8).contains(&allocators), "{stdout}");
+    }
+}
+
 #[test]
 fn malformed_environment_is_reported_and_ignored() {
     let exe = compile("api", Link::Shared);
@@ -180,6 +206,7 @@ fn malformed_environment_is_reported_and_ignored() {
         Command::new(&exe)
             .env("SNUGALLOC_HEAP_SIZE", "lots")
             .env("SNUGALLOC_CHUNK_SIZE", "3000")
+            .env("SNUGALLOC_MAX_ALLOCATORS", "0")
             .env("SNUGALLOC_STATS", "1"),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -194,6 +221,12 @@ fn malformed_environment_is_reported_and_ignored() {
         lines
             .iter()
             .any(|l| l.starts_with("snugalloc: ignoring SNUGALLOC_CHUNK_SIZE=3000: ")),
+        "{stderr}"
+    );
+    assert!(
+        lines.contains(
+            &"snugalloc: ignoring SNUGALLOC_MAX_ALLOCATORS=0: a whole number from 1 to 16384; using the default"
+        ),
         "{stderr}"
     );
     // SNUGALLOC_STATS=1 prints the per-class table at exit.

@@ -111,7 +111,7 @@ fn with_call_allocator<R>(
     fail: R,
     f: impl FnOnce(&mut Attached<'static>) -> R,
 ) -> R {
-    match heap.attach() {
+    match heap.attach_for_call() {
         Ok(mut a) => f(&mut a),
         Err(_) => fail,
     }
@@ -194,7 +194,7 @@ pub extern "C" fn oe_allocator_thread_init() {
     if threads::lookup(thread).is_some() {
         return;
     }
-    let Ok(a) = heap.attach() else {
+    let Ok(a) = heap.attach_for_thread() else {
         return;
     };
     let raw = a.into_raw();

@@ -178,6 +178,9 @@ pub(crate) struct Allocator {
     /// while the list is still there is the double free that keeping it
     /// would have caught.
     last_deposit: *mut FreeObject,
+    /// Attached by `HeapInner::attach_for_thread`, so counted in the
+    /// pool's kept allocators until its detach.
+    pub(crate) kept: bool,
 }
 
 /// Change of an allocator's live bytes that its slow path publishes to the
@@ -307,6 +310,7 @@ impl Allocator {
                 heap.config.depot_bytes / DEPOT_LISTS
             },
             last_deposit: null_mut(),
+            kept: false,
             deposit_cursor: 0,
         }
     }

@@ -129,7 +129,7 @@ fn with_attached<R>(
 ) -> R {
     let mut patience = Patience::new();
     loop {
-        match heap.attach_with(&mut patience) {
+        match heap.attach_with(&mut patience, true) {
             Ok(slot) => {
                 // SAFETY: we hold the slot from `attach` until `detach` below.
                 let r = f(unsafe { &mut *slot.local.get() });
@@ -334,7 +334,7 @@ mod os_global {
         let Some(heap) = heap() else {
             return null_mut();
         };
-        let Ok(slot) = heap.attach() else {
+        let Ok(slot) = heap.attach_for_thread() else {
             return null_mut();
         };
         let slot = slot as *const AllocatorSlot as *mut AllocatorSlot;

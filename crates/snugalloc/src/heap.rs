@@ -526,12 +526,26 @@ impl HeapInner {
     /// while some allocator is out of the stack for a moment (set aside by
     /// another attach, or being detached), with a bound ([`Patience`]).
     pub(crate) fn attach(&self) -> Result<&AllocatorSlot, Error> {
-        self.attach_with(&mut Patience::new())
+        self.attach_with(&mut Patience::new(), false)
+    }
+
+    /// [`HeapInner::attach`] for one call: with the pool at its maximum,
+    /// it also waits (with the same bound) while some allocator is held
+    /// for a call rather than kept by a thread, since such a holder lets
+    /// go soon (see [`HeapInner::attach_for_thread`]). A plain attach does
+    /// not: its caller may hold what it got for as long as it likes.
+    pub(crate) fn attach_for_call(&self) -> Result<&AllocatorSlot, Error> {
+        self.attach_with(&mut Patience::new(), true)
     }
 
     /// [`HeapInner::attach`] with the caller's [`Patience`], so that a
-    /// caller that retries (`FixedGlobal`) waits within one bound in all.
-    pub(crate) fn attach_with(&self, patience: &mut Patience) -> Result<&AllocatorSlot, Error> {
+    /// caller that retries (`FixedGlobal`) waits within one bound in all;
+    /// with `for_call`, as [`HeapInner::attach_for_call`].
+    pub(crate) fn attach_with(
+        &self,
+        patience: &mut Patience,
+        for_call: bool,
+    ) -> Result<&AllocatorSlot, Error> {
         // The idle allocators found held, out of the idle stack until we
         // leave (so that the next pop finds another), chained through
         // their `next_idle` (id + 1, 0 ends), most recent first.
@@ -598,10 +612,41 @@ impl HeapInner {
             } else {
                 Error::OutOfMemory
             };
-            if self.pool.some_unattached() && patience.wait() {
+            // Wait for an allocator out of the stack for a moment, or (for
+            // a call, with the pool full) one held for a call by a thread
+            // beyond the keeping limit.
+            let calls = for_call && matches!(error, Error::PoolExhausted { .. });
+            if self.pool.one_may_come_back(calls) && patience.wait() {
                 continue;
             }
             return Err(error);
+        }
+    }
+
+    /// Attaches an allocator that the caller means to keep for long (a
+    /// thread until it exits), unless threads keep as many as the pool
+    /// allows already (`PoolExhausted` at once, without waiting): the rest
+    /// of the pool is left for attaches of one call, so that a thread
+    /// beyond the limit makes those and only ever waits for another
+    /// thread's call.
+    pub(crate) fn attach_for_thread(&self) -> Result<&AllocatorSlot, Error> {
+        if !self.pool.try_keep() {
+            return Err(Error::PoolExhausted {
+                max_allocators: self.pool.max(),
+            });
+        }
+        // A kept slot was free, so some allocator is not kept: it may be
+        // held for a call, and comes back soon.
+        match self.attach_for_call() {
+            Ok(slot) => {
+                // SAFETY: we hold `busy`, so `local` is ours alone.
+                unsafe { &mut *slot.local.get() }.kept = true;
+                Ok(slot)
+            }
+            Err(e) => {
+                self.pool.unkeep();
+                Err(e)
+            }
         }
     }
 
@@ -670,6 +715,9 @@ impl HeapInner {
         let local = unsafe { &mut *slot.local.get() };
         local.on_detach();
         let id = local.id();
+        if core::mem::take(&mut local.kept) {
+            self.pool.unkeep();
+        }
         self.pool.note_detached();
         // Release pairs with the Acquire swap in `attach`.
         slot.shared.busy.store(false, Ordering::Release);
@@ -1153,6 +1201,37 @@ impl Heap {
         })
     }
 
+    /// [`Heap::attach`] for one call (a thread that keeps no allocator,
+    /// having been refused one by [`Heap::attach_for_thread`]): when the
+    /// pool is at `max_allocators`, it also waits, up to about a second,
+    /// for an allocator another thread holds for a call. [`Heap::attach`]
+    /// waits only for one that is on its way back to the pool, since its
+    /// callers may hold an allocator for as long as they like.
+    pub fn attach_for_call(&self) -> Result<Attached<'_>, Error> {
+        let slot = self.inner().attach_for_call()?;
+        Ok(Attached {
+            heap: self.inner(),
+            slot,
+        })
+    }
+
+    /// [`Heap::attach`] for a handle the caller keeps for long, such as a
+    /// thread's allocator kept until the thread exits. Threads may keep all
+    /// allocators of the pool but a 64th of `max_allocators` (at least
+    /// one); once that many are kept, this fails at
+    /// once with [`Error::PoolExhausted`], and the caller should use
+    /// [`Heap::attach_for_call`] for each call instead: the allocators left over
+    /// serve such calls, so any number of threads can allocate, each
+    /// waiting at most for another thread's call. The C library and
+    /// [`crate::SnugAlloc`] attach their threads this way.
+    pub fn attach_for_thread(&self) -> Result<Attached<'_>, Error> {
+        let slot = self.inner().attach_for_thread()?;
+        Ok(Attached {
+            heap: self.inner(),
+            slot,
+        })
+    }
+
     /// Always-on counters (cheap; no allocation).
     pub fn stats(&self) -> Stats {
         self.inner().stats()
@@ -1522,6 +1601,54 @@ mod tests {
         };
         // SAFETY: the caller's contract.
         unsafe { Heap::from_region(region.as_mut_ptr(), len, config) }.expect("valid region")
+    }
+
+    /// Threads keep allocators only up to a reserve (a 64th of the pool,
+    /// at least one): past it `attach_for_thread` fails at once, and the
+    /// reserve serves calls, for which another thread's attach for a call
+    /// waits rather than fail. Before the reserve, a thread that found every allocator kept
+    /// by another could not allocate at all.
+    #[test]
+    fn threads_keep_allocators_only_up_to_a_reserve() {
+        use crate::pool::keep_max;
+        assert_eq!([1, 2, 64, 128, 16384].map(keep_max), [0, 1, 63, 126, 16128]);
+        let mut region = std::vec![0u8; 4 << 20];
+        // SAFETY: the region outlives the heap and is used by nothing else.
+        let heap = unsafe { heap_over_with_max(&mut region, 4) };
+        let mut kept: std::vec::Vec<_> = (0..3)
+            .map(|_| heap.attach_for_thread().expect("below the keeping limit"))
+            .collect();
+        assert_eq!(
+            heap.attach_for_thread().err(),
+            Some(Error::PoolExhausted { max_allocators: 4 })
+        );
+        let call = heap.attach_for_call().expect("the reserve serves a call");
+        assert!(
+            heap.attach_for_thread().is_err(),
+            "a call's allocator is not for keeping"
+        );
+        // A plain attach does not wait for an allocator held for a call
+        // (its callers hold theirs as long as they like)...
+        assert_eq!(
+            heap.attach().err(),
+            Some(Error::PoolExhausted { max_allocators: 4 })
+        );
+        // ... an attach for a call does.
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| heap.attach_for_call().map(drop).is_ok());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            drop(call);
+            assert!(
+                waiter.join().expect("no panic"),
+                "an attach waits for the allocator held for a call"
+            );
+        });
+        drop(kept.pop());
+        let again = heap.attach_for_thread();
+        assert!(again.is_ok(), "a kept allocator let go makes room");
+        drop(again);
+        drop(kept);
+        assert_eq!(heap.stats().allocators, 4);
     }
 
     /// Attaches while another thread puts allocator `id` back on the idle

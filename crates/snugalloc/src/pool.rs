@@ -18,6 +18,12 @@
 //!   once an attach holds one, decremented before a detach pushes it), so
 //!   `created - attached` allocators are on the idle stack, in an
 //!   attacher's hands for a moment, or being created or detached.
+//! - `kept` counts the allocators threads keep (attached with
+//!   `HeapInner::attach_for_thread`, typically until the thread exits):
+//!   raised before such an attach looks for one, lowered after it fails or
+//!   before the kept allocator's detach pushes it; never above `keep_max`.
+//!   So at least `max - keep_max` allocators are always left for attaches
+//!   of one call, which threads beyond the keeping limit make.
 
 use crate::allocator::AllocatorSlot;
 use crate::platform::fatal;
@@ -35,12 +41,29 @@ pub(crate) struct Pool {
     /// Tag in the high 32 bits, `id + 1` of the top allocator (0 = empty)
     /// in the low 32.
     idle: AtomicU64,
+    /// Allocators kept by threads (see the module's invariants).
+    kept: AtomicUsize,
+    /// Most allocators threads may keep at once: `max` less a reserve.
+    keep_max: usize,
 }
 
 // SAFETY: `slots` names atomics that live as long as the heap.
 unsafe impl Sync for Pool {}
 // SAFETY: as above.
 unsafe impl Send for Pool {}
+
+/// Threads may keep all allocators but a 64th of the pool (at least
+/// one): a thread that finds them all kept attaches one of the rest for
+/// each call, so more threads than `max_allocators` each wait only for
+/// another thread's call, never fail.
+const KEEP_RESERVE_SHARE: usize = 64;
+
+/// Most allocators threads may keep in a pool of `max` (0 for a pool of
+/// one: its allocator serves every thread one call at a time).
+pub(crate) const fn keep_max(max: usize) -> usize {
+    let reserve = max / KEEP_RESERVE_SHARE;
+    max.saturating_sub(if reserve == 0 { 1 } else { reserve })
+}
 
 impl Pool {
     /// # Safety
@@ -53,6 +76,8 @@ impl Pool {
             created: AtomicUsize::new(0),
             attached: AtomicUsize::new(0),
             idle: AtomicU64::new(0),
+            kept: AtomicUsize::new(0),
+            keep_max: keep_max(max),
         }
     }
 
@@ -126,15 +151,45 @@ impl Pool {
         self.attached.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Whether some allocator is not attached to a thread. Read after a
-    /// `pop_idle` that found the stack empty, that means one is out of the
-    /// stack for a moment: set aside by an attacher that found it held, or
-    /// on its way onto the stack or to its creator. It will be on the stack
-    /// or attached soon, so the attach should look again rather than fail.
-    /// Racy; the Acquire load of that `pop_idle` orders a detacher's count
-    /// before its push.
-    pub(crate) fn some_unattached(&self) -> bool {
-        self.attached.load(Ordering::Relaxed) < self.created.load(Ordering::Relaxed)
+    /// Counts an allocator a thread is about to keep, unless `keep_max`
+    /// are kept already; returns whether it did.
+    pub(crate) fn try_keep(&self) -> bool {
+        let mut n = self.kept.load(Ordering::Relaxed);
+        loop {
+            if n >= self.keep_max {
+                return false;
+            }
+            match self
+                .kept
+                .compare_exchange_weak(n, n + 1, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => n = now,
+            }
+        }
+    }
+
+    /// Uncounts a kept allocator (its attach failed, or it is detaching).
+    pub(crate) fn unkeep(&self) {
+        self.kept.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Whether an allocator will come back soon, so that an attach that
+    /// found none should look again rather than fail: some allocator is
+    /// not attached to a thread (set aside by an attacher that found it
+    /// held, or on its way onto the stack or to its creator), or, with
+    /// `calls`, some attached one is not kept by a thread (the caller knows
+    /// that attaches other than kept ones are for one call). Read
+    /// after a `pop_idle` that found the stack empty; the Acquire load of
+    /// that `pop_idle` orders a detacher's count before its push. Racy, but
+    /// `attached` is read once: a detacher lowers it between two reads of
+    /// it, and two reads could see it both at `created` and at `kept`.
+    /// With `calls` and the pool at its maximum it is always true, since
+    /// `kept <= keep_max < max`.
+    pub(crate) fn one_may_come_back(&self, calls: bool) -> bool {
+        let attached = self.attached.load(Ordering::Relaxed);
+        attached < self.created.load(Ordering::Relaxed)
+            || (calls && attached > self.kept.load(Ordering::Relaxed))
     }
 
     /// In a forked child, before it starts a thread: allocators that other
