@@ -286,14 +286,18 @@ pub enum Error {
     RegionTooSmall {
         /// Bytes given.
         region_bytes: usize,
-        /// Smallest region this configuration accepts.
+        /// Smallest region this configuration accepts at the same base
+        /// address: the chunks start at a chunk boundary past the
+        /// metadata, so another base may need up to a chunk less or more.
         min_bytes: usize,
     },
     /// The region's base pointer is null or the region wraps the address space.
     RegionInvalid,
     /// The OS refused to reserve address space.
     OsReserveFailed {
-        /// Bytes asked for.
+        /// The last size asked for: `Heap::from_os` halves a refused
+        /// `os_reserve_bytes` down to 16 MiB (or to the size asked, if
+        /// smaller) before it gives up.
         bytes: usize,
     },
     /// Every allocator the pool may create is attached.
@@ -344,6 +348,8 @@ impl fmt::Display for Error {
     }
 }
 
+impl core::error::Error for Error {}
+
 /// A byte count that [`parse_bytes`] could not read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParseBytesError {
@@ -364,6 +370,8 @@ impl fmt::Display for ParseBytesError {
         }
     }
 }
+
+impl core::error::Error for ParseBytesError {}
 
 /// Reads a byte count such as `4096`, `16k`, `64M`, `64MiB` or `1G`
 /// (binary units, case-insensitive). Does not allocate.
@@ -406,6 +414,28 @@ pub fn parse_bytes(text: &str) -> Result<usize, ParseBytesError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The errors work with `?` in functions that return a boxed
+    /// `std::error::Error` (or anyhow's), as the README's examples do.
+    #[test]
+    fn errors_are_std_errors() {
+        extern crate std;
+        use std::boxed::Box;
+        use std::string::ToString;
+        fn validate(c: Config) -> Result<(), Box<dyn std::error::Error>> {
+            c.validate()?;
+            parse_bytes("64Q")?;
+            Ok(())
+        }
+        let bad = Config {
+            chunk_bytes: 3000,
+            ..Config::for_os()
+        };
+        let e = validate(bad).expect_err("3000 is no chunk size");
+        assert!(e.to_string().contains("chunk_bytes = 3000"), "{e}");
+        let e = validate(Config::for_os()).expect_err("64Q is no size");
+        assert!(e.to_string().starts_with("expected a byte count"), "{e}");
+    }
 
     #[test]
     fn parses_sizes() {
