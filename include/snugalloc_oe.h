@@ -116,7 +116,7 @@ void snugalloc_stats(struct snugalloc_stats *out);
  * An enclave cannot print it; read it in the debugger
  * (p snugalloc_oe_fatal_message) or from an abort handler. Empty until a
  * fatal error. */
-extern const char snugalloc_oe_fatal_message[256];
+extern char snugalloc_oe_fatal_message[256];
 
 #ifdef __cplusplus
 }

@@ -12,7 +12,7 @@
 //! |---|---|
 //! | `NONE` (0) | no allocator yet: the next call attaches one |
 //! | `ATTACHING` (1) | attaching now; a call that re-enters (from `pthread_setspecific`) attaches for itself |
-//! | `DETACHED` (2) | the thread's exit destructor ran, or it cannot keep one: every call attaches for itself |
+//! | `DETACHED` (2) | the thread's exit destructor ran, or its key could not be set: every call attaches for itself |
 //! | anything else | `Attached::into_raw` of this thread's allocator |
 //!
 //! Call tree of an allocation:
@@ -20,8 +20,9 @@
 //! ```text
 //! with_thread ── LOCAL holds an allocator ──> f(allocator)          (fast path)
 //!      └── with_thread_slow ── heap() ── init() on first use
-//!               ├── NONE: attach_thread ── heap.attach, pthread_setspecific
-//!               └── otherwise: heap.attach for this call, detach after
+//!               ├── NONE: attach_thread ── heap.attach_for_thread, pthread_setspecific
+//!               │     (refused at the keeping limit: back to NONE, and as below)
+//!               └── otherwise: heap.attach_for_call, detach after
 //! ```
 //!
 //! Nothing here uses Rust's std at run time: the first call may come from

@@ -183,8 +183,9 @@ fn or_enomem(p: *mut c_void) -> *mut c_void {
 }
 
 /// Attaches an allocator to the calling enclave thread until
-/// `oe_allocator_thread_cleanup`. Without one (pool or table full), calls
-/// attach for themselves.
+/// `oe_allocator_thread_cleanup`. Without one (the pool's keeping limit
+/// reached, no memory for one, or the table full), calls attach for
+/// themselves.
 #[no_mangle]
 pub extern "C" fn oe_allocator_thread_init() {
     let Some(heap) = heap() else {
@@ -391,14 +392,16 @@ pub unsafe extern "C" fn snugalloc_stats(out: *mut CStats) {
 #[no_mangle]
 pub extern "C" fn rust_eh_personality() {}
 
-/// The last fatal error's message, NUL-terminated, for a debugger or an
+/// The first fatal error's message, NUL-terminated, for a debugger or an
 /// abort handler to read: an enclave has no standard error to print it
 /// to, and the allocator may not call out of the enclave. Written once,
-/// by the first thread that stops, before it calls `abort`
-/// (`include/snugalloc_oe.h` declares it).
+/// by the first thread that stops, before it calls `abort`; a thread that
+/// stops meanwhile waits (a bounded spin) until it is written before it
+/// aborts too (`include/snugalloc_oe.h` declares it).
 ///
 /// Invariant: only the thread that set [`FATAL_CLAIMED`] writes it, and it
-/// writes each byte once; readers read it after that thread's `abort`.
+/// writes each byte once, then sets [`FATAL_WRITTEN`]; readers in this
+/// library read nothing, and others read it after an `abort`.
 #[cfg(feature = "enclave")]
 #[no_mangle]
 #[allow(non_upper_case_globals)] // a C name, declared in the header
@@ -408,6 +411,14 @@ pub static snugalloc_oe_fatal_message: FatalMessage = FatalMessage::new();
 /// [`snugalloc_oe_fatal_message`].
 #[cfg(feature = "enclave")]
 static FATAL_CLAIMED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Set (Release) once [`snugalloc_oe_fatal_message`] is complete.
+#[cfg(feature = "enclave")]
+static FATAL_WRITTEN: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Spins a second stopping thread waits at most for the first's message.
+#[cfg(feature = "enclave")]
+const FATAL_WAIT_SPINS: u32 = 1 << 24;
 
 /// A fixed buffer of 256 bytes that a panic message is copied into.
 ///
@@ -429,11 +440,19 @@ impl FatalMessage {
     }
 
     /// Copies `info`'s message in, truncated, with a NUL after it; only the
-    /// first caller does.
+    /// first caller does. A later caller waits, for a bounded time, until
+    /// the first has finished, so that whoever reads the buffer after the
+    /// `abort` that follows finds it whole.
     fn fill(&self, info: &core::panic::PanicInfo<'_>) {
         use core::fmt::Write;
         use core::sync::atomic::Ordering;
         if FATAL_CLAIMED.swap(true, Ordering::AcqRel) {
+            let mut spins = 0;
+            // Acquire pairs with the Release store below.
+            while !FATAL_WRITTEN.load(Ordering::Acquire) && spins < FATAL_WAIT_SPINS {
+                core::hint::spin_loop();
+                spins += 1;
+            }
             return;
         }
         struct Cursor<'a>(&'a mut [u8], usize);
@@ -455,6 +474,8 @@ impl FatalMessage {
         let _ = write!(out, "{}", info.message());
         let end = out.1;
         buf[end] = 0;
+        // Release pairs with the Acquire loads of a later stopping thread.
+        FATAL_WRITTEN.store(true, Ordering::Release);
     }
 }
 

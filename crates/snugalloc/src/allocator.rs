@@ -1596,8 +1596,10 @@ impl Allocator {
     /// `idle_retain_bytes` of empty slabs stay. In a fixed region, where
     /// threads detach after every call and attach again at once, at most as
     /// many bytes of foreign objects stay too (a reclaim sends them home);
-    /// in an OS heap, where a detach is a thread's exit, they go home now,
-    /// so that no idle allocator holds other allocators' slabs.
+    /// in an OS heap, where a detach is usually a thread's exit, they go
+    /// home now, so that no idle allocator holds other allocators' slabs.
+    /// (Threads beyond the pool's keeping limit detach after every call
+    /// there too, and pay for it: that is the slow path of a rare case.)
     pub(crate) fn on_detach(&mut self) {
         #[cfg(debug_assertions)]
         self.check_invariants();

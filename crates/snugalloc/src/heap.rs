@@ -613,10 +613,9 @@ impl HeapInner {
                 Error::OutOfMemory
             };
             // Wait for an allocator out of the stack for a moment, or (for
-            // a call, with the pool full) one held for a call by a thread
-            // beyond the keeping limit.
-            let calls = for_call && matches!(error, Error::PoolExhausted { .. });
-            if self.pool.one_may_come_back(calls) && patience.wait() {
+            // a call, with no allocator to be made) one held for a call by
+            // a thread beyond the keeping limit.
+            if self.pool.one_may_come_back(for_call) && patience.wait() {
                 continue;
             }
             return Err(error);
@@ -1202,9 +1201,11 @@ impl Heap {
     }
 
     /// [`Heap::attach`] for one call (a thread that keeps no allocator,
-    /// having been refused one by [`Heap::attach_for_thread`]): when the
-    /// pool is at `max_allocators`, it also waits, up to about a second,
-    /// for an allocator another thread holds for a call. [`Heap::attach`]
+    /// having been refused one by [`Heap::attach_for_thread`]): when no
+    /// allocator can be made (the pool is at `max_allocators`, or there is
+    /// no memory for one), it also waits, up to about a second, while some
+    /// allocator is attached but not kept, which with the front ends means
+    /// held by another thread for a call. [`Heap::attach`]
     /// waits only for one that is on its way back to the pool, since its
     /// callers may hold an allocator for as long as they like.
     pub fn attach_for_call(&self) -> Result<Attached<'_>, Error> {
@@ -1219,7 +1220,8 @@ impl Heap {
     /// thread's allocator kept until the thread exits. Threads may keep all
     /// allocators of the pool but a 64th of `max_allocators` (at least
     /// one); once that many are kept, this fails at
-    /// once with [`Error::PoolExhausted`], and the caller should use
+    /// once with [`Error::PoolExhausted`] (below the limit it may wait, as
+    /// [`Heap::attach_for_call`] does), and the caller should use
     /// [`Heap::attach_for_call`] for each call instead: the allocators left over
     /// serve such calls, so any number of threads can allocate, each
     /// waiting at most for another thread's call. The C library and
@@ -1649,6 +1651,35 @@ mod tests {
         drop(again);
         drop(kept);
         assert_eq!(heap.stats().allocators, 4);
+    }
+
+    /// In a forked child, allocators other threads held at the fork never
+    /// come back, whether kept or held for a call: an attach for a call
+    /// must not wait its whole bound for them on every call (found by
+    /// review: the child counted a lost call's allocator as coming back).
+    #[test]
+    fn a_forked_child_waits_for_no_allocator_it_lost() {
+        let mut region = std::vec![0u8; 4 << 20];
+        // SAFETY: the region outlives the heap and is used by nothing else.
+        let heap = unsafe { heap_over_with_max(&mut region, 4) };
+        let kept: std::vec::Vec<_> = (0..3)
+            .map(|_| heap.attach_for_thread().expect("below the keeping limit"))
+            .collect();
+        let call = heap.attach_for_call().expect("the reserve");
+        let pool = &heap.inner().pool;
+        assert!(
+            pool.one_may_come_back(true),
+            "a call's allocator comes back"
+        );
+        // As the fork handler does in the child, where the threads holding
+        // them do not exist.
+        pool.recount_in_child();
+        assert!(
+            !pool.one_may_come_back(true),
+            "nothing comes back in the child"
+        );
+        core::mem::forget(call);
+        core::mem::forget(kept);
     }
 
     /// Attaches while another thread puts allocator `id` back on the idle

@@ -22,8 +22,10 @@
 //!   `HeapInner::attach_for_thread`, typically until the thread exits):
 //!   raised before such an attach looks for one, lowered after it fails or
 //!   before the kept allocator's detach pushes it; never above `keep_max`.
-//!   So at least `max - keep_max` allocators are always left for attaches
-//!   of one call, which threads beyond the keeping limit make.
+//!   So at least `max - keep_max` allocators are never kept, and serve
+//!   the attaches of one call that threads beyond the keeping limit make
+//!   (unless a caller of plain `Heap::attach` holds them, or a forked
+//!   child lost them, which then counts them as kept).
 
 use crate::allocator::AllocatorSlot;
 use crate::platform::fatal;
@@ -178,14 +180,16 @@ impl Pool {
     /// found none should look again rather than fail: some allocator is
     /// not attached to a thread (set aside by an attacher that found it
     /// held, or on its way onto the stack or to its creator), or, with
-    /// `calls`, some attached one is not kept by a thread (the caller knows
-    /// that attaches other than kept ones are for one call). Read
+    /// `calls`, some attached one is not kept by a thread (the caller, an
+    /// attach for a call or for a thread, knows that the front ends that
+    /// make those attach any other allocator for one call only). Read
     /// after a `pop_idle` that found the stack empty; the Acquire load of
     /// that `pop_idle` orders a detacher's count before its push. Racy, but
     /// `attached` is read once: a detacher lowers it between two reads of
     /// it, and two reads could see it both at `created` and at `kept`.
-    /// With `calls` and the pool at its maximum it is always true, since
-    /// `kept <= keep_max < max`.
+    /// With `calls` and the pool at its maximum it is always true in a
+    /// process that has not forked, since `kept <= keep_max < max`; a
+    /// forked child counts what it lost as kept (`recount_in_child`).
     pub(crate) fn one_may_come_back(&self, calls: bool) -> bool {
         let attached = self.attached.load(Ordering::Relaxed);
         attached < self.created.load(Ordering::Relaxed)
@@ -194,7 +198,10 @@ impl Pool {
 
     /// In a forked child, before it starts a thread: allocators that other
     /// threads of the parent held out of the stack are theirs for good, so
-    /// count everything that is not on the stack as attached.
+    /// count everything that is not on the stack as attached, and as kept:
+    /// none of them comes back, so an attach for a call must not wait for
+    /// one (it would wait its whole bound on every call), and a keep that
+    /// was in progress in another thread is gone too.
     pub(crate) fn recount_in_child(&self) {
         let mut on_stack = 0;
         let mut top = self.idle.load(Ordering::Relaxed) as u32;
@@ -206,8 +213,9 @@ impl Pool {
                 .next_idle
                 .load(Ordering::Relaxed);
         }
-        self.attached
-            .store(self.created().saturating_sub(on_stack), Ordering::Relaxed);
+        let attached = self.created().saturating_sub(on_stack);
+        self.attached.store(attached, Ordering::Relaxed);
+        self.kept.store(attached, Ordering::Relaxed);
     }
 
     /// Whether some allocator is detached (racy).
