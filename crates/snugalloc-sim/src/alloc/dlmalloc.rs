@@ -9,6 +9,13 @@
 //!
 //! Reserved bytes: the bytes currently handed out by the sbrk, i.e. the
 //! break minus the region base. Invariant: `base <= brk <= end`.
+//!
+//! One difference from Open Enclave's dlmalloc remains: the crate extends
+//! its heap by the whole request rather than by what its free top lacks,
+//! so its break runs ahead of the original's by up to the free top at
+//! each extension (at most about one large request), and the reserved
+//! figures read that much high. Only the end of the region is emulated
+//! (see `Sbrk::alloc`).
 
 use std::alloc::Layout;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -43,17 +50,25 @@ impl Sbrk {
 // only over memory dlmalloc itself gave back via `free_part`/`free`); it
 // never calls into dlmalloc.
 unsafe impl dlmalloc::Allocator for Sbrk {
+    /// Grants `size` bytes at the break, or what is left of the region if
+    /// that is less (and not nothing). The `dlmalloc` crate asks for the
+    /// whole request, where Doug Lea's dlmalloc over a contiguous sbrk (as
+    /// in Open Enclave) asks only for what its free top lacks; granting the
+    /// rest of the region lets the crate merge it with its top and serve
+    /// the request if the two together suffice, as the original would.
+    /// Without it, requests near the end of the region failed with enough
+    /// room, and the min-heap came out up to one request too high.
     fn alloc(&self, size: usize) -> (*mut u8, usize, u32) {
         let brk = self.brk();
-        match brk.checked_add(size) {
-            Some(new) if new <= self.end => {
-                self.brk.store(new, Ordering::Relaxed);
-                // Relaxed: a statistic, as `brk`.
-                self.peak.fetch_max(new, Ordering::Relaxed);
-                (brk as *mut u8, size, 0)
-            }
-            _ => (std::ptr::null_mut(), 0, 0),
+        let grant = size.min(self.end - brk);
+        if grant == 0 {
+            return (std::ptr::null_mut(), 0, 0);
         }
+        let new = brk + grant;
+        self.brk.store(new, Ordering::Relaxed);
+        // Relaxed: a statistic, as `brk`.
+        self.peak.fetch_max(new, Ordering::Relaxed);
+        (brk as *mut u8, grant, 0)
     }
 
     fn remap(&self, _ptr: *mut u8, _oldsize: usize, _newsize: usize, _can_move: bool) -> *mut u8 {
@@ -170,5 +185,39 @@ impl RegionAlloc for DlmallocRegion {
     }
     fn region(&self) -> Option<&Region> {
         Some(&self.region)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Near the end of the region the crate asks for its whole request;
+    /// the original dlmalloc would ask only for what its free top lacks.
+    /// 700 KiB freed at the top and 324 KiB left unused serve 800 KiB in a
+    /// 1 MiB region (found by review: it returned null).
+    #[test]
+    fn a_request_the_free_top_and_the_rest_of_the_region_hold_succeeds() {
+        let region = Region::map(1 << 20).expect("map");
+        let d = DlmallocRegion::new("dlmalloc".into(), region, None).expect("dlmalloc");
+        let mut h = d.attach().expect("attach");
+        let small = Layout::from_size_align(700 << 10, 16).expect("layout");
+        let p = h.alloc(small);
+        assert!(!p.is_null());
+        // SAFETY: `p` is live, from this heap, with this layout.
+        unsafe { h.dealloc(p, small) };
+        let big = Layout::from_size_align(800 << 10, 16).expect("layout");
+        let q = h.alloc(big);
+        assert!(
+            !q.is_null(),
+            "the free top and the region's tail hold 800 KiB"
+        );
+        // SAFETY: as above.
+        unsafe { h.dealloc(q, big) };
+        let too_big = Layout::from_size_align(1 << 20, 16).expect("layout");
+        assert!(
+            h.alloc(too_big).is_null(),
+            "a whole region's request cannot fit"
+        );
     }
 }
