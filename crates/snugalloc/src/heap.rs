@@ -1678,8 +1678,12 @@ mod tests {
             !pool.one_may_come_back(true),
             "nothing comes back in the child"
         );
-        core::mem::forget(call);
-        core::mem::forget(kept);
+        // Their holders are gone: never detach them (the Vec itself is
+        // freed).
+        let _ = call.into_raw();
+        for a in kept {
+            let _ = a.into_raw();
+        }
     }
 
     /// Attaches while another thread puts allocator `id` back on the idle
