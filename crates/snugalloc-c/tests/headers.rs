@@ -243,26 +243,7 @@ int main(void) {
     return 0;
 }
 "#;
-    let mut cc = Command::new("cc")
-        .args(["-x", "c", "-std=c11", "-I"])
-        .arg(common::root().join("include"))
-        .args(["-", "-x", "none"])
-        .arg(lib)
-        .arg("-o")
-        .arg(&exe)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("cc runs");
-    use std::io::Write;
-    cc.stdin
-        .take()
-        .expect("stdin")
-        .write_all(src.as_bytes())
-        .expect("write");
-    assert!(
-        cc.wait().expect("cc").success(),
-        "linking the enclave library failed"
-    );
+    link_with_enclave_lib(lib, &exe, src);
     let status = Command::new(&exe).status().expect("runs");
     assert!(status.success(), "the linked program failed: {status}");
 }
@@ -302,26 +283,7 @@ int main(void) {
     return 0;
 }
 "#;
-    let mut cc = Command::new("cc")
-        .args(["-x", "c", "-std=gnu11", "-I"])
-        .arg(common::root().join("include"))
-        .args(["-", "-x", "none"])
-        .arg(lib)
-        .arg("-o")
-        .arg(&exe)
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("cc runs");
-    use std::io::Write;
-    cc.stdin
-        .take()
-        .expect("stdin")
-        .write_all(src.as_bytes())
-        .expect("write");
-    assert!(
-        cc.wait().expect("cc").success(),
-        "linking the enclave library failed"
-    );
+    link_with_enclave_lib(lib, &exe, src);
     let out = Command::new(&exe).output().expect("runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
@@ -334,6 +296,31 @@ int main(void) {
             "snugalloc: fatal: free: pointer is not the start of an object (pointer 0x"
         ),
         "message: {stderr}"
+    );
+}
+
+/// Compiles the C program `src` (GNU C11, with `include/` on the path)
+/// and links it with the enclave library `lib` into `exe`.
+fn link_with_enclave_lib(lib: &std::path::Path, exe: &std::path::Path, src: &str) {
+    use std::io::Write;
+    let mut cc = Command::new("cc")
+        .args(["-x", "c", "-std=gnu11", "-I"])
+        .arg(common::root().join("include"))
+        .args(["-", "-x", "none"])
+        .arg(lib)
+        .arg("-o")
+        .arg(exe)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("cc runs");
+    cc.stdin
+        .take()
+        .expect("stdin")
+        .write_all(src.as_bytes())
+        .expect("write");
+    assert!(
+        cc.wait().expect("cc").success(),
+        "linking the enclave library failed"
     );
 }
 
