@@ -529,10 +529,11 @@ impl HeapInner {
         self.attach_with(&mut Patience::new(), false)
     }
 
-    /// [`HeapInner::attach`] for one call: with the pool at its maximum,
-    /// it also waits (with the same bound) while some allocator is held
-    /// for a call rather than kept by a thread, since such a holder lets
-    /// go soon (see [`HeapInner::attach_for_thread`]). A plain attach does
+    /// [`HeapInner::attach`] for one call: when no allocator can be made
+    /// (the pool at its maximum, or no memory for one), it also waits
+    /// (with the same bound) while some allocator is held for a call
+    /// rather than kept by a thread, since such a holder lets go soon (see
+    /// [`HeapInner::attach_for_thread`]). A plain attach does
     /// not: its caller may hold what it got for as long as it likes.
     pub(crate) fn attach_for_call(&self) -> Result<&AllocatorSlot, Error> {
         self.attach_with(&mut Patience::new(), true)
@@ -1193,11 +1194,7 @@ impl Heap {
     /// thread is detaching or holds for a moment. Drop the handle to
     /// detach.
     pub fn attach(&self) -> Result<Attached<'_>, Error> {
-        let slot = self.inner().attach()?;
-        Ok(Attached {
-            heap: self.inner(),
-            slot,
-        })
+        self.inner().attach().map(|slot| self.handle(slot))
     }
 
     /// [`Heap::attach`] for one call (a thread that keeps no allocator,
@@ -1209,11 +1206,7 @@ impl Heap {
     /// waits only for one that is on its way back to the pool, since its
     /// callers may hold an allocator for as long as they like.
     pub fn attach_for_call(&self) -> Result<Attached<'_>, Error> {
-        let slot = self.inner().attach_for_call()?;
-        Ok(Attached {
-            heap: self.inner(),
-            slot,
-        })
+        self.inner().attach_for_call().map(|slot| self.handle(slot))
     }
 
     /// [`Heap::attach`] for a handle the caller keeps for long, such as a
@@ -1222,16 +1215,22 @@ impl Heap {
     /// one); once that many are kept, this fails at
     /// once with [`Error::PoolExhausted`] (below the limit it may wait, as
     /// [`Heap::attach_for_call`] does), and the caller should use
-    /// [`Heap::attach_for_call`] for each call instead: the allocators left over
-    /// serve such calls, so any number of threads can allocate, each
+    /// [`Heap::attach_for_call`] for each call instead: the allocators
+    /// left over serve such calls, so any number of threads can allocate, each
     /// waiting at most for another thread's call. The C library and
     /// [`crate::SnugAlloc`] attach their threads this way.
     pub fn attach_for_thread(&self) -> Result<Attached<'_>, Error> {
-        let slot = self.inner().attach_for_thread()?;
-        Ok(Attached {
+        self.inner()
+            .attach_for_thread()
+            .map(|slot| self.handle(slot))
+    }
+
+    /// The handle of `slot`, which the caller has just attached.
+    fn handle<'h>(&'h self, slot: &'h AllocatorSlot) -> Attached<'h> {
+        Attached {
             heap: self.inner(),
             slot,
-        })
+        }
     }
 
     /// Always-on counters (cheap; no allocation).
@@ -1608,8 +1607,8 @@ mod tests {
     /// Threads keep allocators only up to a reserve (a 64th of the pool,
     /// at least one): past it `attach_for_thread` fails at once, and the
     /// reserve serves calls, for which another thread's attach for a call
-    /// waits rather than fail. Before the reserve, a thread that found every allocator kept
-    /// by another could not allocate at all.
+    /// waits rather than fail. Before the reserve, a thread that found
+    /// every allocator kept by another could not allocate at all.
     #[test]
     fn threads_keep_allocators_only_up_to_a_reserve() {
         use crate::pool::keep_max;
