@@ -11,8 +11,8 @@
 //! `chunk_bytes` and, like the core's defaults, slabs of up to four chunks
 //! and slab objects up to one chunk unless `max-slab=` (largest slab object)
 //! or `slab=` (largest slab) say otherwise; `max-allocators=`,
-//! `idle-retain=` and `depot=` set the fields of the same names (`depot=`
-//! is `depot_bytes`), `classes=` sets
+//! `idle-retain=` set the fields of the same names, `foreign=` sets
+//! `foreign_retain_bytes` and `depot=` `depot_bytes`, `classes=` sets
 //! `classes_per_doubling`, `cache=` sets `chunk_cache_bytes` with the
 //! cache in force whatever the region size, and `halves=on|off` sets
 //! `half_chunks`.
@@ -51,6 +51,9 @@ pub fn config_for(o: &SnugOptions, len: usize) -> Config {
     }
     if let Some(b) = o.idle_retain_bytes {
         cfg.idle_retain_bytes = b;
+    }
+    if let Some(b) = o.foreign_retain_bytes {
+        cfg.foreign_retain_bytes = b;
     }
     if let Some(b) = o.depot_bytes {
         cfg.depot_bytes = b;

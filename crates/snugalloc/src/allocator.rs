@@ -164,6 +164,9 @@ pub(crate) struct Allocator {
     /// Objects on each `foreign` list.
     foreign_count: [u32; NUM_CLASSES],
     foreign_bytes: usize,
+    /// Most bytes of kept objects: set at attach and detach by
+    /// [`HeapInner::foreign_limit_now`] (less while the region is nearly
+    /// full).
     foreign_limit: usize,
     /// Most bytes the heap's depot may hold when we add to it (0: the
     /// depot is off).
@@ -302,7 +305,7 @@ impl Allocator {
             foreign: [null_mut(); NUM_CLASSES],
             foreign_count: [0; NUM_CLASSES],
             foreign_bytes: 0,
-            foreign_limit: heap.config.idle_retain_bytes,
+            foreign_limit: heap.foreign_limit_now(),
             depot_limit: heap.config.depot_bytes,
             list_limit: if heap.config.depot_bytes == 0 {
                 usize::MAX
@@ -1587,6 +1590,7 @@ impl Allocator {
 
     /// Called when a thread attaches.
     pub(crate) fn on_attach(&mut self) {
+        self.foreign_limit = self.heap().foreign_limit_now();
         if !self.shared().inbox.is_empty() {
             self.drain_inbox();
         }
@@ -1607,6 +1611,7 @@ impl Allocator {
         if self.heap().os_owned {
             self.flush_foreign(Reclaim::All);
         } else {
+            self.foreign_limit = self.heap().foreign_limit_now();
             self.shed_kept();
         }
         self.flush_outgoing();

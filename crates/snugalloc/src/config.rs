@@ -67,14 +67,19 @@ pub struct Config {
     /// Most allocators the pool will create (attached at once): 1 to 16384.
     pub max_allocators: usize,
     /// Bytes of empty slabs a detached allocator may keep for its next
-    /// attach; the rest go back to the chunk backend at detach. Also the
-    /// bound on the bytes of other allocators' objects an allocator keeps
-    /// to hand out again (freed through it, attached or not), instead of
-    /// sending them to an owner that may be descheduled for milliseconds.
+    /// attach; the rest go back to the chunk backend at detach.
     pub idle_retain_bytes: usize,
+    /// Bytes of other allocators' objects an allocator keeps to hand out
+    /// again (freed through it, attached or not), instead of sending them
+    /// to an owner that may be descheduled for milliseconds. They stay
+    /// with the allocator across a detach in a fixed region; a reclaim
+    /// sends them home. In a fixed region with less than a quarter of its
+    /// chunks free, allocators that attach or detach keep at most a
+    /// quarter of this. At most 64 MiB.
+    pub foreign_retain_bytes: usize,
     /// Bytes of other allocators' objects the heap's depot may hold: objects
     /// freed by a thread that does not own them, past what its allocator
-    /// keeps (`idle_retain_bytes` in all, and an eighth of this per class),
+    /// keeps (`foreign_retain_bytes` in all, and an eighth of this per class),
     /// go there as a list, and wait for whichever allocator next runs short
     /// of their class instead of in the inbox of an owner that may be
     /// descheduled. The bound is checked before each list a free adds, so
@@ -139,6 +144,10 @@ impl Config {
             max_slab_bytes: 4 * chunk_bytes,
             max_allocators: 1024,
             idle_retain_bytes: if small { 2 * chunk_bytes } else { 256 * KIB },
+            // Measured on ecall-churn (64 MiB): 32 KiB, 8 KiB while the
+            // region is nearly full, made 7% more operations per second than
+            // 8 KiB throughout, for 0.2 MiB more at the peak.
+            foreign_retain_bytes: if small { 32 * KIB } else { 256 * KIB },
             // A 64th of the region, 256 KiB from 16 MiB up.
             depot_bytes: if region_bytes / 64 < DEPOT_BYTES {
                 region_bytes / 64
@@ -165,6 +174,7 @@ impl Config {
             max_slab_bytes: 64 * KIB,
             max_allocators: MAX_ALLOCATORS,
             idle_retain_bytes: 256 * KIB,
+            foreign_retain_bytes: 256 * KIB,
             depot_bytes: DEPOT_BYTES,
             chunk_cache_bytes: 256 * KIB,
             chunk_cache_min_heap_bytes: SMALL_HEAP_BYTES,
@@ -222,6 +232,13 @@ impl Config {
                 o,
                 "16 B to 64 KiB, and at most max_slab_bytes",
                 ("max_slab_bytes", s),
+            );
+        }
+        if self.foreign_retain_bytes > 64 * MIB {
+            return bad(
+                "foreign_retain_bytes",
+                self.foreign_retain_bytes,
+                "0 to 64 MiB",
             );
         }
         if self.depot_bytes > 64 * MIB {
@@ -496,6 +513,13 @@ mod tests {
                     ..base
                 },
                 "classes_per_doubling",
+            ),
+            (
+                Config {
+                    foreign_retain_bytes: 65 << 20,
+                    ..base
+                },
+                "foreign_retain_bytes",
             ),
             (
                 Config {

@@ -115,6 +115,11 @@ pub(crate) struct HeapInner {
     pub(crate) os_owned: bool,
 }
 
+/// A fixed region with fewer than one `ROOM_SHARE`th of its chunks free
+/// is nearly full: allocators keep less of other allocators' objects
+/// (see [`HeapInner::foreign_limit_now`]).
+const ROOM_SHARE: usize = 4;
+
 /// Addresses of the parts of a region laid out for `chunks` chunks.
 struct Plan {
     inner: usize,
@@ -752,6 +757,25 @@ impl HeapInner {
             if !hold_idle(slot, Allocator::accept_inbox) {
                 return;
             }
+        }
+    }
+
+    /// The most bytes of other allocators' objects an allocator attaching
+    /// or detaching now may keep: `foreign_retain_bytes` while at least a
+    /// `ROOM_SHARE`th of the region's chunks are free, a quarter of it
+    /// when fewer are. Kept objects make remote frees cheap (the freeing
+    /// thread hands them out again, still in its cache), but those of a
+    /// descheduled thread's allocator are out of every other thread's
+    /// reach, with the slabs they hold; near a full region, room is worth
+    /// more than speed. (OS heaps keep the whole bound: they grow.)
+    pub(crate) fn foreign_limit_now(&self) -> usize {
+        let bound = self.config.foreign_retain_bytes;
+        let chunks = self.backend.chunks();
+        let free = chunks.saturating_sub(self.backend.reserved_chunks());
+        if self.os_owned || free >= chunks / ROOM_SHARE {
+            bound
+        } else {
+            bound / 4
         }
     }
 
@@ -1901,6 +1925,7 @@ mod tests {
         // in batches.
         let config = Config {
             idle_retain_bytes: 0,
+            foreign_retain_bytes: 0,
             depot_bytes: 0,
             ..Config::for_region(len)
         };

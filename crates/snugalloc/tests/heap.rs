@@ -579,7 +579,7 @@ fn misuse(case: &str) {
                 let keep = if case == "remote-twice-kept" {
                     0
                 } else {
-                    Config::for_region(4 * MIB).idle_retain_bytes / 64 - 1
+                    Config::for_region(4 * MIB).foreign_retain_bytes / 64 - 1
                 };
                 for _ in 0..keep {
                     b.dealloc(a.alloc(l), l);
@@ -596,7 +596,7 @@ fn misuse(case: &str) {
 
 /// Owner `o` has a slab of 48-byte objects holding `x0` and `x1` (the
 /// second object). Senders `d` and `b` both free `x1` (nothing is kept as
-/// a foreign object or in the depot: `idle_retain_bytes` and `depot_bytes`
+/// a foreign object or in the depot: `foreign_retain_bytes` and `depot_bytes`
 /// are 0), and `b`'s copy arrives. The
 /// owner frees `x0` and detaches, which gives the empty slab back; `c`
 /// makes a slab of 256-byte objects there, where `x1` is no object (with
@@ -605,6 +605,7 @@ fn misuse(case: &str) {
 fn remote_twice_reused(same_class: bool) {
     let config = Config {
         idle_retain_bytes: 0,
+        foreign_retain_bytes: 0,
         depot_bytes: 0,
         ..Config::for_region(4 * MIB)
     };
@@ -1096,7 +1097,7 @@ fn foreign_objects_are_reused_by_the_freeing_allocator_and_bounded() {
         ..Config::for_region(16 * MIB)
     };
     let heap = fixed_heap_with(16 * MIB, config);
-    let retain = config.idle_retain_bytes;
+    let retain = config.foreign_retain_bytes;
     let l = Layout::from_size_align(200, 8).expect("layout");
     let size = snugalloc::class_size(heap.size_class_of(l.size()).expect("a slab class"));
     let mut owner = heap.attach().expect("attach");
@@ -1139,10 +1140,70 @@ fn foreign_objects_are_reused_by_the_freeing_allocator_and_bounded() {
 }
 
 #[test]
+fn a_nearly_full_region_keeps_a_quarter_as_many_foreign_objects() {
+    // Without the depot, so what an allocator cannot keep goes home.
+    let config = Config {
+        depot_bytes: 0,
+        ..Config::for_region(16 * MIB)
+    };
+    let heap = fixed_heap_with(16 * MIB, config);
+    let retain = config.foreign_retain_bytes;
+    let l = Layout::from_size_align(200, 8).expect("layout");
+    let size = snugalloc::class_size(heap.size_class_of(l.size()).expect("a slab class"));
+    let mut owner = heap.attach().expect("attach");
+    let n = 2 * retain / size + 8;
+    // Bytes of `objs` (objects of `owner`'s slabs) that an allocator
+    // attached now keeps when they are freed through it.
+    let kept_by_one_attached_now = |objs: Vec<*mut u8>| {
+        let mut other = heap.attach().expect("attach");
+        for p in objs {
+            // SAFETY: allocated by `owner` with `l`, freed once.
+            unsafe { other.dealloc(p, l) };
+        }
+        heap.snapshot().foreign_bytes
+    };
+    let objs: Vec<_> = (0..n).map(|_| owner.alloc(l)).collect();
+    // Fill the region with 64 KiB blocks, then free 1 MiB of them: less
+    // than a quarter of the chunks are free.
+    let big = Layout::from_size_align(64 * 1024, 8).expect("layout");
+    let mut filler = heap.attach().expect("attach");
+    let mut blocks = Vec::new();
+    loop {
+        let p = filler.alloc(big);
+        if p.is_null() {
+            break;
+        }
+        blocks.push(p);
+    }
+    for p in blocks.drain(..16) {
+        // SAFETY: allocated above with `big`, freed once.
+        unsafe { filler.dealloc(p, big) };
+    }
+    let full = kept_by_one_attached_now(objs);
+    assert!(
+        full > 0 && full <= retain / 4,
+        "nearly full: kept {full} of at most {}",
+        retain / 4
+    );
+    for p in blocks {
+        // SAFETY: allocated above with `big`, freed once.
+        unsafe { filler.dealloc(p, big) };
+    }
+    heap.reclaim();
+    assert_eq!(heap.snapshot().foreign_bytes, 0);
+    let objs: Vec<_> = (0..n).map(|_| owner.alloc(l)).collect();
+    let roomy = kept_by_one_attached_now(objs);
+    assert!(
+        roomy > retain / 2 && roomy <= retain,
+        "roomy: kept {roomy} of at most {retain}"
+    );
+}
+
+#[test]
 fn the_depot_takes_what_an_allocator_cannot_keep_and_any_allocator_reuses_it() {
     let heap = fixed_heap(16 * MIB);
     let config = Config::for_region(16 * MIB);
-    let (retain, depot) = (config.idle_retain_bytes, config.depot_bytes);
+    let (retain, depot) = (config.foreign_retain_bytes, config.depot_bytes);
     let l = Layout::from_size_align(200, 8).expect("layout");
     let size = snugalloc::class_size(heap.size_class_of(l.size()).expect("a slab class"));
     let mut owner = heap.attach().expect("attach");
@@ -1554,8 +1615,14 @@ fn an_allocation_about_to_fail_sends_home_only_what_idle_owners_can_free() {
 
 #[test]
 fn an_object_its_depositor_frees_again_after_another_took_it_is_no_double_free() {
-    let heap = fixed_heap(16 * MIB);
-    let retain = Config::for_region(16 * MIB).idle_retain_bytes;
+    // A bound on kept objects below a depot list's share (an eighth of
+    // the depot), so that the bound, not the share, decides.
+    let config = Config {
+        foreign_retain_bytes: 8 * 1024,
+        ..Config::for_region(16 * MIB)
+    };
+    let heap = fixed_heap_with(16 * MIB, config);
+    let retain = config.foreign_retain_bytes;
     let l = Layout::from_size_align(200, 8).expect("layout");
     let size = snugalloc::class_size(heap.size_class_of(l.size()).expect("a slab class"));
     let mut owner = heap.attach().expect("attach");
@@ -1627,8 +1694,14 @@ fn an_idle_allocators_own_kept_objects_go_home_before_an_allocation_fails() {
 
 #[test]
 fn an_object_of_a_class_not_kept_makes_room_by_putting_another_list_in_the_depot() {
-    let heap = fixed_heap(16 * MIB);
-    let retain = Config::for_region(16 * MIB).idle_retain_bytes;
+    // A bound on kept objects below a depot list's share (an eighth of
+    // the depot), so that the bound, not the share, decides.
+    let config = Config {
+        foreign_retain_bytes: 8 * 1024,
+        ..Config::for_region(16 * MIB)
+    };
+    let heap = fixed_heap_with(16 * MIB, config);
+    let retain = config.foreign_retain_bytes;
     let (la, lb) = (
         Layout::from_size_align(200, 8).expect("layout"),
         Layout::from_size_align(150, 8).expect("layout"),

@@ -291,8 +291,11 @@ pub struct SnugOptions {
     pub max_slab_bytes: Option<usize>,
     /// `max-allocators=`: pool size.
     pub max_allocators: Option<usize>,
-    /// `idle-retain=`: bytes an idle allocator may keep.
+    /// `idle-retain=`: bytes of empty slabs an idle allocator may keep.
     pub idle_retain_bytes: Option<usize>,
+    /// `foreign=`: bytes of other allocators' objects an allocator keeps
+    /// to hand out again.
+    pub foreign_retain_bytes: Option<usize>,
     /// `depot=`: bytes the heap's depot of other allocators' objects may
     /// hold (`0` turns it off).
     pub depot_bytes: Option<usize>,
@@ -328,7 +331,7 @@ pub enum AllocSpec {
 
 /// Allocator names `--alloc` accepts, for error messages.
 pub const ALLOC_ALLOWED: &str =
-    "snugalloc[:chunk=SIZE,max-slab=SIZE,slab=SIZE,max-allocators=N,idle-retain=SIZE,depot=SIZE,classes=N,cache=SIZE,halves=on|off], \
+    "snugalloc[:chunk=SIZE,max-slab=SIZE,slab=SIZE,max-allocators=N,idle-retain=SIZE,foreign=SIZE,depot=SIZE,classes=N,cache=SIZE,halves=on|off], \
 dlmalloc[:granularity=SIZE], talc, rlsf, firstfit, system, mimalloc, jemalloc, snmalloc";
 
 impl AllocSpec {
@@ -372,6 +375,7 @@ impl AllocSpec {
                             })?)
                         }
                         "idle-retain" => o.idle_retain_bytes = Some(bytes()?),
+                        "foreign" => o.foreign_retain_bytes = Some(bytes()?),
                         "depot" => o.depot_bytes = Some(bytes()?),
                         "cache" => o.chunk_cache_bytes = Some(bytes()?),
                         "halves" => {
@@ -392,7 +396,7 @@ impl AllocSpec {
                         }
                         _ => {
                             return Err(format!(
-                                "unknown snugalloc option '{k}' (allowed: chunk, max-slab, slab, max-allocators, idle-retain, depot, classes, cache, halves)"
+                                "unknown snugalloc option '{k}' (allowed: chunk, max-slab, slab, max-allocators, idle-retain, foreign, depot, classes, cache, halves)"
                             ))
                         }
                     }
@@ -485,6 +489,9 @@ impl fmt::Display for AllocSpec {
                 }
                 if let Some(b) = o.idle_retain_bytes {
                     parts.push(format!("idle-retain={}", kib(b)));
+                }
+                if let Some(b) = o.foreign_retain_bytes {
+                    parts.push(format!("foreign={}", kib(b)));
                 }
                 if let Some(b) = o.depot_bytes {
                     parts.push(format!("depot={}", kib(b)));
