@@ -1027,9 +1027,9 @@ impl Allocator {
     }
 
     /// Brings the kept objects within `foreign_limit` (lists taken from the
-    /// depot may pass it while attached), giving the lists of the excess
-    /// back to the depot, or home if it is full: an idle allocator holds
-    /// at most that much.
+    /// depot may pass it while attached, and the limit falls when the
+    /// region fills), giving the lists of the excess to the depot, or home
+    /// if it is off or full: an idle allocator holds at most that much.
     fn shed_kept(&mut self) {
         let mut class = 0;
         while self.foreign_bytes > self.foreign_limit && class < NUM_CLASSES {
@@ -1038,9 +1038,14 @@ impl Allocator {
                 let count = self.foreign_count[class] as usize;
                 let size = class_size(class);
                 let depot = &self.heap().depot;
-                // SAFETY: our kept list of `class`: `count` free objects of
-                // the class, kept in use by their slabs, held by us alone.
-                if !unsafe { depot.put(class, head, count, size, usize::MAX) } {
+                // Back to the depot past its bound (see `depot_bytes`),
+                // unless it is off.
+                let deposited = self.depot_limit != 0
+                    // SAFETY: our kept list of `class`: `count` free objects
+                    // of the class, kept in use by their slabs, held by us
+                    // alone.
+                    && unsafe { depot.put(class, head, count, size, usize::MAX) };
+                if !deposited {
                     self.send_home_some(head, Reclaim::All);
                 }
                 self.forget_kept(class, count);
@@ -1588,9 +1593,13 @@ impl Allocator {
         }
     }
 
-    /// Called when a thread attaches.
+    /// Called when a thread attaches: the bound on kept objects follows
+    /// the room left in the region, and what is kept past it goes.
     pub(crate) fn on_attach(&mut self) {
         self.foreign_limit = self.heap().foreign_limit_now();
+        if self.foreign_bytes > self.foreign_limit {
+            self.shed_kept();
+        }
         if !self.shared().inbox.is_empty() {
             self.drain_inbox();
         }
@@ -1598,8 +1607,10 @@ impl Allocator {
 
     /// Called when a thread detaches: nothing is left in flight, and at most
     /// `idle_retain_bytes` of empty slabs stay. In a fixed region, where
-    /// threads detach after every call and attach again at once, at most as
-    /// many bytes of foreign objects stay too (a reclaim sends them home);
+    /// threads detach after every call and attach again at once, at most
+    /// `foreign_limit` bytes of foreign objects stay too (set again now:
+    /// `foreign_retain_bytes`, a quarter of it in a nearly full region; a
+    /// reclaim sends them home);
     /// in an OS heap, where a detach is usually a thread's exit, they go
     /// home now, so that no idle allocator holds other allocators' slabs.
     /// (Threads beyond the pool's keeping limit detach after every call

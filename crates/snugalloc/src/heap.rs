@@ -119,6 +119,9 @@ pub(crate) struct HeapInner {
 /// is nearly full: allocators keep less of other allocators' objects
 /// (see [`HeapInner::foreign_limit_now`]).
 const ROOM_SHARE: usize = 4;
+/// The share of `foreign_retain_bytes` an allocator keeps in a nearly full
+/// heap.
+const NEARLY_FULL_KEEP_SHARE: usize = 4;
 
 /// Addresses of the parts of a region laid out for `chunks` chunks.
 struct Plan {
@@ -760,22 +763,26 @@ impl HeapInner {
         }
     }
 
-    /// The most bytes of other allocators' objects an allocator attaching
-    /// or detaching now may keep: `foreign_retain_bytes` while at least a
-    /// `ROOM_SHARE`th of the region's chunks are free, a quarter of it
-    /// when fewer are. Kept objects make remote frees cheap (the freeing
-    /// thread hands them out again, still in its cache), but those of a
-    /// descheduled thread's allocator are out of every other thread's
-    /// reach, with the slabs they hold; near a full region, room is worth
-    /// more than speed. (OS heaps keep the whole bound: they grow.)
+    /// The most bytes of other allocators' objects an allocator being
+    /// created, attached or detached now may keep: `foreign_retain_bytes`
+    /// while at least a `ROOM_SHARE`th of the heap's chunks are free, a
+    /// `NEARLY_FULL_KEEP_SHARE`th of it when fewer are. Kept objects make
+    /// remote frees cheap (the freeing thread hands them out again, still
+    /// in its cache), but those of a descheduled thread's allocator are
+    /// out of every other thread's reach, with the slabs they hold; near a
+    /// full region, room is worth more than speed. (An OS heap's
+    /// reservation is its region: a 64 GiB one is never nearly full, one
+    /// sized by the C library's `SNUGALLOC_HEAP_SIZE` may be. A thread
+    /// that stays attached, as with `SnugAlloc`, sees the bound of its
+    /// attach until it detaches.)
     pub(crate) fn foreign_limit_now(&self) -> usize {
         let bound = self.config.foreign_retain_bytes;
         let chunks = self.backend.chunks();
         let free = chunks.saturating_sub(self.backend.reserved_chunks());
-        if self.os_owned || free >= chunks / ROOM_SHARE {
+        if free >= chunks / ROOM_SHARE {
             bound
         } else {
-            bound / 4
+            bound / NEARLY_FULL_KEEP_SHARE
         }
     }
 

@@ -573,13 +573,13 @@ fn misuse(case: &str) {
             "remote-twice-kept" | "remote-twice-deposited" => {
                 let mut b = heap.attach().expect("attach");
                 // One short of a full kept list (a list of 127 objects of
-                // 64 B, in a heap whose lists hold 8 KiB), the next free
-                // goes to the depot at the head of the list, and its second
-                // free finds it there.
+                // 64 B, in a heap whose depot lists hold an eighth of its
+                // 64 KiB, 8 KiB), the next free goes to the depot at the
+                // head of the list, and its second free finds it there.
                 let keep = if case == "remote-twice-kept" {
                     0
                 } else {
-                    Config::for_region(4 * MIB).foreign_retain_bytes / 64 - 1
+                    Config::for_region(4 * MIB).depot_bytes / 8 / 64 - 1
                 };
                 for _ in 0..keep {
                     b.dealloc(a.alloc(l), l);
@@ -1197,6 +1197,53 @@ fn a_nearly_full_region_keeps_a_quarter_as_many_foreign_objects() {
         roomy > retain / 2 && roomy <= retain,
         "roomy: kept {roomy} of at most {retain}"
     );
+}
+
+#[test]
+fn a_detach_in_a_nearly_full_region_sends_home_what_it_keeps_past_a_quarter() {
+    // Without the depot: what is shed goes home, never to a depot that
+    // nobody reads.
+    let config = Config {
+        depot_bytes: 0,
+        ..Config::for_region(16 * MIB)
+    };
+    let heap = fixed_heap_with(16 * MIB, config);
+    let retain = config.foreign_retain_bytes;
+    let l = Layout::from_size_align(200, 8).expect("layout");
+    let size = snugalloc::class_size(heap.size_class_of(l.size()).expect("a slab class"));
+    let mut owner = heap.attach().expect("attach");
+    let mut other = heap.attach().expect("attach");
+    // Kept while the region has room: the whole bound.
+    for _ in 0..retain / size {
+        let p = owner.alloc(l);
+        // SAFETY: allocated with `l`, freed once.
+        unsafe { other.dealloc(p, l) };
+    }
+    let kept = heap.snapshot().foreign_bytes;
+    assert!(kept > retain / 2, "kept {kept} of {retain}");
+    // The region fills; `other` detaches.
+    let big = Layout::from_size_align(64 * 1024, 8).expect("layout");
+    let mut blocks = Vec::new();
+    loop {
+        let p = owner.alloc(big);
+        if p.is_null() {
+            break;
+        }
+        blocks.push(p);
+    }
+    drop(other);
+    let s = heap.snapshot();
+    assert!(
+        s.foreign_bytes <= retain / 4,
+        "kept {} of at most {}: {s}",
+        s.foreign_bytes,
+        retain / 4
+    );
+    assert_eq!(s.depot_bytes, 0, "{s}");
+    for p in blocks {
+        // SAFETY: allocated above with `big`, freed once.
+        unsafe { owner.dealloc(p, big) };
+    }
 }
 
 #[test]
