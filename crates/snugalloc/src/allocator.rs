@@ -619,7 +619,14 @@ impl Allocator {
     }
 
     /// Takes a fresh slab for `class` from the backend and lists it first.
+    ///
+    /// First the bound on kept objects follows the room left, as at attach
+    /// and detach: threads that keep their allocator (`SnugAlloc`, the C
+    /// and Open Enclave libraries) pass neither for as long as they run.
+    /// Our kept list of `class` is empty here (the caller handed kept
+    /// objects out first), so shedding leaves this class's bin alone.
     fn new_slab(&mut self, class: usize) -> bool {
+        self.follow_room();
         let info = *self.info(class);
         let chunks = info.slab_chunks as usize;
         let Some(index) = self.claim_run(chunks, 0) else {
@@ -1593,13 +1600,21 @@ impl Allocator {
         }
     }
 
+    /// Sets the bound on kept objects from the room left in the heap, and
+    /// if it fell, sheds what is kept past it. (Only then: a list taken
+    /// from the depot may pass the bound until it is handed out.)
+    fn follow_room(&mut self) {
+        let before = self.foreign_limit;
+        self.foreign_limit = self.heap().foreign_limit_now();
+        if self.foreign_limit < before {
+            self.shed_kept();
+        }
+    }
+
     /// Called when a thread attaches: the bound on kept objects follows
     /// the room left in the region, and what is kept past it goes.
     pub(crate) fn on_attach(&mut self) {
-        self.foreign_limit = self.heap().foreign_limit_now();
-        if self.foreign_bytes > self.foreign_limit {
-            self.shed_kept();
-        }
+        self.follow_room();
         if !self.shared().inbox.is_empty() {
             self.drain_inbox();
         }

@@ -1200,7 +1200,7 @@ fn a_nearly_full_region_keeps_a_quarter_as_many_foreign_objects() {
 }
 
 #[test]
-fn a_detach_in_a_nearly_full_region_sends_home_what_it_keeps_past_a_quarter() {
+fn a_filling_region_sends_home_what_allocators_keep_past_a_quarter() {
     // Without the depot: what is shed goes home, never to a depot that
     // nobody reads.
     let config = Config {
@@ -1221,7 +1221,7 @@ fn a_detach_in_a_nearly_full_region_sends_home_what_it_keeps_past_a_quarter() {
     }
     let kept = heap.snapshot().foreign_bytes;
     assert!(kept > retain / 2, "kept {kept} of {retain}");
-    // The region fills; `other` detaches.
+    // The region fills (all but 1 MiB).
     let big = Layout::from_size_align(64 * 1024, 8).expect("layout");
     let mut blocks = Vec::new();
     loop {
@@ -1231,6 +1231,25 @@ fn a_detach_in_a_nearly_full_region_sends_home_what_it_keeps_past_a_quarter() {
         }
         blocks.push(p);
     }
+    for p in blocks.drain(..16) {
+        // SAFETY: allocated above with `big`, freed once.
+        unsafe { owner.dealloc(p, big) };
+    }
+    // `other`, still attached, takes a slab of a class it has none of:
+    // the bound follows the room, and what is past it goes home.
+    let small = Layout::from_size_align(48, 8).expect("layout");
+    let q = other.alloc(small);
+    assert!(!q.is_null());
+    let s = heap.snapshot();
+    assert!(
+        s.foreign_bytes <= retain / 4,
+        "attached: kept {} of at most {}: {s}",
+        s.foreign_bytes,
+        retain / 4
+    );
+    // SAFETY: allocated above with `small`, freed once.
+    unsafe { other.dealloc(q, small) };
+    // And at its detach.
     drop(other);
     let s = heap.snapshot();
     assert!(
