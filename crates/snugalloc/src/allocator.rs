@@ -164,9 +164,9 @@ pub(crate) struct Allocator {
     /// Objects on each `foreign` list.
     foreign_count: [u32; NUM_CLASSES],
     foreign_bytes: usize,
-    /// Most bytes of kept objects: set at attach and detach by
-    /// [`HeapInner::foreign_limit_now`] (less while the region is nearly
-    /// full).
+    /// Most bytes of kept objects: set at creation, attach, detach and
+    /// every new slab by [`HeapInner::foreign_limit_now`] (less while the
+    /// heap is nearly full).
     foreign_limit: usize,
     /// Most bytes the heap's depot may hold when we add to it (0: the
     /// depot is off).

@@ -75,8 +75,8 @@ pub struct Config {
     /// with the allocator across a detach in a fixed region; a reclaim
     /// sends them home. In a heap with less than a quarter of its chunks
     /// free (a fixed region, or an OS heap whose reservation is nearly
-    /// used), allocators created, attached or detached then keep at most
-    /// a quarter of this. At most 64 MiB.
+    /// used), allocators created, attached or detached then, or taking a
+    /// new slab, keep at most a quarter of this. At most 64 MiB.
     pub foreign_retain_bytes: usize,
     /// Bytes of other allocators' objects the heap's depot may hold: objects
     /// freed by a thread that does not own them, past what its allocator
@@ -85,7 +85,8 @@ pub struct Config {
     /// of their class instead of in the inbox of an owner that may be
     /// descheduled. The bound is checked before each list a free adds, so
     /// racing threads may pass it by a list each, and lists given back by
-    /// an allocator that detaches or by a reclaim may pass it too. `trim`
+    /// an allocator that detaches or by a reclaim, or shed because the heap
+    /// filled (see `foreign_retain_bytes`), may pass it too. `trim`
     /// and [`crate::Heap::reclaim`] send the depot's objects home; an
     /// allocation about to fail (or an attach that needs memory) sends
     /// those of owners nobody is attached to, and its own. 0 turns the

@@ -115,8 +115,8 @@ pub(crate) struct HeapInner {
     pub(crate) os_owned: bool,
 }
 
-/// A fixed region with fewer than one `ROOM_SHARE`th of its chunks free
-/// is nearly full: allocators keep less of other allocators' objects
+/// A heap (a fixed region, or an OS heap's reservation) with fewer than
+/// one `ROOM_SHARE`th of its chunks free is nearly full: allocators keep less of other allocators' objects
 /// (see [`HeapInner::foreign_limit_now`]).
 const ROOM_SHARE: usize = 4;
 /// The share of `foreign_retain_bytes` an allocator keeps in a nearly full
@@ -764,7 +764,8 @@ impl HeapInner {
     }
 
     /// The most bytes of other allocators' objects an allocator being
-    /// created, attached or detached now may keep: `foreign_retain_bytes`
+    /// created, attached or detached, or taking a new slab, now may keep:
+    /// `foreign_retain_bytes`
     /// while at least a `ROOM_SHARE`th of the heap's chunks are free, a
     /// `NEARLY_FULL_KEEP_SHARE`th of it when fewer are. Kept objects make
     /// remote frees cheap (the freeing thread hands them out again, still
@@ -773,8 +774,8 @@ impl HeapInner {
     /// full region, room is worth more than speed. (An OS heap's
     /// reservation is its region: a 64 GiB one is never nearly full, one
     /// sized by the C library's `SNUGALLOC_HEAP_SIZE` may be. A thread
-    /// that stays attached, as with `SnugAlloc`, sees the bound of its
-    /// attach until it detaches.)
+    /// that stays attached, as with `SnugAlloc`, meets the bound again at
+    /// its allocator's new slabs.)
     pub(crate) fn foreign_limit_now(&self) -> usize {
         let bound = self.config.foreign_retain_bytes;
         let chunks = self.backend.chunks();

@@ -1199,57 +1199,70 @@ fn a_nearly_full_region_keeps_a_quarter_as_many_foreign_objects() {
     );
 }
 
-#[test]
-fn a_filling_region_sends_home_what_allocators_keep_past_a_quarter() {
-    // Without the depot: what is shed goes home, never to a depot that
-    // nobody reads.
+/// A heap of 16 MiB without the depot (so what an allocator cannot keep
+/// goes home, never to a depot that nobody reads), an owner, and
+/// `other`, which keeps the whole bound of the owner's objects while the
+/// region has room.
+fn keeping_heap() -> (Heap, usize) {
     let config = Config {
         depot_bytes: 0,
         ..Config::for_region(16 * MIB)
     };
-    let heap = fixed_heap_with(16 * MIB, config);
-    let retain = config.foreign_retain_bytes;
+    (
+        fixed_heap_with(16 * MIB, config),
+        config.foreign_retain_bytes,
+    )
+}
+
+/// Frees through `other` as many of `owner`'s 200-byte objects as the
+/// bound allows; returns the bytes `other` keeps.
+fn keep_owners_objects(
+    heap: &Heap,
+    owner: &mut snugalloc::Attached<'_>,
+    other: &mut snugalloc::Attached<'_>,
+    retain: usize,
+) -> usize {
     let l = Layout::from_size_align(200, 8).expect("layout");
     let size = snugalloc::class_size(heap.size_class_of(l.size()).expect("a slab class"));
-    let mut owner = heap.attach().expect("attach");
-    let mut other = heap.attach().expect("attach");
-    // Kept while the region has room: the whole bound.
     for _ in 0..retain / size {
         let p = owner.alloc(l);
         // SAFETY: allocated with `l`, freed once.
         unsafe { other.dealloc(p, l) };
     }
-    let kept = heap.snapshot().foreign_bytes;
-    assert!(kept > retain / 2, "kept {kept} of {retain}");
-    // The region fills (all but 1 MiB).
+    heap.snapshot().foreign_bytes
+}
+
+/// Fills the region with 64 KiB blocks through `a` until about 1 MiB is
+/// free: fewer than a quarter of the chunks. No allocation fails, so no
+/// reclaim sends idle allocators' kept objects home meanwhile.
+fn fill_all_but_1_mib(heap: &Heap, a: &mut snugalloc::Attached<'_>) -> Vec<*mut u8> {
     let big = Layout::from_size_align(64 * 1024, 8).expect("layout");
     let mut blocks = Vec::new();
-    loop {
-        let p = owner.alloc(big);
-        if p.is_null() {
-            break;
-        }
+    while heap.stats().free_bytes > MIB + big.size() {
+        let p = a.alloc(big);
+        assert!(!p.is_null(), "{}", heap.snapshot());
         blocks.push(p);
     }
-    for p in blocks.drain(..16) {
-        // SAFETY: allocated above with `big`, freed once.
-        unsafe { owner.dealloc(p, big) };
+    blocks
+}
+
+fn free_blocks(a: &mut snugalloc::Attached<'_>, blocks: Vec<*mut u8>) {
+    let big = Layout::from_size_align(64 * 1024, 8).expect("layout");
+    for p in blocks {
+        // SAFETY: allocated by `fill_all_but_1_mib` with `big`, freed once.
+        unsafe { a.dealloc(p, big) };
     }
-    // `other`, still attached, takes a slab of a class it has none of:
-    // the bound follows the room, and what is past it goes home.
-    let small = Layout::from_size_align(48, 8).expect("layout");
-    let q = other.alloc(small);
-    assert!(!q.is_null());
-    let s = heap.snapshot();
-    assert!(
-        s.foreign_bytes <= retain / 4,
-        "attached: kept {} of at most {}: {s}",
-        s.foreign_bytes,
-        retain / 4
-    );
-    // SAFETY: allocated above with `small`, freed once.
-    unsafe { other.dealloc(q, small) };
-    // And at its detach.
+}
+
+#[test]
+fn a_detach_from_a_filled_region_sends_home_what_it_keeps_past_a_quarter() {
+    let (heap, retain) = keeping_heap();
+    let mut owner = heap.attach().expect("attach");
+    let mut other = heap.attach().expect("attach");
+    let kept = keep_owners_objects(&heap, &mut owner, &mut other, retain);
+    assert!(kept > retain / 2, "kept {kept} of {retain}");
+    let blocks = fill_all_but_1_mib(&heap, &mut owner);
+    // `other` takes no slab before it detaches: the detach sheds.
     drop(other);
     let s = heap.snapshot();
     assert!(
@@ -1259,10 +1272,55 @@ fn a_filling_region_sends_home_what_allocators_keep_past_a_quarter() {
         retain / 4
     );
     assert_eq!(s.depot_bytes, 0, "{s}");
-    for p in blocks {
-        // SAFETY: allocated above with `big`, freed once.
-        unsafe { owner.dealloc(p, big) };
-    }
+    free_blocks(&mut owner, blocks);
+}
+
+#[test]
+fn an_attach_to_a_filled_region_sends_home_what_its_allocator_keeps_past_a_quarter() {
+    let (heap, retain) = keeping_heap();
+    let mut owner = heap.attach().expect("attach");
+    let mut other = heap.attach().expect("attach");
+    let kept = keep_owners_objects(&heap, &mut owner, &mut other, retain);
+    assert!(kept > retain / 2, "kept {kept} of {retain}");
+    // Detached while the region has room: it keeps them all.
+    drop(other);
+    assert_eq!(heap.snapshot().foreign_bytes, kept);
+    let blocks = fill_all_but_1_mib(&heap, &mut owner);
+    // The only idle allocator: the attach takes it, and sheds.
+    let again = heap.attach().expect("attach");
+    let s = heap.snapshot();
+    assert!(
+        s.foreign_bytes <= retain / 4,
+        "kept {} of at most {}: {s}",
+        s.foreign_bytes,
+        retain / 4
+    );
+    drop(again);
+    free_blocks(&mut owner, blocks);
+}
+
+#[test]
+fn an_allocator_that_stays_attached_sheds_past_a_quarter_at_its_next_slab() {
+    let (heap, retain) = keeping_heap();
+    let mut owner = heap.attach().expect("attach");
+    let mut other = heap.attach().expect("attach");
+    let kept = keep_owners_objects(&heap, &mut owner, &mut other, retain);
+    assert!(kept > retain / 2, "kept {kept} of {retain}");
+    let blocks = fill_all_but_1_mib(&heap, &mut owner);
+    // Still attached, `other` takes a slab of a class it has none of.
+    let small = Layout::from_size_align(48, 8).expect("layout");
+    let q = other.alloc(small);
+    assert!(!q.is_null());
+    let s = heap.snapshot();
+    assert!(
+        s.foreign_bytes <= retain / 4,
+        "kept {} of at most {}: {s}",
+        s.foreign_bytes,
+        retain / 4
+    );
+    // SAFETY: allocated above with `small`, freed once.
+    unsafe { other.dealloc(q, small) };
+    free_blocks(&mut owner, blocks);
 }
 
 #[test]
