@@ -116,8 +116,9 @@ pub(crate) struct HeapInner {
 }
 
 /// A heap (a fixed region, or an OS heap's reservation) with fewer than
-/// one `ROOM_SHARE`th of its chunks free is nearly full: allocators keep less of other allocators' objects
-/// (see [`HeapInner::foreign_limit_now`]).
+/// one `ROOM_SHARE`th of its chunks free is nearly full: allocators keep
+/// less of other allocators' objects (see
+/// [`HeapInner::foreign_limit_now`]).
 const ROOM_SHARE: usize = 4;
 /// The share of `foreign_retain_bytes` an allocator keeps in a nearly full
 /// heap.
