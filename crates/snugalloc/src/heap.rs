@@ -766,9 +766,10 @@ impl HeapInner {
 
     /// The most bytes of other allocators' objects an allocator being
     /// created, attached or detached, or taking a new slab, now may keep:
-    /// `foreign_retain_bytes`
-    /// while at least a `ROOM_SHARE`th of the heap's chunks are free, a
-    /// `NEARLY_FULL_KEEP_SHARE`th of it when fewer are. Kept objects make
+    /// `foreign_retain_bytes` while at least a `ROOM_SHARE`th of the
+    /// heap's chunks are free, a `NEARLY_FULL_KEEP_SHARE`th of it when
+    /// fewer are (a heap of fewer than `ROOM_SHARE` chunks is never nearly
+    /// full). Kept objects make
     /// remote frees cheap (the freeing thread hands them out again, still
     /// in its cache), but those of a descheduled thread's allocator are
     /// out of every other thread's reach, with the slabs they hold; near a
