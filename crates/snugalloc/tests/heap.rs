@@ -1091,13 +1091,8 @@ fn count_in(map: &str, c: char) -> usize {
 #[test]
 fn foreign_objects_are_reused_by_the_freeing_allocator_and_bounded() {
     // Without the depot, which takes what an allocator cannot keep (see
-    // the next test).
-    let config = Config {
-        depot_bytes: 0,
-        ..Config::for_region(16 * MIB)
-    };
-    let heap = fixed_heap_with(16 * MIB, config);
-    let retain = config.foreign_retain_bytes;
+    // the depot's tests).
+    let (heap, retain) = keeping_heap();
     let l = Layout::from_size_align(200, 8).expect("layout");
     let size = snugalloc::class_size(heap.size_class_of(l.size()).expect("a slab class"));
     let mut owner = heap.attach().expect("attach");
@@ -1141,13 +1136,7 @@ fn foreign_objects_are_reused_by_the_freeing_allocator_and_bounded() {
 
 #[test]
 fn a_nearly_full_region_keeps_a_quarter_as_many_foreign_objects() {
-    // Without the depot, so what an allocator cannot keep goes home.
-    let config = Config {
-        depot_bytes: 0,
-        ..Config::for_region(16 * MIB)
-    };
-    let heap = fixed_heap_with(16 * MIB, config);
-    let retain = config.foreign_retain_bytes;
+    let (heap, retain) = keeping_heap();
     let l = Layout::from_size_align(200, 8).expect("layout");
     let size = snugalloc::class_size(heap.size_class_of(l.size()).expect("a slab class"));
     let mut owner = heap.attach().expect("attach");
@@ -1163,32 +1152,15 @@ fn a_nearly_full_region_keeps_a_quarter_as_many_foreign_objects() {
         heap.snapshot().foreign_bytes
     };
     let objs: Vec<_> = (0..n).map(|_| owner.alloc(l)).collect();
-    // Fill the region with 64 KiB blocks, then free 1 MiB of them: less
-    // than a quarter of the chunks are free.
-    let big = Layout::from_size_align(64 * 1024, 8).expect("layout");
     let mut filler = heap.attach().expect("attach");
-    let mut blocks = Vec::new();
-    loop {
-        let p = filler.alloc(big);
-        if p.is_null() {
-            break;
-        }
-        blocks.push(p);
-    }
-    for p in blocks.drain(..16) {
-        // SAFETY: allocated above with `big`, freed once.
-        unsafe { filler.dealloc(p, big) };
-    }
+    let blocks = fill_all_but_1_mib(&heap, &mut filler);
     let full = kept_by_one_attached_now(objs);
     assert!(
         full > 0 && full <= retain / 4,
         "nearly full: kept {full} of at most {}",
         retain / 4
     );
-    for p in blocks {
-        // SAFETY: allocated above with `big`, freed once.
-        unsafe { filler.dealloc(p, big) };
-    }
+    free_blocks(&mut filler, blocks);
     heap.reclaim();
     assert_eq!(heap.snapshot().foreign_bytes, 0);
     let objs: Vec<_> = (0..n).map(|_| owner.alloc(l)).collect();
@@ -1200,9 +1172,8 @@ fn a_nearly_full_region_keeps_a_quarter_as_many_foreign_objects() {
 }
 
 /// A heap of 16 MiB without the depot (so what an allocator cannot keep
-/// goes home, never to a depot that nobody reads), an owner, and
-/// `other`, which keeps the whole bound of the owner's objects while the
-/// region has room.
+/// goes home, never to a depot that nobody reads), and its
+/// `foreign_retain_bytes`.
 fn keeping_heap() -> (Heap, usize) {
     let config = Config {
         depot_bytes: 0,
@@ -1246,6 +1217,19 @@ fn fill_all_but_1_mib(heap: &Heap, a: &mut snugalloc::Attached<'_>) -> Vec<*mut 
     blocks
 }
 
+/// Asserts that the heap keeps at most a quarter of `retain` bytes of
+/// foreign objects; returns the snapshot it read.
+fn assert_keeps_at_most_a_quarter(heap: &Heap, retain: usize) -> snugalloc::Snapshot {
+    let s = heap.snapshot();
+    assert!(
+        s.foreign_bytes <= retain / 4,
+        "kept {} of at most {}: {s}",
+        s.foreign_bytes,
+        retain / 4
+    );
+    s
+}
+
 fn free_blocks(a: &mut snugalloc::Attached<'_>, blocks: Vec<*mut u8>) {
     let big = Layout::from_size_align(64 * 1024, 8).expect("layout");
     for p in blocks {
@@ -1264,13 +1248,7 @@ fn a_detach_from_a_filled_region_sends_home_what_it_keeps_past_a_quarter() {
     let blocks = fill_all_but_1_mib(&heap, &mut owner);
     // `other` takes no slab before it detaches: the detach sheds.
     drop(other);
-    let s = heap.snapshot();
-    assert!(
-        s.foreign_bytes <= retain / 4,
-        "kept {} of at most {}: {s}",
-        s.foreign_bytes,
-        retain / 4
-    );
+    let s = assert_keeps_at_most_a_quarter(&heap, retain);
     assert_eq!(s.depot_bytes, 0, "{s}");
     free_blocks(&mut owner, blocks);
 }
@@ -1288,13 +1266,7 @@ fn an_attach_to_a_filled_region_sends_home_what_its_allocator_keeps_past_a_quart
     let blocks = fill_all_but_1_mib(&heap, &mut owner);
     // The only idle allocator: the attach takes it, and sheds.
     let again = heap.attach().expect("attach");
-    let s = heap.snapshot();
-    assert!(
-        s.foreign_bytes <= retain / 4,
-        "kept {} of at most {}: {s}",
-        s.foreign_bytes,
-        retain / 4
-    );
+    assert_keeps_at_most_a_quarter(&heap, retain);
     drop(again);
     free_blocks(&mut owner, blocks);
 }
@@ -1311,13 +1283,7 @@ fn an_allocator_that_stays_attached_sheds_past_a_quarter_at_its_next_slab() {
     let small = Layout::from_size_align(48, 8).expect("layout");
     let q = other.alloc(small);
     assert!(!q.is_null());
-    let s = heap.snapshot();
-    assert!(
-        s.foreign_bytes <= retain / 4,
-        "kept {} of at most {}: {s}",
-        s.foreign_bytes,
-        retain / 4
-    );
+    assert_keeps_at_most_a_quarter(&heap, retain);
     // SAFETY: allocated above with `small`, freed once.
     unsafe { other.dealloc(q, small) };
     free_blocks(&mut owner, blocks);
