@@ -9,6 +9,9 @@
  *   SNUGALLOC_HEAP_SIZE=64M  one fixed region of that size (allocation beyond it returns NULL)
  *   SNUGALLOC_CHUNK_SIZE=16k chunk size, a power of two from 4k to 64k
  *   SNUGALLOC_STATS=1        print the per-size-class statistics to stderr at exit
+ *   SNUGALLOC_OOM_WAIT_MS=20 how long (0-1000 ms) an allocation in a full heap
+ *                            waits for other threads to free before it returns
+ *                            NULL (default 20 in a fixed heap, 0 otherwise)
  */
 #ifndef SNUGALLOC_H
 #define SNUGALLOC_H

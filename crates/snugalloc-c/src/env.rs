@@ -30,6 +30,8 @@ pub(crate) struct Settings {
     pub(crate) stats_at_exit: bool,
     /// `SNUGALLOC_MAX_ALLOCATORS`: `Config::max_allocators`.
     pub(crate) max_allocators: Option<usize>,
+    /// `SNUGALLOC_OOM_WAIT_MS`: `Config::out_of_memory_wait_ms`.
+    pub(crate) out_of_memory_wait_ms: Option<usize>,
 }
 
 extern "C" {
@@ -85,16 +87,20 @@ fn bytes_var(name: &str, cname: &CStr) -> Option<usize> {
     }
 }
 
-/// A count from 1 to `max`, or `None` (with a warning when malformed).
-fn count_var(name: &str, cname: &CStr, max: usize) -> Option<usize> {
+/// A count from `min` to `max`, or `None` (with a warning when malformed).
+fn count_var(name: &str, cname: &CStr, min: usize, max: usize) -> Option<usize> {
     let value = get(cname)?;
     let parsed = core::str::from_utf8(value)
         .ok()
         .and_then(|text| text.trim().parse::<usize>().ok())
-        .filter(|n| (1..=max).contains(n));
+        .filter(|n| (min..=max).contains(n));
     if parsed.is_none() {
         // format_args! formats in place: nothing is allocated.
-        warn(name, value, &format_args!("a whole number from 1 to {max}"));
+        warn(
+            name,
+            value,
+            &format_args!("a whole number from {min} to {max}"),
+        );
     }
     parsed
 }
@@ -122,7 +128,14 @@ pub(crate) fn read() -> Settings {
         max_allocators: count_var(
             "SNUGALLOC_MAX_ALLOCATORS",
             c"SNUGALLOC_MAX_ALLOCATORS",
+            1,
             snugalloc_core::MAX_ALLOCATORS,
+        ),
+        out_of_memory_wait_ms: count_var(
+            "SNUGALLOC_OOM_WAIT_MS",
+            c"SNUGALLOC_OOM_WAIT_MS",
+            0,
+            snugalloc_core::MAX_OUT_OF_MEMORY_WAIT_MS as usize,
         ),
     }
 }

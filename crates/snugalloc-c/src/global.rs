@@ -209,7 +209,7 @@ fn init() -> Option<&'static Heap> {
 /// heap (with a warning) when a fixed size cannot be had.
 fn create(settings: &Settings) -> Option<Heap> {
     if let Some(size) = settings.heap_bytes {
-        match fixed_heap(size, settings.chunk_bytes, settings.max_allocators) {
+        match fixed_heap(size, settings) {
             Ok(heap) => return Some(heap),
             Err(e) => {
                 let mut text = [0u8; 24];
@@ -224,6 +224,9 @@ fn create(settings: &Settings) -> Option<Heap> {
     let mut config = env::with_chunk(Config::for_os(), settings.chunk_bytes);
     if let Some(max) = settings.max_allocators {
         config.max_allocators = max;
+    }
+    if let Some(ms) = settings.out_of_memory_wait_ms {
+        config.out_of_memory_wait_ms = ms as u64;
     }
     match Heap::from_os(config) {
         Ok(heap) => Some(heap),
@@ -243,18 +246,19 @@ fn create(settings: &Settings) -> Option<Heap> {
 /// region of exactly that size or an error: `Heap::from_os` settles for a
 /// smaller reservation when the OS refuses a large one, which is right for
 /// address space but not for a size the user chose.
-fn fixed_heap(
-    size: usize,
-    chunk_bytes: Option<usize>,
-    max_allocators: Option<usize>,
-) -> Result<Heap, snugalloc_core::Error> {
-    let base = env::with_chunk(Config::for_region(size), chunk_bytes);
+fn fixed_heap(size: usize, settings: &Settings) -> Result<Heap, snugalloc_core::Error> {
+    let base = env::with_chunk(Config::for_region(size), settings.chunk_bytes);
     let size = size / base.chunk_bytes * base.chunk_bytes;
     let heap = Heap::from_os(Config {
         os_reserve_bytes: size,
         // A process may run many more threads than an enclave (whose
         // default this is): 8 bytes of the region per allowed allocator.
-        max_allocators: max_allocators.unwrap_or(snugalloc_core::MAX_ALLOCATORS),
+        max_allocators: settings
+            .max_allocators
+            .unwrap_or(snugalloc_core::MAX_ALLOCATORS),
+        out_of_memory_wait_ms: settings
+            .out_of_memory_wait_ms
+            .map_or(base.out_of_memory_wait_ms, |ms| ms as u64),
         ..base
     })?;
     if heap.stats().heap_bytes < size {

@@ -5,7 +5,8 @@
 //! cross-thread free storm (storm.c), an Open Enclave host driver
 //! (oe_host.c), a small address-space limit (limits.c), glibc's own
 //! names for the allocator (glibc.c), a setuid program (secure.c), and more
-//! threads than allocators (threads_beyond.c). Each preload-library test also runs on a fixed 64 MiB heap.
+//! threads than allocators (threads_beyond.c), and the wait for room in a
+//! full fixed heap (room_wait.c). Each preload-library test also runs on a fixed 64 MiB heap.
 
 mod common;
 
@@ -277,4 +278,31 @@ fn open_enclave_host_driver_on_the_enclave_build() {
 fn open_enclave_host_driver_long() {
     let exe = compile("oe_host", Link::Oe);
     run_ok(Command::new(&exe).args(["5000000", "20000"]));
+}
+
+/// In a full fixed heap, an allocation waits up to `SNUGALLOC_OOM_WAIT_MS`
+/// while another thread may free: it gets the block another thread frees
+/// 20 ms into its request; with the wait set to 0 it returns NULL at once
+/// (room_wait.c). A malformed value is reported and the default used.
+#[test]
+fn a_full_fixed_heap_waits_for_room_another_thread_frees() {
+    let exe = compile("room_wait", Link::Shared);
+    let run = |mode: &str, wait_ms: &str| {
+        run_ok(
+            Command::new(&exe)
+                .arg(mode)
+                .env("SNUGALLOC_HEAP_SIZE", "4M")
+                .env("SNUGALLOC_OOM_WAIT_MS", wait_ms),
+        )
+    };
+    run("wait", "1000");
+    run("fail", "0");
+    // Ignored: the default (20 ms in a fixed heap) applies, and nobody
+    // frees within it.
+    let out = run("fail", "1001");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ignoring SNUGALLOC_OOM_WAIT_MS=1001: a whole number from 0 to 1000"),
+        "{err}"
+    );
 }

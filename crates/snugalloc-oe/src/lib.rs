@@ -14,7 +14,10 @@
 //! | `oe_allocator_mallinfo` | heap size, exact live bytes, peak live bytes |
 //!
 //! Nothing is kept in TLS (OE zeroes it after each ECall); out of memory
-//! returns null and never aborts. With feature `enclave` the library uses no
+//! returns null and never aborts. Before it does, an allocation that found
+//! no room even after a reclaim waits for it while another thread is in an
+//! ECall (`Config::out_of_memory_wait_ms`, 20 ms by default; without an OS
+//! to yield to, the wait spins, about 16,000 spin hints a millisecond). With feature `enclave` the library uses no
 //! Rust std; without it (the default, for host-side tests) std is linked
 //! but not used.
 #![no_std]

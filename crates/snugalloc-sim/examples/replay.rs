@@ -13,10 +13,13 @@
 //! replay in 64 MiB (or in MIB), and the live bytes by block size at the
 //! peak of live bytes; `ONE_ALLOCATOR=1` gives every virtual thread the
 //! same handle, attached once (for snugalloc, one allocator and no
-//! per-thread slabs: the floor of any design without them).
+//! per-thread slabs: the floor of any design without them). snugalloc
+//! runs with `oom-wait=0` unless the spec says otherwise: one OS thread
+//! holds every handle, so nobody could free while a failing allocation
+//! waits.
 
 use clap::Parser;
-use snugalloc_sim::alloc::parse_alloc_list;
+use snugalloc_sim::alloc::{parse_alloc_list, AllocSpec};
 use snugalloc_sim::cli::{Cli, Cmd};
 use snugalloc_sim::region::Region;
 use snugalloc_sim::replay::{replay, Schedule};
@@ -62,7 +65,10 @@ fn main() -> Result<(), String> {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(3);
-        for spec in parse_alloc_list(list)? {
+        for spec in parse_alloc_list(list)?
+            .into_iter()
+            .map(AllocSpec::on_one_thread)
+        {
             let mut total = 0;
             let mut cells = Vec::new();
             for seed in 1..=seeds {
@@ -80,7 +86,10 @@ fn main() -> Result<(), String> {
     }
     println!("| allocator | peak req MiB | peak res MiB (64 MiB) | overhead | min heap MiB |");
     println!("|:--|--:|--:|--:|--:|");
-    for spec in parse_alloc_list(list)? {
+    for spec in parse_alloc_list(list)?
+        .into_iter()
+        .map(AllocSpec::on_one_thread)
+    {
         let run = |mib: usize| -> Result<_, String> {
             let a = spec.build(Region::map(mib * MIB)?)?;
             Ok(replay(a.as_ref(), &p, s))

@@ -84,7 +84,7 @@ fn list_text() -> String {
 churn              short ECalls around a bounded queue of 48-byte objects\n  \
 producer-consumer  objects allocated on some threads, freed on others\n  \
 sizes              single-thread alloc/free batches per size\nallocators:\n  \
-snugalloc          this project, over the region (options: chunk, max-slab, slab, max-allocators, idle-retain, foreign, depot, classes, cache)\n  \
+snugalloc          this project, over the region (options: chunk, max-slab, slab, max-allocators, idle-retain, foreign, oom-wait, depot, classes, cache)\n  \
 dlmalloc           dlmalloc crate over the region, one lock, sbrk (Open Enclave's default)\n  \
 talc               talc over the region, one lock\n  \
 rlsf               rlsf (TLSF) over the region, one lock\n  \

@@ -432,7 +432,7 @@ mod tests {
 
     fn once(spec: &str, mib: usize, seed: u64) -> ReplayOutcome {
         let a = AllocSpec::parse(spec)
-            .and_then(|s| s.build(Region::map(mib << 20)?))
+            .and_then(|s| s.on_one_thread().build(Region::map(mib << 20)?))
             .expect("build");
         let s = Schedule {
             ops: 3_000_000,
@@ -493,7 +493,7 @@ mod tests {
         let run = |one_allocator: bool| {
             let a = CountingAttaches {
                 inner: AllocSpec::parse("snugalloc")
-                    .and_then(|s| s.build(Region::map(64 << 20)?))
+                    .and_then(|s| s.on_one_thread().build(Region::map(64 << 20)?))
                     .expect("build"),
                 attaches: Default::default(),
             };
@@ -555,6 +555,7 @@ mod tests {
     fn the_replay_reports_the_live_mix_and_the_table_at_the_peak() {
         let a = AllocSpec::parse("snugalloc")
             .expect("spec")
+            .on_one_thread()
             .build(Region::map(64 << 20).expect("region"))
             .expect("heap");
         let s = Schedule {

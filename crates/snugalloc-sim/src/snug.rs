@@ -12,7 +12,8 @@
 //! and slab objects up to one chunk unless `max-slab=` (largest slab object)
 //! or `slab=` (largest slab) say otherwise; `max-allocators=`,
 //! `idle-retain=` set the fields of the same names, `foreign=` sets
-//! `foreign_retain_bytes` and `depot=` `depot_bytes`, `classes=` sets
+//! `foreign_retain_bytes`, `oom-wait=` `out_of_memory_wait_ms` and `depot=`
+//! `depot_bytes`, `classes=` sets
 //! `classes_per_doubling`, `cache=` sets `chunk_cache_bytes` with the
 //! cache in force whatever the region size, and `halves=on|off` sets
 //! `half_chunks`.
@@ -54,6 +55,9 @@ pub fn config_for(o: &SnugOptions, len: usize) -> Config {
     }
     if let Some(b) = o.foreign_retain_bytes {
         cfg.foreign_retain_bytes = b;
+    }
+    if let Some(ms) = o.out_of_memory_wait_ms {
+        cfg.out_of_memory_wait_ms = ms;
     }
     if let Some(b) = o.depot_bytes {
         cfg.depot_bytes = b;

@@ -11,7 +11,9 @@
 //!                         │                    └─ new_slab ── claim_run (cache, else backend)
 //!                         ├─ alloc_half ── halves.claim, else claim_run(1) + halves.start
 //!                         ├─ alloc_large ── claim_run (any length, aligned)
-//!                         └─ on failure: heap.reclaim, retry once, else null
+//!                         └─ on failure: heap.reclaim, retry once, then
+//!                            wait_for_room (yield, reclaim, retry while
+//!                            another thread may free; bounded), else null
 //! dealloc ── fast: pagemap → slab head → slot check ─┬─ owner == us: push on slab
 //!   │                                                └─ else dealloc_remote
 //!   ├─ slab_changed (cold): full → partial (relink), empty → back to backend
@@ -55,7 +57,7 @@ use crate::depot::DEPOT_LISTS;
 use crate::half::{Release, LOW};
 use crate::heap::{hold_idle, HeapInner, Located};
 use crate::pagemap::{ChunkMeta, Desc, FreeObject, Pagemap, NIL};
-use crate::platform::fatal;
+use crate::platform::{fatal, BoundedWait};
 use crate::remote::{Batch, Inbox, Outgoing};
 use crate::run_cache::RunCache;
 use crate::size_class::{
@@ -520,6 +522,18 @@ impl Allocator {
             }
             found = self.claim_run(1, 0);
         }
+        if found.is_none() {
+            // A half another thread opened meanwhile serves as well.
+            let waited = self.wait_for_room(|a| match a.heap().halves.claim(&pagemap) {
+                Some(half) => Some(Ok(half)),
+                None => a.claim_run(1, 0).map(Err),
+            });
+            match waited {
+                Some(Ok((index, half))) => return self.half_addr(index, half),
+                Some(Err(index)) => found = Some(index),
+                None => {}
+            }
+        }
         let Some(index) = found else {
             return null_mut();
         };
@@ -587,6 +601,12 @@ impl Allocator {
                 continue;
             }
             if reclaimed {
+                if self
+                    .wait_for_room(|a| a.new_slab(class).then_some(()))
+                    .is_some()
+                {
+                    continue;
+                }
                 return null_mut();
             }
             self.reclaim_heap(Reclaim::IdleOwners {
@@ -594,6 +614,47 @@ impl Allocator {
             });
             reclaimed = true;
         }
+    }
+
+    /// The last step of an allocation that found no room even after a
+    /// reclaim: while another thread is attached and not itself waiting
+    /// (it may free what is needed), give the processor away, reclaim
+    /// again and `retry`, for up to `Config::out_of_memory_wait_ms`.
+    /// Returns what a retry found, or `None` (the caller returns null).
+    ///
+    /// Near the top of a full region most such failures are momentary:
+    /// the room is held by threads descheduled in the middle of their
+    /// work, as objects they will free or frees waiting in inboxes.
+    #[cold]
+    #[inline(never)]
+    fn wait_for_room<T>(&mut self, mut retry: impl FnMut(&mut Self) -> Option<T>) -> Option<T> {
+        let ms = self.heap().config.out_of_memory_wait_ms;
+        if ms == 0 {
+            return None;
+        }
+        self.heap().room_waiters.fetch_add(1, Ordering::Relaxed);
+        let mut wait = BoundedWait::new(ms);
+        let (mut found, mut waited) = (None, false);
+        while self.heap().another_thread_may_free() && wait.pause() {
+            waited = true;
+            self.reclaim_heap(Reclaim::IdleOwners {
+                reclaimer: Some(self.id),
+            });
+            found = retry(self);
+            if found.is_some() {
+                break;
+            }
+        }
+        let heap = self.heap();
+        heap.room_waiters.fetch_sub(1, Ordering::Relaxed);
+        // Relaxed: statistics only.
+        if waited {
+            heap.room_waits.fetch_add(1, Ordering::Relaxed);
+            if found.is_none() {
+                heap.room_waits_failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        found
     }
 
     /// Puts the next objects of slab `index` that were never handed out on
@@ -658,6 +719,9 @@ impl Allocator {
                 reclaimer: Some(self.id),
             });
             found = self.claim_run_zeroed(chunks, align);
+        }
+        if found.is_none() {
+            found = self.wait_for_room(|a| a.claim_run_zeroed(chunks, align));
         }
         let Some(Run { start, zeroed }) = found else {
             return (null_mut(), 0, false);

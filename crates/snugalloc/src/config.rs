@@ -36,6 +36,14 @@ pub const MAX_DECOMMIT_DELAY_MS: u64 = 60_000;
 const DECOMMIT_EPOCH_MS: u64 = 4000;
 /// Default `Config::depot_bytes`.
 const DEPOT_BYTES: usize = 256 * KIB;
+/// Largest `Config::out_of_memory_wait_ms`: a second.
+pub const MAX_OUT_OF_MEMORY_WAIT_MS: u64 = 1000;
+/// Default `Config::out_of_memory_wait_ms` of fixed regions. On
+/// ecall-churn (20 threads on 2 cores) a yield to the other threads takes
+/// up to about 20 ms; in a 39 MiB region the allocations that waited found
+/// room after one to four yields (docs/architecture.md, "Waiting for room
+/// before failing").
+const OUT_OF_MEMORY_WAIT_MS: u64 = 20;
 
 /// How a heap is laid out and how much it may keep in reserve.
 ///
@@ -121,6 +129,19 @@ pub struct Config {
     /// stayed unused throughout it are returned to the OS, so a busy
     /// program keeps what it reuses within an epoch. At most 60 000.
     pub decommit_epoch_ms: u64,
+    /// How long an allocation that finds no room, even after reclaiming
+    /// what idle allocators hold, keeps looking before it returns null, in
+    /// milliseconds: it gives the processor to the other threads, reclaims
+    /// again and retries, for as long as another thread is attached and
+    /// not itself waiting (that thread may free what is needed). A nearly
+    /// full heap then costs the allocations that meet it latency instead
+    /// of failures. With `std` the bound is on a clock and each pause is a
+    /// `sched_yield`; without it each pause is a burst of spin hints, a
+    /// millisecond being counted as about 16,000 of them. A program alone
+    /// in its heap, or one whose other threads are all detached, never
+    /// waits. 0 returns null at once; at most 1000. Default: 20 in fixed
+    /// regions, 0 in OS heaps (whose reservation is rarely the limit).
+    pub out_of_memory_wait_ms: u64,
 }
 
 impl Config {
@@ -163,6 +184,7 @@ impl Config {
             dirty_limit_bytes: 16 * MIB,
             decommit_delay_ms: 1000,
             decommit_epoch_ms: DECOMMIT_EPOCH_MS,
+            out_of_memory_wait_ms: OUT_OF_MEMORY_WAIT_MS,
         }
     }
 
@@ -185,6 +207,7 @@ impl Config {
             dirty_limit_bytes: 16 * MIB,
             decommit_delay_ms: 1000,
             decommit_epoch_ms: DECOMMIT_EPOCH_MS,
+            out_of_memory_wait_ms: 0,
         }
     }
 
@@ -268,6 +291,13 @@ impl Config {
                     "0 to 60000 (a minute)",
                 );
             }
+        }
+        if self.out_of_memory_wait_ms > MAX_OUT_OF_MEMORY_WAIT_MS {
+            return bad(
+                "out_of_memory_wait_ms",
+                usize::try_from(self.out_of_memory_wait_ms).unwrap_or(usize::MAX),
+                "0 (fail at once) to 1000 (a second)",
+            );
         }
         let r = self.os_reserve_bytes;
         if r < MIB || r % c != 0 || r / c > MAX_CHUNKS {
@@ -579,6 +609,13 @@ mod tests {
                     ..base
                 },
                 "decommit_epoch_ms",
+            ),
+            (
+                Config {
+                    out_of_memory_wait_ms: MAX_OUT_OF_MEMORY_WAIT_MS + 1,
+                    ..base
+                },
+                "out_of_memory_wait_ms",
             ),
         ];
         for (config, field) in cases {

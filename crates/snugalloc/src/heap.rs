@@ -107,6 +107,12 @@ pub(crate) struct HeapInner {
     detached_live: AtomicIsize,
     live_published: AtomicIsize,
     peak_live: AtomicUsize,
+    /// Allocations waiting for room before they fail (see
+    /// [`HeapInner::another_thread_may_free`]).
+    pub(crate) room_waiters: AtomicUsize,
+    /// `Stats::room_waits` and `Stats::room_waits_failed`.
+    pub(crate) room_waits: AtomicUsize,
+    pub(crate) room_waits_failed: AtomicUsize,
     #[cfg_attr(not(feature = "std"), allow(dead_code))]
     region_base: usize,
     region_bytes: usize,
@@ -332,6 +338,9 @@ impl HeapInner {
                 detached_live: AtomicIsize::new(0),
                 live_published: AtomicIsize::new(0),
                 peak_live: AtomicUsize::new(0),
+                room_waiters: AtomicUsize::new(0),
+                room_waits: AtomicUsize::new(0),
+                room_waits_failed: AtomicUsize::new(0),
                 region_base: base,
                 region_bytes: len,
                 fixed_meta_bytes: p.chunk_base - base,
@@ -789,6 +798,15 @@ impl HeapInner {
         }
     }
 
+    /// Whether an allocation that found no room may wait for some (see
+    /// `Config::out_of_memory_wait_ms`): a thread is attached that is not
+    /// itself waiting, so it may free what is needed. Every waiter is
+    /// attached, so this is false for a thread alone in its heap, and once
+    /// every attached thread waits. A racy read, as a hint must be.
+    pub(crate) fn another_thread_may_free(&self) -> bool {
+        self.pool.attached() > self.room_waiters.load(Ordering::Relaxed)
+    }
+
     /// Drains and trims every allocator nobody is attached to, then takes
     /// the cached runs of every allocator, attached ones included (a thread
     /// descheduled in the middle of an ECall strands nothing in its cache).
@@ -992,6 +1010,8 @@ impl HeapInner {
             metadata_bytes: fixed + meta_chunks * chunk,
             free_bytes: (self.backend.chunks() - reserved_chunks) * chunk,
             allocators: self.pool.created(),
+            room_waits: self.room_waits.load(Ordering::Relaxed),
+            room_waits_failed: self.room_waits_failed.load(Ordering::Relaxed),
         }
     }
 

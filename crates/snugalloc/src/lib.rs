@@ -121,7 +121,8 @@ pub mod internals {
 
 pub use config::{
     parse_bytes, Config, ConfigError, Error, ParseBytesError, MAX_ALLOCATORS, MAX_CHUNKS,
-    MAX_CHUNK_BYTES, MAX_DECOMMIT_DELAY_MS, MIN_CHUNK_BYTES, SMALL_HEAP_BYTES,
+    MAX_CHUNK_BYTES, MAX_DECOMMIT_DELAY_MS, MAX_OUT_OF_MEMORY_WAIT_MS, MIN_CHUNK_BYTES,
+    SMALL_HEAP_BYTES,
 };
 pub use global::FixedGlobal;
 #[cfg(feature = "std")]

@@ -2,9 +2,11 @@
 //!
 //! It reserves and releases address space, gives pages back
 //! (`MADV_DONTNEED`, so resident memory drops at once), reads a coarse
-//! monotonic clock, and reports fatal errors without allocating. Without the
+//! monotonic clock, yields the processor (and waits for a bounded time made
+//! of such yields), and reports fatal errors without allocating. Without the
 //! `std` feature there is no OS: only fixed regions exist, the clock reads
-//! zero, and a fatal error panics with a message formatted on the stack.
+//! zero, a yield is a spin hint, and a fatal error panics with a message
+//! formatted on the stack.
 
 use core::fmt::{self, Write};
 #[cfg(feature = "std")]
@@ -263,6 +265,57 @@ pub(crate) fn now_ms() -> u64 {
 #[cfg(not(feature = "std"))]
 pub(crate) fn now_ms() -> u64 {
     0
+}
+
+/// Without an OS: spin hints in one pause of a [`BoundedWait`].
+const SPINS_PER_PAUSE: u32 = 1024;
+/// Without an OS (no clock): the pauses counted as a millisecond, about
+/// 16,000 spin hints (a hint takes some 10 to 150 cycles on x86).
+const PAUSES_PER_MS_WITHOUT_CLOCK: u64 = 16;
+/// With an OS: most pauses per millisecond of the bound, so that a clock
+/// that does not move (`clock_gettime` refused by a sandbox) cannot make
+/// the wait endless. A `sched_yield` takes at least a microsecond.
+const MAX_PAUSES_PER_MS: u64 = 1000;
+
+/// A wait of about a given number of milliseconds, made of pauses that let
+/// other threads run: `sched_yield` with an OS (the bound is on the
+/// coarse clock), a burst of spin hints without one (the bound is a count
+/// of pauses).
+pub(crate) struct BoundedWait {
+    /// The clock reading at which the wait is over (with an OS).
+    until_ms: u64,
+    pauses_left: u64,
+}
+
+impl BoundedWait {
+    /// A wait of about `ms` milliseconds; nothing is paused yet.
+    pub(crate) fn new(ms: u64) -> BoundedWait {
+        let per_ms = if cfg!(feature = "std") {
+            MAX_PAUSES_PER_MS
+        } else {
+            PAUSES_PER_MS_WITHOUT_CLOCK
+        };
+        BoundedWait {
+            until_ms: now_ms().saturating_add(ms),
+            pauses_left: ms.saturating_mul(per_ms),
+        }
+    }
+
+    /// Pauses once and returns true, or returns false once the time is up.
+    pub(crate) fn pause(&mut self) -> bool {
+        if self.pauses_left == 0 || (cfg!(feature = "std") && now_ms() >= self.until_ms) {
+            return false;
+        }
+        self.pauses_left -= 1;
+        if cfg!(feature = "std") {
+            yield_now();
+        } else {
+            for _ in 0..SPINS_PER_PAUSE {
+                core::hint::spin_loop();
+            }
+        }
+        true
+    }
 }
 
 #[cfg(test)]

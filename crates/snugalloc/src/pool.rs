@@ -148,6 +148,11 @@ impl Pool {
         self.attached.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Allocators attached to a thread now (a racy read).
+    pub(crate) fn attached(&self) -> usize {
+        self.attached.load(Ordering::Relaxed)
+    }
+
     /// Counts an allocator let go by its thread (before it is pushed).
     pub(crate) fn note_detached(&self) {
         self.attached.fetch_sub(1, Ordering::Relaxed);

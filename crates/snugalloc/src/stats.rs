@@ -33,6 +33,11 @@ pub struct Stats {
     pub free_bytes: usize,
     /// Allocators created so far.
     pub allocators: usize,
+    /// Allocations that found no room even after a reclaim and waited for
+    /// other threads to free some (`Config::out_of_memory_wait_ms`).
+    pub room_waits: usize,
+    /// Of `room_waits`, those that found none in time and returned null.
+    pub room_waits_failed: usize,
 }
 
 /// One size class in a [`Snapshot`].
@@ -126,10 +131,12 @@ impl fmt::Display for Stats {
         )?;
         write!(
             f,
-            "metadata {:.1} KiB, free {:.1} KiB, allocators {}",
+            "metadata {:.1} KiB, free {:.1} KiB, allocators {}, waits for room {} ({} failed)",
             kib(self.metadata_bytes),
             kib(self.free_bytes),
-            self.allocators
+            self.allocators,
+            self.room_waits,
+            self.room_waits_failed
         )
     }
 }

@@ -1819,3 +1819,115 @@ fn an_object_of_a_class_not_kept_makes_room_by_putting_another_list_in_the_depot
     assert_eq!(s.depot_bytes, n * size_a, "{s}");
     assert_eq!(s.foreign_bytes - s.depot_bytes, size_b, "{s}");
 }
+
+/// A heap of 4 MiB whose allocations wait up to `wait_ms` for room, and
+/// a 64 KiB layout.
+fn waiting_heap(wait_ms: u64) -> (Heap, Layout) {
+    let config = Config {
+        out_of_memory_wait_ms: wait_ms,
+        ..Config::for_region(4 * MIB)
+    };
+    let big = Layout::from_size_align(64 * 1024, 8).expect("layout");
+    (fixed_heap_with(4 * MIB, config), big)
+}
+
+/// One thread fills the region (alone, so its last allocation fails at
+/// once), a second asks for a block, and the first frees one a little
+/// after the second started to ask (or, with `free_first` false, only
+/// after its request returned). Returns whether the second thread's
+/// request succeeded.
+fn ask_while_another_frees(heap: &Heap, big: Layout, free_first: bool) -> bool {
+    let mut filler = heap.attach().expect("attach");
+    let blocks = alloc_until_full(&mut filler, big);
+    assert!(blocks.len() > 8, "{}", heap.snapshot());
+    assert_eq!(heap.stats().room_waits, 0, "a lone thread never waits");
+    let (asking, asked) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+    std::thread::scope(|s| {
+        let asker = s.spawn(|| {
+            let mut a = heap.attach().expect("attach");
+            asking.wait();
+            let p = a.alloc(big);
+            asked.wait();
+            if !p.is_null() {
+                // SAFETY: allocated above with `big`.
+                unsafe { a.dealloc(p, big) };
+            }
+            !p.is_null()
+        });
+        asking.wait();
+        if free_first {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            // SAFETY: allocated by `alloc_until_full` with `big`.
+            unsafe { filler.dealloc(blocks[0], big) };
+            asked.wait();
+        } else {
+            asked.wait();
+            // SAFETY: as above.
+            unsafe { filler.dealloc(blocks[0], big) };
+        }
+        for &p in &blocks[1..] {
+            // SAFETY: as above, each freed once.
+            unsafe { filler.dealloc(p, big) };
+        }
+        asker.join().expect("the asking thread")
+    })
+}
+
+#[test]
+fn an_allocation_waits_for_room_another_thread_frees() {
+    let (heap, big) = waiting_heap(snugalloc::MAX_OUT_OF_MEMORY_WAIT_MS);
+    assert!(
+        ask_while_another_frees(&heap, big, true),
+        "the request failed although a block was freed during its wait: {}",
+        heap.snapshot()
+    );
+    let stats = heap.stats();
+    assert_eq!(
+        (stats.room_waits, stats.room_waits_failed),
+        (1, 0),
+        "{stats}"
+    );
+}
+
+#[test]
+fn without_a_wait_an_allocation_in_a_full_region_fails_at_once() {
+    let (heap, big) = waiting_heap(0);
+    assert!(!ask_while_another_frees(&heap, big, false));
+    let stats = heap.stats();
+    assert_eq!(
+        (stats.room_waits, stats.room_waits_failed),
+        (0, 0),
+        "{stats}"
+    );
+    // With a wait but nobody freeing, the request waits and then fails.
+    let (heap, big) = waiting_heap(50);
+    assert!(!ask_while_another_frees(&heap, big, false));
+    let stats = heap.stats();
+    assert_eq!(
+        (stats.room_waits, stats.room_waits_failed),
+        (1, 1),
+        "{stats}"
+    );
+}
+
+#[test]
+fn an_allocation_waits_only_while_another_thread_is_attached() {
+    let (heap, big) = waiting_heap(snugalloc::MAX_OUT_OF_MEMORY_WAIT_MS);
+    let mut a = heap.attach().expect("attach");
+    let blocks = alloc_until_full(&mut a, big);
+    // Another thread attached once and detached: it frees nothing now.
+    std::thread::scope(|s| {
+        s.spawn(|| drop(heap.attach().expect("attach")));
+    });
+    assert!(a.alloc(big).is_null());
+    let stats = heap.stats();
+    assert_eq!(
+        (stats.room_waits, stats.room_waits_failed),
+        (0, 0),
+        "{stats}"
+    );
+    for p in blocks {
+        // SAFETY: allocated by `alloc_until_full` with `big`, freed once.
+        unsafe { a.dealloc(p, big) };
+    }
+}

@@ -296,6 +296,9 @@ pub struct SnugOptions {
     /// `foreign=`: bytes of other allocators' objects an allocator keeps
     /// to hand out again.
     pub foreign_retain_bytes: Option<usize>,
+    /// `oom-wait=`: milliseconds an allocation that finds no room waits
+    /// for other threads to free some before it fails (`0`: at once).
+    pub out_of_memory_wait_ms: Option<u64>,
     /// `depot=`: bytes the heap's depot of other allocators' objects may
     /// hold (`0` turns it off).
     pub depot_bytes: Option<usize>,
@@ -331,7 +334,7 @@ pub enum AllocSpec {
 
 /// Allocator names `--alloc` accepts, for error messages.
 pub const ALLOC_ALLOWED: &str =
-    "snugalloc[:chunk=SIZE,max-slab=SIZE,slab=SIZE,max-allocators=N,idle-retain=SIZE,foreign=SIZE,depot=SIZE,classes=N,cache=SIZE,halves=on|off], \
+    "snugalloc[:chunk=SIZE,max-slab=SIZE,slab=SIZE,max-allocators=N,idle-retain=SIZE,foreign=SIZE,oom-wait=MS,depot=SIZE,classes=N,cache=SIZE,halves=on|off], \
 dlmalloc[:granularity=SIZE], talc, rlsf, firstfit, system, mimalloc, jemalloc, snmalloc";
 
 impl AllocSpec {
@@ -376,6 +379,11 @@ impl AllocSpec {
                         }
                         "idle-retain" => o.idle_retain_bytes = Some(bytes()?),
                         "foreign" => o.foreign_retain_bytes = Some(bytes()?),
+                        "oom-wait" => {
+                            o.out_of_memory_wait_ms = Some(v.parse().map_err(|_| {
+                                format!("snugalloc oom-wait: '{v}' is not a count of milliseconds (allowed: 0 to 1000)")
+                            })?)
+                        }
                         "depot" => o.depot_bytes = Some(bytes()?),
                         "cache" => o.chunk_cache_bytes = Some(bytes()?),
                         "halves" => {
@@ -396,7 +404,7 @@ impl AllocSpec {
                         }
                         _ => {
                             return Err(format!(
-                                "unknown snugalloc option '{k}' (allowed: chunk, max-slab, slab, max-allocators, idle-retain, foreign, depot, classes, cache, halves)"
+                                "unknown snugalloc option '{k}' (allowed: chunk, max-slab, slab, max-allocators, idle-retain, foreign, oom-wait, depot, classes, cache, halves)"
                             ))
                         }
                     }
@@ -436,6 +444,21 @@ impl AllocSpec {
                 Some(k) => no_opts(AllocSpec::Process(k)),
                 None => Err(format!("unknown allocator '{other}'")),
             },
+        }
+    }
+
+    /// The spec for a replay, where one OS thread holds every virtual
+    /// thread's handle: snugalloc's wait for room (`oom-wait=`) is set to 0
+    /// unless the spec sets it, since the handles that could free are held
+    /// by the waiting thread itself, so every failure would wait its whole
+    /// bound and then fail as before.
+    pub fn on_one_thread(self) -> AllocSpec {
+        match self {
+            AllocSpec::Snugalloc(o) => AllocSpec::Snugalloc(SnugOptions {
+                out_of_memory_wait_ms: o.out_of_memory_wait_ms.or(Some(0)),
+                ..o
+            }),
+            other => other,
         }
     }
 
@@ -492,6 +515,9 @@ impl fmt::Display for AllocSpec {
                 }
                 if let Some(b) = o.foreign_retain_bytes {
                     parts.push(format!("foreign={}", kib(b)));
+                }
+                if let Some(ms) = o.out_of_memory_wait_ms {
+                    parts.push(format!("oom-wait={ms}"));
                 }
                 if let Some(b) = o.depot_bytes {
                     parts.push(format!("depot={}", kib(b)));
