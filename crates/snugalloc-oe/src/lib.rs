@@ -16,8 +16,11 @@
 //! Nothing is kept in TLS (OE zeroes it after each ECall); out of memory
 //! returns null and never aborts. Before it does, an allocation that found
 //! no room even after a reclaim waits for it while another thread is in an
-//! ECall (`Config::out_of_memory_wait_ms`, 20 ms by default; without an OS
-//! to yield to, the wait spins, about 16,000 spin hints a millisecond). With feature `enclave` the library uses no
+//! ECall (`Config::out_of_memory_wait_ms`, 20 ms by default). With
+//! feature `enclave` there is no OS to yield to, so the wait spins (about
+//! 16,000 spin hints a millisecond), which helps only where the threads
+//! that will free run on other cores; its benefit was measured with
+//! yields, in the simulator. With feature `enclave` the library uses no
 //! Rust std; without it (the default, for host-side tests) std is linked
 //! but not used.
 #![no_std]

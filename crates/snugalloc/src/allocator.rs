@@ -601,10 +601,11 @@ impl Allocator {
                 continue;
             }
             if reclaimed {
-                if self
-                    .wait_for_room(|a| a.new_slab(class).then_some(()))
-                    .is_some()
-                {
+                // Frees a reclaim drains from our inbox may put room back
+                // in the bin before a fresh slab can be had.
+                let room =
+                    |a: &mut Self| (a.bin_has_room(class) || a.new_slab(class)).then_some(());
+                if self.wait_for_room(room).is_some() {
                     continue;
                 }
                 return null_mut();
@@ -645,6 +646,14 @@ impl Allocator {
                 break;
             }
         }
+        if waited && found.is_none() {
+            // One more look: the thread whose detach ended the wait gave
+            // back what it held (its outgoing frees, its emptied slabs).
+            self.reclaim_heap(Reclaim::IdleOwners {
+                reclaimer: Some(self.id),
+            });
+            found = retry(self);
+        }
         let heap = self.heap();
         heap.room_waiters.fetch_sub(1, Ordering::Relaxed);
         // Relaxed: statistics only.
@@ -655,6 +664,20 @@ impl Allocator {
             }
         }
         found
+    }
+
+    /// Whether the loop of [`Allocator::alloc_from_class`] finds an object
+    /// in `class`'s bin: its head slab has a free or uncarved slot, or
+    /// another slab follows it (only the head of a bin may be full).
+    fn bin_has_room(&self, class: usize) -> bool {
+        let head = self.bins[class].head;
+        if head == NIL {
+            return false;
+        }
+        let meta = self.pagemap.entry(head as usize);
+        !meta.free.load(Ordering::Relaxed).is_null()
+            || meta.carved.load(Ordering::Relaxed) < self.info(class).capacity
+            || meta.next.load(Ordering::Relaxed) != NIL
     }
 
     /// Puts the next objects of slab `index` that were never handed out on

@@ -39,10 +39,11 @@ const DEPOT_BYTES: usize = 256 * KIB;
 /// Largest `Config::out_of_memory_wait_ms`: a second.
 pub const MAX_OUT_OF_MEMORY_WAIT_MS: u64 = 1000;
 /// Default `Config::out_of_memory_wait_ms` of fixed regions. On
-/// ecall-churn (20 threads on 2 cores) a yield to the other threads takes
+/// ecall-churn (20 threads on 2 cores) one yield to the other threads took
 /// up to about 20 ms; in a 39 MiB region the allocations that waited found
-/// room after one to four yields (docs/architecture.md, "Waiting for room
-/// before failing").
+/// room after one to four yields, within 30 ms, and a bound of 100 ms
+/// left as many failures as one of 20 ms (docs/architecture.md, "Waiting
+/// for room before failing").
 const OUT_OF_MEMORY_WAIT_MS: u64 = 20;
 
 /// How a heap is laid out and how much it may keep in reserve.
@@ -135,9 +136,11 @@ pub struct Config {
     /// again and retries, for as long as another thread is attached and
     /// not itself waiting (that thread may free what is needed). A nearly
     /// full heap then costs the allocations that meet it latency instead
-    /// of failures. With `std` the bound is on a clock and each pause is a
-    /// `sched_yield`; without it each pause is a burst of spin hints, a
-    /// millisecond being counted as about 16,000 of them. A program alone
+    /// of failures. With `std` each pause is a `sched_yield` and the bound
+    /// is on a clock (or 1,000 yields a millisecond, if an idle machine
+    /// gets through them first); without it each pause is a burst of spin
+    /// hints, a millisecond being counted as about 16,000 of them, which
+    /// helps only where the threads that will free run on other cores. A program alone
     /// in its heap, or one whose other threads are all detached, never
     /// waits. 0 returns null at once; at most 1000. Default: 20 in fixed
     /// regions, 0 in OS heaps (whose reservation is rarely the limit).

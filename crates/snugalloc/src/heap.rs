@@ -802,9 +802,11 @@ impl HeapInner {
     /// `Config::out_of_memory_wait_ms`): a thread is attached that is not
     /// itself waiting, so it may free what is needed. Every waiter is
     /// attached, so this is false for a thread alone in its heap, and once
-    /// every attached thread waits. A racy read, as a hint must be.
+    /// every attached thread waits. In a forked child the allocators the
+    /// parent's other threads held do not count (nobody will free through
+    /// them). A racy read, as a hint must be.
     pub(crate) fn another_thread_may_free(&self) -> bool {
-        self.pool.attached() > self.room_waiters.load(Ordering::Relaxed)
+        self.pool.attached_here() > self.room_waiters.load(Ordering::Relaxed)
     }
 
     /// Drains and trims every allocator nobody is attached to, then takes
@@ -963,6 +965,8 @@ impl HeapInner {
     pub(crate) unsafe fn after_fork_in_child(&self) {
         self.fork_gate.reset_in_child();
         self.pool.recount_in_child();
+        // Threads that were waiting for room do not exist here.
+        self.room_waiters.store(0, Ordering::Relaxed);
         self.backend.reset_in_child();
         // SAFETY: the caller's contract.
         unsafe { self.backend.unlock_after_fork() }
@@ -1734,6 +1738,40 @@ mod tests {
         // Their holders are gone: never detach them (the Vec itself is
         // freed).
         let _ = call.into_raw();
+        for a in kept {
+            let _ = a.into_raw();
+        }
+    }
+
+    /// In a forked child the allocators the parent's other threads held
+    /// free nothing: an allocation of the forking thread about to fail
+    /// does not wait for them (found by review: it waited its whole bound
+    /// at every failure), but does wait for a thread the child starts.
+    #[test]
+    fn a_forked_child_waits_for_room_only_for_threads_it_has() {
+        let mut region = std::vec![0u8; 4 << 20];
+        // SAFETY: the region outlives the heap and is used by nothing else.
+        let heap = unsafe { heap_over(&mut region) };
+        // The forking thread's allocator and two other threads'.
+        let kept: std::vec::Vec<_> = (0..3)
+            .map(|_| heap.attach_for_thread().expect("an allocator"))
+            .collect();
+        let inner = heap.inner();
+        // The forking thread, waiting for room.
+        inner.room_waiters.fetch_add(1, Ordering::Relaxed);
+        assert!(inner.another_thread_may_free(), "in the parent");
+        // As the fork handler does in the child.
+        inner.pool.recount_in_child();
+        assert!(!inner.another_thread_may_free(), "nobody else in the child");
+        let started = heap.attach_for_thread().expect("an allocator");
+        assert!(
+            inner.another_thread_may_free(),
+            "a thread the child started"
+        );
+        inner.room_waiters.fetch_sub(1, Ordering::Relaxed);
+        drop(started);
+        // Their holders are gone: never detach them (the Vec itself is
+        // freed).
         for a in kept {
             let _ = a.into_raw();
         }

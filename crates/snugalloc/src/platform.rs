@@ -274,13 +274,15 @@ const SPINS_PER_PAUSE: u32 = 1024;
 const PAUSES_PER_MS_WITHOUT_CLOCK: u64 = 16;
 /// With an OS: most pauses per millisecond of the bound, so that a clock
 /// that does not move (`clock_gettime` refused by a sandbox) cannot make
-/// the wait endless. A `sched_yield` takes at least a microsecond.
+/// the wait endless. A `sched_yield` with nothing else to run returns in
+/// well under a microsecond, so on an idle machine the wait can end
+/// before the bound: nobody is running then who could free.
 const MAX_PAUSES_PER_MS: u64 = 1000;
 
 /// A wait of about a given number of milliseconds, made of pauses that let
 /// other threads run: `sched_yield` with an OS (the bound is on the
-/// coarse clock), a burst of spin hints without one (the bound is a count
-/// of pauses).
+/// coarse clock, or 1,000 yields a millisecond if those come first), a
+/// burst of spin hints without one (the bound is a count of pauses).
 pub(crate) struct BoundedWait {
     /// The clock reading at which the wait is over (with an OS).
     until_ms: u64,
@@ -311,7 +313,7 @@ impl BoundedWait {
             yield_now();
         } else {
             for _ in 0..SPINS_PER_PAUSE {
-                core::hint::spin_loop();
+                crate::sync::spin_hint();
             }
         }
         true

@@ -45,6 +45,10 @@ pub(crate) struct Pool {
     idle: AtomicU64,
     /// Allocators kept by threads (see the module's invariants).
     kept: AtomicUsize,
+    /// In a forked child, the allocators counted as attached for good:
+    /// held by threads of the parent that do not exist here (see
+    /// [`Pool::recount_in_child`]); 0 in a process that has not forked.
+    lost: AtomicUsize,
     /// Most allocators threads may keep at once: `max` less a reserve.
     keep_max: usize,
 }
@@ -77,6 +81,7 @@ impl Pool {
             max,
             created: AtomicUsize::new(0),
             attached: AtomicUsize::new(0),
+            lost: AtomicUsize::new(0),
             idle: AtomicU64::new(0),
             kept: AtomicUsize::new(0),
             keep_max: keep_max(max),
@@ -148,9 +153,12 @@ impl Pool {
         self.attached.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Allocators attached to a thread now (a racy read).
-    pub(crate) fn attached(&self) -> usize {
-        self.attached.load(Ordering::Relaxed)
+    /// Allocators attached to a thread that exists in this process (a racy
+    /// read): in a forked child, not those the parent's other threads held.
+    pub(crate) fn attached_here(&self) -> usize {
+        self.attached
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.lost.load(Ordering::Relaxed))
     }
 
     /// Counts an allocator let go by its thread (before it is pushed).
@@ -221,6 +229,10 @@ impl Pool {
         let attached = self.created().saturating_sub(on_stack);
         self.attached.store(attached, Ordering::Relaxed);
         self.kept.store(attached, Ordering::Relaxed);
+        // All but one: the forking thread's own, if it holds one (as a
+        // thread of the C library does once it has allocated), is here.
+        self.lost
+            .store(attached.saturating_sub(1), Ordering::Relaxed);
     }
 
     /// Whether some allocator is detached (racy).
