@@ -40,8 +40,11 @@ struct snugalloc_class_stats {
     size_t slab_count;   /* number of slabs */
 };
 
-/* Heap statistics. The first six fields never move; later versions only
- * append fields (and raise version). All sizes are bytes. */
+/* Heap statistics. The first six fields never move. snugalloc_stats()
+ * writes the whole structure, so a later version that adds fields (the
+ * waits for room of Stats::room_waits, say) will add a function that takes
+ * the caller's sizeof(struct snugalloc_stats) rather than grow this one
+ * under a program built against this header. All sizes are bytes. */
 struct snugalloc_stats {
     size_t version;             /* SNUGALLOC_STATS_VERSION of the library */
     size_t heap_bytes;          /* region size, or reserved address space */

@@ -2,9 +2,11 @@
 //! shared by the preload library and the Open Enclave library.
 //!
 //! Compatibility rule: the first six fields (`version` to
-//! `peak_live_bytes`) never move; later versions only append fields, and
-//! bump [`STATS_VERSION`] when they do. `class_count` says how many rows of
-//! `classes` are filled; the rest are zero.
+//! `peak_live_bytes`) never move. `snugalloc_stats` writes the whole
+//! structure into the caller's, so this layout cannot grow under programs
+//! built against it: a version with more fields needs a function that is
+//! told the caller's size (and bumps [`STATS_VERSION`]). `class_count`
+//! says how many rows of `classes` are filled; the rest are zero.
 
 use snugalloc_core::{Snapshot, NUM_CLASSES};
 
