@@ -262,6 +262,9 @@ fn cmd_run(args: &RunArgs) -> Result<bool, Failure> {
     print!("{}", output::summary_table(&summaries));
     println!();
     println!("{}\n", output::round_trip_line(&outcomes));
+    if let Some(line) = output::waits_line(&outcomes) {
+        println!("{line}\n");
+    }
     for o in &outcomes {
         if let Some(t) = &o.class_table_at_peak {
             println!("{} size classes at the reserved peak:\n{}", o.alloc, t.text);

@@ -116,6 +116,26 @@ pub fn round_trip_line(outcomes: &[RunOutcome]) -> String {
     )
 }
 
+/// The allocations that waited for room before they succeeded or failed,
+/// over each whole run, for the allocators that wait (snugalloc, unless
+/// `oom-wait=0`): a failure the OOM column does not show may have cost a
+/// wait instead. `None` when no allocator of the run reports waits.
+pub fn waits_line(outcomes: &[RunOutcome]) -> Option<String> {
+    let runs: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| {
+            let [waited, failed] = o.waits_for_room?;
+            Some(format!("{} {waited} ({failed})", o.alloc))
+        })
+        .collect();
+    (!runs.is_empty()).then(|| {
+        format!(
+            "allocations that waited for other threads to free room (of them failed anyway), whole run: {}",
+            runs.join(", ")
+        )
+    })
+}
+
 /// One allocator's part of the JSON report.
 #[derive(Serialize)]
 pub struct RunRecord<'a> {
@@ -274,4 +294,29 @@ pub fn summary_table(rows: &[Summary]) -> String {
         line(r.iter().map(String::as_str).collect(), &mut out);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_waits_line_names_only_allocators_that_wait() {
+        let run = |alloc: &str, waits| RunOutcome {
+            alloc: alloc.to_string(),
+            waits_for_room: waits,
+            ..RunOutcome::default()
+        };
+        assert_eq!(waits_line(&[run("dlmalloc", None)]), None);
+        let line = waits_line(&[
+            run("snugalloc", Some([92, 1])),
+            run("dlmalloc", None),
+            run("snugalloc:oom-wait=0", Some([0, 0])),
+        ])
+        .expect("a line");
+        assert!(
+            line.ends_with("whole run: snugalloc 92 (1), snugalloc:oom-wait=0 0 (0)"),
+            "{line}"
+        );
+    }
 }

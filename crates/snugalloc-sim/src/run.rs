@@ -77,6 +77,11 @@ pub struct RunOutcome {
     /// front end measures it, outside the timed run).
     #[serde(default)]
     pub core_round_trip_ns: [Option<f64>; 2],
+    /// At the end of the run, allocations that waited for room and of
+    /// those the ones that failed anyway
+    /// ([`RegionAlloc::waits_for_room`]), where the allocator waits.
+    #[serde(default)]
+    pub waits_for_room: Option<[u64; 2]>,
 }
 
 /// How [`run_in_process`] runs.
@@ -243,6 +248,7 @@ pub fn run_in_process(
         findings,
         period_s: workload.period().map(|p| p.as_secs_f64()),
         core_round_trip_ns: [None, None],
+        waits_for_room: alloc.waits_for_room(),
     }
 }
 

@@ -197,6 +197,11 @@ impl RegionAlloc for SnugRegion {
         self.heap.size_class_of(size)
     }
 
+    fn waits_for_room(&self) -> Option<[u64; 2]> {
+        let s = self.heap.stats();
+        Some([s.room_waits as u64, s.room_waits_failed as u64])
+    }
+
     fn check(&self) -> Vec<String> {
         let s = self.heap.stats();
         let mut findings = Vec::new();

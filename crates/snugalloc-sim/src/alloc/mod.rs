@@ -224,6 +224,14 @@ pub trait RegionAlloc: Send + Sync {
         None
     }
 
+    /// Allocations that found no room and waited for other threads to
+    /// free some, and of those the ones that failed anyway, where the
+    /// allocator waits (snugalloc: `Stats::room_waits` and
+    /// `room_waits_failed`). Read once, at the end of a run.
+    fn waits_for_room(&self) -> Option<[u64; 2]> {
+        None
+    }
+
     /// Cross-checks of the allocator's own counters, run once at the end of
     /// a run; each returned string is a finding to report.
     fn check(&self) -> Vec<String> {
