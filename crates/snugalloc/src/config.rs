@@ -42,7 +42,7 @@ pub const MAX_OUT_OF_MEMORY_WAIT_MS: u64 = 1000;
 /// ecall-churn (20 threads on 2 cores) one yield to the other threads took
 /// up to about 20 ms; in a 39 MiB region the allocations that waited found
 /// room after one to four yields, within 30 ms, and a bound of 100 ms
-/// left as many failures as one of 20 ms (docs/architecture.md, "Waiting
+/// left no fewer failures than one of 20 ms (docs/architecture.md, "Waiting
 /// for room before failing").
 const OUT_OF_MEMORY_WAIT_MS: u64 = 20;
 

@@ -276,7 +276,7 @@ const PAUSES_PER_MS_WITHOUT_CLOCK: u64 = 16;
 /// that does not move (`clock_gettime` refused by a sandbox) cannot make
 /// the wait endless. A `sched_yield` with nothing else to run returns in
 /// well under a microsecond, so on an idle machine the wait can end
-/// before the bound: nobody is running then who could free.
+/// before the bound, even while a thread that would free sleeps.
 const MAX_PAUSES_PER_MS: u64 = 1000;
 
 /// A wait of about a given number of milliseconds, made of pauses that let

@@ -48,6 +48,9 @@ pub(crate) struct Pool {
     /// In a forked child, the allocators counted as attached for good:
     /// held by threads of the parent that do not exist here (see
     /// [`Pool::recount_in_child`]); 0 in a process that has not forked.
+    /// An estimate: all but one of those attached at the fork, assuming
+    /// the forking thread holds one. If it held none, the child counts one
+    /// thread too many and its failing allocations wait their bound.
     lost: AtomicUsize,
     /// Most allocators threads may keep at once: `max` less a reserve.
     keep_max: usize,
@@ -157,13 +160,16 @@ impl Pool {
     /// read): in a forked child, not those the parent's other threads held.
     pub(crate) fn attached_here(&self) -> usize {
         self.attached
-            .load(Ordering::Relaxed)
+            .load(Ordering::Acquire)
             .saturating_sub(self.lost.load(Ordering::Relaxed))
     }
 
     /// Counts an allocator let go by its thread (before it is pushed).
+    /// Release: a thread waiting for room that sees the count fall (an
+    /// Acquire load in [`Pool::attached_here`]) also sees what the detach
+    /// gave back before it (its outgoing frees posted to inboxes).
     pub(crate) fn note_detached(&self) {
-        self.attached.fetch_sub(1, Ordering::Relaxed);
+        self.attached.fetch_sub(1, Ordering::Release);
     }
 
     /// Counts an allocator a thread is about to keep, unless `keep_max`
