@@ -11,9 +11,9 @@
 //!                         │                    └─ new_slab ── claim_run (cache, else backend)
 //!                         ├─ alloc_half ── halves.claim, else claim_run(1) + halves.start
 //!                         ├─ alloc_large ── claim_run (any length, aligned)
-//!                         └─ on failure: heap.reclaim, retry once, then
-//!                            wait_for_room (yield, reclaim, retry while
-//!                            another thread may free; bounded), else null
+//!                         └─ on failure: find_room (reclaim, retry; then
+//!                            yield, reclaim, retry while another thread
+//!                            may free, bounded), else null
 //! dealloc ── fast: pagemap → slab head → slot check ─┬─ owner == us: push on slab
 //!   │                                                └─ else dealloc_remote
 //!   ├─ slab_changed (cold): full → partial (relink), empty → back to backend
@@ -512,30 +512,17 @@ impl Allocator {
         if let Some((index, half)) = self.heap().halves.claim(&pagemap) {
             return self.half_addr(index, half);
         }
-        let mut found = self.claim_run(1, 0);
-        if found.is_none() {
-            self.reclaim_heap(Reclaim::IdleOwners {
-                reclaimer: Some(self.id),
-            });
-            if let Some((index, half)) = self.heap().halves.claim(&pagemap) {
-                return self.half_addr(index, half);
-            }
-            found = self.claim_run(1, 0);
-        }
-        if found.is_none() {
+        let found = self.claim_run(1, 0).map(Err).or_else(|| {
             // A half another thread opened meanwhile serves as well.
-            let waited = self.wait_for_room(|a| match a.heap().halves.claim(&pagemap) {
+            self.find_room(|a| match a.heap().halves.claim(&pagemap) {
                 Some(half) => Some(Ok(half)),
                 None => a.claim_run(1, 0).map(Err),
-            });
-            match waited {
-                Some(Ok((index, half))) => return self.half_addr(index, half),
-                Some(Err(index)) => found = Some(index),
-                None => {}
-            }
-        }
-        let Some(index) = found else {
-            return null_mut();
+            })
+        });
+        let index = match found {
+            Some(Ok((index, half))) => return self.half_addr(index, half),
+            Some(Err(index)) => index,
+            None => return null_mut(),
         };
         self.pagemap.debug_assert_free(index, 1);
         self.heap().halves.start(&pagemap, index);
@@ -574,7 +561,6 @@ impl Allocator {
         if !obj.is_null() {
             return obj.cast();
         }
-        let mut reclaimed = false;
         loop {
             let head = self.bins[class].head;
             if head != NIL {
@@ -600,35 +586,32 @@ impl Allocator {
             if self.new_slab(class) {
                 continue;
             }
-            if reclaimed {
-                // Frees a reclaim drains from our inbox may put room back
-                // in the bin before a fresh slab can be had.
-                let room =
-                    |a: &mut Self| (a.bin_has_room(class) || a.new_slab(class)).then_some(());
-                if self.wait_for_room(room).is_some() {
-                    continue;
-                }
+            // Frees a reclaim drains from our inbox may put room back in
+            // the bin before a fresh slab can be had.
+            let room = |a: &mut Self| (a.bin_has_room(class) || a.new_slab(class)).then_some(());
+            if self.find_room(room).is_none() {
                 return null_mut();
             }
-            self.reclaim_heap(Reclaim::IdleOwners {
-                reclaimer: Some(self.id),
-            });
-            reclaimed = true;
         }
     }
 
-    /// The last step of an allocation that found no room even after a
-    /// reclaim: while another thread is attached and not itself waiting
-    /// (it may free what is needed), give the processor away, reclaim
-    /// again and `retry`, for up to `Config::out_of_memory_wait_ms`.
-    /// Returns what a retry found, or `None` (the caller returns null).
+    /// What an allocation that found no room does before it returns null:
+    /// reclaims what idle allocators hold and `retry`s; then, while
+    /// another thread is attached and not itself waiting (it may free what
+    /// is needed), gives the processor away, reclaims again and retries,
+    /// for up to `Config::out_of_memory_wait_ms`. Returns what a retry
+    /// found, or `None` (the caller returns null).
     ///
     /// Near the top of a full region most such failures are momentary:
     /// the room is held by threads descheduled in the middle of their
     /// work, as objects they will free or frees waiting in inboxes.
     #[cold]
     #[inline(never)]
-    fn wait_for_room<T>(&mut self, mut retry: impl FnMut(&mut Self) -> Option<T>) -> Option<T> {
+    fn find_room<T>(&mut self, mut retry: impl FnMut(&mut Self) -> Option<T>) -> Option<T> {
+        self.reclaim_for_room();
+        if let Some(found) = retry(self) {
+            return Some(found);
+        }
         let ms = self.heap().config.out_of_memory_wait_ms;
         if ms == 0 {
             return None;
@@ -638,9 +621,7 @@ impl Allocator {
         let (mut found, mut waited) = (None, false);
         while self.heap().another_thread_may_free() && wait.pause() {
             waited = true;
-            self.reclaim_heap(Reclaim::IdleOwners {
-                reclaimer: Some(self.id),
-            });
+            self.reclaim_for_room();
             found = retry(self);
             if found.is_some() {
                 break;
@@ -649,9 +630,7 @@ impl Allocator {
         if waited && found.is_none() {
             // One more look: the thread whose detach ended the wait gave
             // back what it held (its outgoing frees, its emptied slabs).
-            self.reclaim_heap(Reclaim::IdleOwners {
-                reclaimer: Some(self.id),
-            });
+            self.reclaim_for_room();
             found = retry(self);
         }
         let heap = self.heap();
@@ -664,6 +643,14 @@ impl Allocator {
             }
         }
         found
+    }
+
+    /// The reclaim of an allocation that found no room: what idle owners
+    /// and this allocator can free now (see [`Reclaim::IdleOwners`]).
+    fn reclaim_for_room(&mut self) {
+        self.reclaim_heap(Reclaim::IdleOwners {
+            reclaimer: Some(self.id),
+        });
     }
 
     /// Whether the loop of [`Allocator::alloc_from_class`] finds an object
@@ -736,16 +723,9 @@ impl Allocator {
             return (null_mut(), 0, false);
         }
         let align = if align > (1 << shift) { align } else { 0 };
-        let mut found = self.claim_run_zeroed(chunks, align);
-        if found.is_none() {
-            self.reclaim_heap(Reclaim::IdleOwners {
-                reclaimer: Some(self.id),
-            });
-            found = self.claim_run_zeroed(chunks, align);
-        }
-        if found.is_none() {
-            found = self.wait_for_room(|a| a.claim_run_zeroed(chunks, align));
-        }
+        let found = self
+            .claim_run_zeroed(chunks, align)
+            .or_else(|| self.find_room(|a| a.claim_run_zeroed(chunks, align)));
         let Some(Run { start, zeroed }) = found else {
             return (null_mut(), 0, false);
         };
