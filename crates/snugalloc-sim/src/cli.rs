@@ -130,7 +130,7 @@ pub struct Common {
 
     /// Allocators, comma-separated: snugalloc[:chunk=SIZE,max-slab=SIZE,slab=SIZE,
     /// max-allocators=N,idle-retain=SIZE,foreign=SIZE,oom-wait=MS,depot=SIZE,classes=N,cache=SIZE,halves=on|off], dlmalloc[:granularity=SIZE],
-    /// talc, rlsf, firstfit, system, and with their cargo features mimalloc,
+    /// talc, rlsf, firstfit, bestfit, system, and with their cargo features mimalloc,
     /// jemalloc, snmalloc.
     #[arg(long, short = 'a', default_value = "snugalloc,dlmalloc", value_parser = parse_allocs)]
     pub alloc: AllocList,

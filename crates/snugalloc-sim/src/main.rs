@@ -88,7 +88,8 @@ snugalloc          this project, over the region (options: chunk, max-slab, slab
 dlmalloc           dlmalloc crate over the region, one lock, sbrk (Open Enclave's default)\n  \
 talc               talc over the region, one lock\n  \
 rlsf               rlsf (TLSF) over the region, one lock\n  \
-firstfit           address-ordered first fit, one lock (reference point)\n",
+firstfit           address-ordered first fit, one lock (reference point)\n  \
+bestfit            address-ordered best fit, one lock (reference point)\n",
     );
     for k in [
         ProcessKind::System,
@@ -382,7 +383,7 @@ fn cmd_min_heap(args: &MinHeapArgs) -> Result<bool, Failure> {
     if specs.is_empty() {
         return Err(Failure::Input(format!(
             "--alloc: min-heap needs at least one region allocator (allowed: {})",
-            "snugalloc, dlmalloc, talc, rlsf, firstfit"
+            "snugalloc, dlmalloc, talc, rlsf, firstfit, bestfit"
         )));
     }
     for s in common.alloc.0.iter().filter(|s| !s.is_region()) {

@@ -13,7 +13,7 @@ use snugalloc_sim::workload::{self, layout_of, SizeMix};
 /// Every region allocator, or the list in `SNUGALLOC_SIM_TEST_ALLOCS`.
 fn region_specs() -> Vec<AllocSpec> {
     let list = std::env::var("SNUGALLOC_SIM_TEST_ALLOCS")
-        .unwrap_or_else(|_| "dlmalloc,talc,rlsf,firstfit,snugalloc".to_string());
+        .unwrap_or_else(|_| "dlmalloc,talc,rlsf,firstfit,bestfit,snugalloc".to_string());
     parse_alloc_list(&list).expect("specs")
 }
 

@@ -1,13 +1,16 @@
-//! firstfit: the textbook reference point, an address-ordered first-fit free
-//! list with immediate coalescing over the region, behind one lock.
+//! firstfit and bestfit: the textbook reference points, an address-ordered
+//! free list with immediate coalescing over the region, behind one lock.
 //!
 //! Every block, free or used, starts with a 16-byte header holding its total
 //! size (header included). Free blocks also hold the offset of the next free
-//! block. The free list is sorted by address, so `alloc` takes the lowest
-//! block that fits (splitting off the tail) and `dealloc` walks the list to
+//! block. The free list is sorted by address. `alloc` takes the lowest block
+//! that fits ([`Fit::First`]) or the smallest, the lowest of equals
+//! ([`Fit::Best`]), and splits off its tail; `dealloc` walks the list to
 //! the freed block's position and merges it with free neighbours. Both are
 //! O(free blocks): memory-frugal and very slow, which is the point of having
-//! it in the comparison.
+//! them in the comparison. They are the two placement policies that studies
+//! of real programs found to fragment least, so they bound what placement
+//! alone can do on a workload.
 //!
 //! Invariants (checked by `check_invariants` in tests):
 //! - free blocks are sorted by address, never overlap and never touch (a
@@ -30,11 +33,22 @@ pub const MIN_BLOCK_BYTES: usize = 2 * UNIT_BYTES;
 /// End-of-list marker.
 const NIL: usize = usize::MAX;
 
+/// Which free block an allocation takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fit {
+    /// The lowest that is large enough (address-ordered first fit).
+    First,
+    /// The smallest that is large enough, the lowest of equals
+    /// (address-ordered best fit).
+    Best,
+}
+
 /// The free list over a region (addresses are offsets from `base`).
 pub struct FreeList {
     base: *mut u8,
     len: usize,
     head: usize,
+    fit: Fit,
 }
 
 // SAFETY: the list is only a description of memory in the region; it is
@@ -42,16 +56,22 @@ pub struct FreeList {
 unsafe impl Send for FreeList {}
 
 impl FreeList {
-    /// A list whose one free block is the whole of `base .. base + len`.
+    /// A list whose one free block is the whole of `base .. base + len`,
+    /// placing allocations by `fit`.
     ///
     /// # Safety
     ///
     /// `base` is 16-byte aligned, `base .. base + len` is writable memory that
     /// nothing else uses for the life of the list, and `len >= MIN_BLOCK_BYTES`.
-    pub unsafe fn new(base: *mut u8, len: usize) -> FreeList {
+    pub unsafe fn new(base: *mut u8, len: usize, fit: Fit) -> FreeList {
         debug_assert!(base as usize % UNIT_BYTES == 0 && len >= MIN_BLOCK_BYTES);
         let len = len / UNIT_BYTES * UNIT_BYTES;
-        let mut list = FreeList { base, len, head: 0 };
+        let mut list = FreeList {
+            base,
+            len,
+            head: 0,
+            fit,
+        };
         list.set_size(0, len);
         list.set_next(0, NIL);
         list
@@ -102,26 +122,46 @@ impl FreeList {
         else {
             return std::ptr::null_mut();
         };
+        let Some((prev, cur)) = self.find(need) else {
+            return std::ptr::null_mut();
+        };
+        let (size, next) = (self.size(cur), self.next(cur));
+        if size - need >= MIN_BLOCK_BYTES {
+            let rest = cur + need;
+            self.set_size(rest, size - need);
+            self.set_next(rest, next);
+            self.set_link(prev, rest);
+            self.set_size(cur, need);
+        } else {
+            self.set_link(prev, next);
+        }
+        self.base.wrapping_add(cur + UNIT_BYTES)
+    }
+
+    /// The free block an allocation of `need` bytes (header included)
+    /// takes, by the list's policy, with the free block before it (`NIL`
+    /// if it heads the list).
+    fn find(&self, need: usize) -> Option<(usize, usize)> {
         let (mut prev, mut cur) = (NIL, self.head);
+        let mut best: Option<(usize, usize, usize)> = None; // (size, prev, block)
         while cur != NIL {
             let size = self.size(cur);
             if size >= need {
-                let next = self.next(cur);
-                if size - need >= MIN_BLOCK_BYTES {
-                    let rest = cur + need;
-                    self.set_size(rest, size - need);
-                    self.set_next(rest, next);
-                    self.set_link(prev, rest);
-                    self.set_size(cur, need);
-                } else {
-                    self.set_link(prev, next);
+                match self.fit {
+                    Fit::First => return Some((prev, cur)),
+                    Fit::Best if size == need => return Some((prev, cur)),
+                    Fit::Best => {
+                        // Strictly smaller: the lowest of equals stays.
+                        if best.map_or(true, |(b, _, _)| size < b) {
+                            best = Some((size, prev, cur));
+                        }
+                    }
                 }
-                return self.base.wrapping_add(cur + UNIT_BYTES);
             }
             prev = cur;
             cur = self.next(cur);
         }
-        std::ptr::null_mut()
+        best.map(|(_, prev, block)| (prev, block))
     }
 
     /// Frees the block whose payload starts at `ptr`.
@@ -207,14 +247,14 @@ impl RawAlloc for FreeList {
     }
 }
 
-/// A free list covering `region`, behind one lock.
-pub fn build(label: String, region: Region) -> Result<Locked<FreeList>, String> {
+/// A free list covering `region` placing by `fit`, behind one lock.
+pub fn build(label: String, region: Region, fit: Fit) -> Result<Locked<FreeList>, String> {
     if region.len() < MIN_BLOCK_BYTES {
-        return Err("region too small for firstfit".to_string());
+        return Err(format!("region too small for {label}"));
     }
     // SAFETY: the region is 2 MiB aligned, writable, used by nobody else and
     // outlives the list (`Locked` drops the region after the list).
-    let list = unsafe { FreeList::new(region.base(), region.len()) };
+    let list = unsafe { FreeList::new(region.base(), region.len(), fit) };
     Ok(Locked::new(label, list, region))
 }
 
@@ -225,33 +265,69 @@ mod tests {
 
     #[test]
     fn alloc_free_coalesces_back_to_one_block() {
-        let region = Region::map(1 << 20).expect("map");
-        // SAFETY: a fresh region used by nothing else.
-        let mut list = unsafe { FreeList::new(region.base(), region.len()) };
-        let mut rng = Rng::new(3);
-        let mut live = Vec::new();
-        for i in 0..5000 {
-            if live.is_empty() || rng.chance(0.6) {
-                let layout = Layout::from_size_align(1 + rng.below(2000), 16).expect("layout");
-                let p = list.alloc(layout);
-                if !p.is_null() {
-                    assert!(region.contains(p, layout.size()));
-                    live.push(p);
+        for fit in [Fit::First, Fit::Best] {
+            let region = Region::map(1 << 20).expect("map");
+            // SAFETY: a fresh region used by nothing else.
+            let mut list = unsafe { FreeList::new(region.base(), region.len(), fit) };
+            let mut rng = Rng::new(3);
+            let mut live = Vec::new();
+            for i in 0..5000 {
+                if live.is_empty() || rng.chance(0.6) {
+                    let layout = Layout::from_size_align(1 + rng.below(2000), 16).expect("layout");
+                    let p = list.alloc(layout);
+                    if !p.is_null() {
+                        assert!(region.contains(p, layout.size()));
+                        live.push(p);
+                    }
+                } else {
+                    let p = live.swap_remove(rng.below(live.len()));
+                    // SAFETY: `p` is live and from this list.
+                    unsafe { list.dealloc(p) };
                 }
-            } else {
-                let p = live.swap_remove(rng.below(live.len()));
-                // SAFETY: `p` is live and from this list.
+                if i % 500 == 0 {
+                    list.check_invariants();
+                }
+            }
+            for p in live {
+                // SAFETY: as above.
                 unsafe { list.dealloc(p) };
             }
-            if i % 500 == 0 {
+            list.check_invariants();
+            assert_eq!(list.free_totals(), (region.len(), 1), "{fit:?}");
+        }
+    }
+
+    /// Holes of 4 KiB, 1 KiB and 2 KiB (headers included), in that order
+    /// by address: first fit takes the lowest that fits, best fit the
+    /// smallest.
+    #[test]
+    fn first_fit_takes_the_lowest_hole_and_best_fit_the_smallest() {
+        let block = |payload: usize| Layout::from_size_align(payload, 16).expect("layout");
+        // (payload asked, which hole first fit takes, which best fit takes)
+        for (payload, first, best) in [(984, 0, 1), (1500, 0, 2), (3000, 0, 0)] {
+            for fit in [Fit::First, Fit::Best] {
+                let region = Region::map(1 << 20).expect("map");
+                // SAFETY: a fresh region used by nothing else.
+                let mut list = unsafe { FreeList::new(region.base(), region.len(), fit) };
+                let mut holes = Vec::new();
+                for hole in [4096, 1024, 2048] {
+                    holes.push(list.alloc(block(hole - UNIT_BYTES)));
+                    // A fence, so the holes do not merge.
+                    assert!(!list.alloc(block(16)).is_null());
+                }
+                for &h in &holes {
+                    assert!(!h.is_null());
+                    // SAFETY: live and from this list.
+                    unsafe { list.dealloc(h) };
+                }
                 list.check_invariants();
+                let want = if fit == Fit::First { first } else { best };
+                assert_eq!(
+                    list.alloc(block(payload)),
+                    holes[want],
+                    "{fit:?}, {payload} bytes"
+                );
             }
         }
-        for p in live {
-            // SAFETY: as above.
-            unsafe { list.dealloc(p) };
-        }
-        list.check_invariants();
-        assert_eq!(list.free_totals(), (region.len(), 1));
     }
 }

@@ -8,7 +8,8 @@
 //!
 //! Two families:
 //!
-//! - region allocators (`snugalloc`, `dlmalloc`, `talc`, `rlsf`, `firstfit`)
+//! - region allocators (`snugalloc`, `dlmalloc`, `talc`, `rlsf`, `firstfit`,
+//!   `bestfit`)
 //!   get one [`Region`] of `--heap` bytes, obtained once, and may use nothing
 //!   else for their heap. Their reserved bytes are their footprint inside it
 //!   (each adapter's module says exactly how it is counted).
@@ -37,6 +38,7 @@ use std::fmt;
 
 use crate::region::Region;
 use crate::units::parse_bytes;
+use firstfit::Fit;
 
 /// What one thread holds for the length of one ECall.
 pub trait Handle {
@@ -336,6 +338,8 @@ pub enum AllocSpec {
     Rlsf,
     /// The reference address-ordered first-fit list, one lock.
     FirstFit,
+    /// The same list placing by best fit, one lock.
+    BestFit,
     /// A process allocator in a child process.
     Process(ProcessKind),
 }
@@ -343,7 +347,7 @@ pub enum AllocSpec {
 /// Allocator names `--alloc` accepts, for error messages.
 pub const ALLOC_ALLOWED: &str =
     "snugalloc[:chunk=SIZE,max-slab=SIZE,slab=SIZE,max-allocators=N,idle-retain=SIZE,foreign=SIZE,oom-wait=MS,depot=SIZE,classes=N,cache=SIZE,halves=on|off], \
-dlmalloc[:granularity=SIZE], talc, rlsf, firstfit, system, mimalloc, jemalloc, snmalloc";
+dlmalloc[:granularity=SIZE], talc, rlsf, firstfit, bestfit, system, mimalloc, jemalloc, snmalloc";
 
 impl AllocSpec {
     /// Parses one `--alloc` entry such as `dlmalloc` or `snugalloc:chunk=4k`.
@@ -445,6 +449,7 @@ impl AllocSpec {
             "talc" => no_opts(AllocSpec::Talc),
             "rlsf" => no_opts(AllocSpec::Rlsf),
             "firstfit" => no_opts(AllocSpec::FirstFit),
+            "bestfit" => no_opts(AllocSpec::BestFit),
             other => match ProcessKind::from_name(other) {
                 Some(k) if !k.built_in() => Err(format!(
                     "'{other}' is not built into this binary (rebuild with --features {other})"
@@ -486,7 +491,8 @@ impl AllocSpec {
             )),
             AllocSpec::Talc => Ok(Box::new(talc::build(label, region)?)),
             AllocSpec::Rlsf => Ok(Box::new(rlsf::build(label, region)?)),
-            AllocSpec::FirstFit => Ok(Box::new(firstfit::build(label, region)?)),
+            AllocSpec::FirstFit => Ok(Box::new(firstfit::build(label, region, Fit::First)?)),
+            AllocSpec::BestFit => Ok(Box::new(firstfit::build(label, region, Fit::Best)?)),
             AllocSpec::Process(k) => Err(format!("{} runs in a child process", k.name())),
         }
     }
@@ -556,6 +562,7 @@ impl fmt::Display for AllocSpec {
             AllocSpec::Talc => f.write_str("talc"),
             AllocSpec::Rlsf => f.write_str("rlsf"),
             AllocSpec::FirstFit => f.write_str("firstfit"),
+            AllocSpec::BestFit => f.write_str("bestfit"),
             AllocSpec::Process(k) => f.write_str(k.name()),
         }
     }
