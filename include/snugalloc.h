@@ -27,7 +27,7 @@ extern "C" {
 #ifndef SNUGALLOC_STATS_TYPES
 #define SNUGALLOC_STATS_TYPES
 /* Version of struct snugalloc_stats filled in by this library. */
-#define SNUGALLOC_STATS_VERSION 1
+#define SNUGALLOC_STATS_VERSION 2
 /* Room for per-size-class rows; class_count says how many are filled. */
 #define SNUGALLOC_MAX_CLASSES 96
 
@@ -40,11 +40,12 @@ struct snugalloc_class_stats {
     size_t slab_count;   /* number of slabs */
 };
 
-/* Heap statistics. The first six fields never move. snugalloc_stats()
- * writes the whole structure, so a later version that adds fields (the
- * waits for room of Stats::room_waits, say) will add a function that takes
- * the caller's sizeof(struct snugalloc_stats) rather than grow this one
- * under a program built against this header. All sizes are bytes. */
+/* Heap statistics. Fields never move; a later version only adds fields at
+ * the end. snugalloc_stats_sized() is told the caller's sizeof and fills
+ * what fits; `version` says which fields the library knows (a field of a
+ * later version than `version` was not written). snugalloc_stats(), from
+ * version 1, fills only the version 1 fields (up to classes[]) and sets
+ * `version` to 1. All sizes are bytes. */
 struct snugalloc_stats {
     size_t version;             /* SNUGALLOC_STATS_VERSION of the library */
     size_t heap_bytes;          /* region size, or reserved address space */
@@ -69,11 +70,28 @@ struct snugalloc_stats {
     size_t largest_free_bytes;  /* largest block that can be had now */
     size_t class_count;         /* rows of classes[] filled */
     struct snugalloc_class_stats classes[SNUGALLOC_MAX_CLASSES];
+    /* version 2 */
+    size_t room_waits;          /* allocations that found no room and
+                                   waited for other threads to free some
+                                   (SNUGALLOC_OOM_WAIT_MS) */
+    size_t room_waits_failed;   /* of those, the ones that returned NULL */
+    size_t remote_outgoing;     /* of remote_in_flight: in the freeing
+                                   threads' outgoing batches */
+    size_t remote_inbox;        /* of remote_in_flight: in the owners'
+                                   inboxes */
+    size_t foreign_bytes;       /* objects kept for reuse by a thread that
+                                   does not own them (counted as live in
+                                   classes[]) */
+    size_t depot_bytes;         /* of foreign_bytes: in the shared depot */
+    size_t cached_bytes;        /* free chunk runs in per-thread caches */
 };
 #endif /* SNUGALLOC_STATS_TYPES */
 
-/* Fills *out (no allocation; all zero but version before the first
- * allocation). */
+/* Fills what fits of *out in `size` bytes (pass sizeof *out) and returns
+ * the bytes written, 0 for a NULL out (no allocation; all zero but
+ * version before the first allocation). */
+size_t snugalloc_stats_sized(struct snugalloc_stats *out, size_t size);
+/* The version 1 call: fills the version 1 fields of *out, version = 1. */
 void snugalloc_stats(struct snugalloc_stats *out);
 /* Prints the per-size-class table to stderr (no allocation). */
 void snugalloc_print_stats(void);

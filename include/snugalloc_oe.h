@@ -3,7 +3,8 @@
  *
  * Link it into the enclave before oelibc/oelibcxx/oecore, e.g. with CMake:
  *   target_link_libraries(enclave PRIVATE snugalloc_oe openenclave::oelibc ...)
- * It exports only the oe_allocator_* functions, snugalloc_stats and (in the
+ * It exports only the oe_allocator_* functions, snugalloc_stats_sized,
+ * snugalloc_stats and (in the
  * enclave build) snugalloc_oe_fatal_message: no malloc or dl* symbols. Build it for an enclave on its own, in a target
  * directory of its own (a workspace build writes a std build, for host
  * tests, to target/release):
@@ -79,7 +80,7 @@ oe_result_t oe_allocator_mallinfo(oe_mallinfo_t *info);
 /* Same layout as in snugalloc.h; whichever header comes first defines it. */
 #ifndef SNUGALLOC_STATS_TYPES
 #define SNUGALLOC_STATS_TYPES
-#define SNUGALLOC_STATS_VERSION 1
+#define SNUGALLOC_STATS_VERSION 2
 #define SNUGALLOC_MAX_CLASSES 96
 struct snugalloc_class_stats {
     size_t object_bytes;
@@ -106,8 +107,16 @@ struct snugalloc_stats {
     size_t largest_free_bytes;
     size_t class_count;
     struct snugalloc_class_stats classes[SNUGALLOC_MAX_CLASSES];
+    size_t room_waits;
+    size_t room_waits_failed;
+    size_t remote_outgoing;
+    size_t remote_inbox;
+    size_t foreign_bytes;
+    size_t depot_bytes;
+    size_t cached_bytes;
 };
 #endif
+size_t snugalloc_stats_sized(struct snugalloc_stats *out, size_t size);
 void snugalloc_stats(struct snugalloc_stats *out);
 
 /* Enclave build only: the message of the fatal error that stopped the

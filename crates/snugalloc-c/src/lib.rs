@@ -311,16 +311,31 @@ pub unsafe extern "C" fn malloc_usable_size(ptr: *mut c_void) -> usize {
     }
 }
 
-/// Fills `*out` with the heap's statistics (`struct snugalloc_stats`); all
-/// zero but `version` before the first allocation. Does not allocate.
+/// Fills the version 1 part of `*out` with the heap's statistics (`struct
+/// snugalloc_stats`), `version` 1; all zero but `version` before the
+/// first allocation. Does not allocate.
 ///
 /// # Safety
-/// `out` must be null or valid for writing a `struct snugalloc_stats`.
+/// `out` must be null or valid for writing a version 1 `struct
+/// snugalloc_stats` (`STATS_V1_BYTES`).
 #[no_mangle]
 pub unsafe extern "C" fn snugalloc_stats(out: *mut CStats) {
     let snapshot = existing_heap().map(|h| h.snapshot());
     // SAFETY: the caller's contract.
-    unsafe { CStats::write_to(out, snapshot.as_ref()) };
+    unsafe { CStats::write_v1(out, snapshot.as_ref()) };
+}
+
+/// Fills as much of `*out` as `size` (the caller's `sizeof(struct
+/// snugalloc_stats)`) holds with the heap's statistics, in whole fields;
+/// returns the bytes written (0 if `out` is null). Does not allocate.
+///
+/// # Safety
+/// `out` must be null or valid for writing `size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn snugalloc_stats_sized(out: *mut CStats, size: usize) -> usize {
+    let snapshot = existing_heap().map(|h| h.snapshot());
+    // SAFETY: the caller's contract.
+    unsafe { CStats::write_sized(out.cast(), size, snapshot.as_ref()) }
 }
 
 /// Prints the per-size-class statistics table to standard error, without

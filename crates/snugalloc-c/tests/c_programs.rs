@@ -284,22 +284,32 @@ fn open_enclave_host_driver_long() {
 /// while another thread may free: it gets the block another thread frees
 /// 20 ms into its request; with the wait set to 0 it returns NULL at once
 /// (room_wait.c). A malformed value is reported and the default used.
+/// The statistics (`snugalloc_stats_sized`, version 2) count each wait and
+/// each wait that failed: the main thread's last allocation while filling
+/// the heap waits out its bound too (the asking thread holds an allocator
+/// and is not waiting then), and fails.
 #[test]
 fn a_full_fixed_heap_waits_for_room_another_thread_frees() {
     let exe = compile("room_wait", Link::Shared);
-    let run = |mode: &str, wait_ms: &str| {
-        run_ok(
+    let run = |mode: &str, wait_ms: &str, counts: &str| {
+        let out = run_ok(
             Command::new(&exe)
                 .arg(mode)
                 .env("SNUGALLOC_HEAP_SIZE", "4M")
                 .env("SNUGALLOC_OOM_WAIT_MS", wait_ms),
-        )
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains(&format!("ok: {counts}")),
+            "{mode}, {wait_ms} ms: expected {counts}: {stdout}"
+        );
+        out
     };
-    run("wait", "1000");
-    run("fail", "0");
+    run("wait", "1000", "2 waits, 1 failed");
+    run("fail", "0", "0 waits, 0 failed");
     // Ignored: the default (20 ms in a fixed heap) applies, and nobody
     // frees within it.
-    let out = run("fail", "1001");
+    let out = run("fail", "1001", "2 waits, 2 failed");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("ignoring SNUGALLOC_OOM_WAIT_MS=1001: a whole number from 0 to 1000"),

@@ -87,6 +87,7 @@ fn snugalloc_h_matches_libsnugalloc_so() {
         "free_sized",
         "free_aligned_sized",
         "snugalloc_stats",
+        "snugalloc_stats_sized",
         "snugalloc_print_stats",
     ] {
         assert!(lib.contains(f), "{f} is not exported");
@@ -104,13 +105,15 @@ fn snugalloc_oe_h_matches_libsnugalloc_oe_so() {
     );
     assert_eq!(
         lib.len(),
-        13,
-        "11 required oe_allocator_* functions, mallinfo, snugalloc_stats"
+        14,
+        "11 required oe_allocator_* functions, mallinfo, snugalloc_stats, snugalloc_stats_sized"
     );
     for name in &lib {
         assert!(
-            name.starts_with("oe_allocator_") || name == "snugalloc_stats",
-            "libsnugalloc_oe.so must export only oe_allocator_* and snugalloc_stats, not {name}"
+            name.starts_with("oe_allocator_")
+                || name == "snugalloc_stats"
+                || name == "snugalloc_stats_sized",
+            "libsnugalloc_oe.so must export only oe_allocator_* and the two statistics calls, not {name}"
         );
     }
 }

@@ -1,6 +1,7 @@
 //! snugalloc as an Open Enclave pluggable allocator: the `oe_allocator_*`
 //! functions of `openenclave/advanced/allocator.h` and `mallinfo.h`, plus
-//! `snugalloc_stats`, declared in `include/snugalloc_oe.h`. It exports no
+//! `snugalloc_stats_sized` and `snugalloc_stats`, declared in
+//! `include/snugalloc_oe.h`. It exports no
 //! `malloc`-family or `dl*` symbols: oecore calls these.
 //!
 //! How Open Enclave drives it, and what it does:
@@ -378,15 +379,30 @@ pub unsafe extern "C" fn oe_allocator_mallinfo(info: *mut OeMallinfo) -> c_uint 
     OE_OK
 }
 
-/// Fills `*out` with the heap's statistics (`struct snugalloc_stats`).
+/// Fills the version 1 part of `*out` with the heap's statistics (`struct
+/// snugalloc_stats`), `version` 1.
 ///
 /// # Safety
-/// `out` must be null or valid for writing a `struct snugalloc_stats`.
+/// `out` must be null or valid for writing a version 1 `struct
+/// snugalloc_stats` (`STATS_V1_BYTES`).
 #[no_mangle]
 pub unsafe extern "C" fn snugalloc_stats(out: *mut CStats) {
     let snapshot = heap().map(|h| h.snapshot());
     // SAFETY: the caller's contract.
-    unsafe { CStats::write_to(out, snapshot.as_ref()) };
+    unsafe { CStats::write_v1(out, snapshot.as_ref()) };
+}
+
+/// Fills as much of `*out` as `size` (the caller's `sizeof(struct
+/// snugalloc_stats)`) holds, in whole fields; returns the bytes written
+/// (0 if `out` is null).
+///
+/// # Safety
+/// `out` must be null or valid for writing `size` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn snugalloc_stats_sized(out: *mut CStats, size: usize) -> usize {
+    let snapshot = heap().map(|h| h.snapshot());
+    // SAFETY: the caller's contract.
+    unsafe { CStats::write_sized(out.cast(), size, snapshot.as_ref()) }
 }
 
 /// The personality routine that the prebuilt `core` objects name for

@@ -16,6 +16,7 @@
 /* Weak, so the same source runs preloaded into a program not linked with
  * the library: the dynamic linker binds it to the preloaded definition. */
 #pragma weak snugalloc_stats
+#pragma weak snugalloc_stats_sized
 #pragma weak snugalloc_print_stats
 
 static int checks, failures;
@@ -240,10 +241,34 @@ static void test_alignment(void) {
     CHECK(valloc(opaque(SIZE_MAX)) == NULL && errno == ENOMEM);
 }
 
+/* The version 2 call fills the whole structure of this header, whose
+ * size the library agrees with; the version 1 call fills only the
+ * version 1 fields (those before room_waits) and says version 1. */
+static void test_stats_versions(void) {
+    struct snugalloc_stats s;
+    memset(&s, 0xff, sizeof s);
+    CHECK(snugalloc_stats_sized(&s, sizeof s) == sizeof s);
+    CHECK(s.version == SNUGALLOC_STATS_VERSION && s.version == 2);
+    /* Fields of both versions were written, in this header's places. */
+    CHECK(s.class_count > 0 && s.class_count <= SNUGALLOC_MAX_CLASSES);
+    CHECK(s.room_waits_failed <= s.room_waits && s.room_waits != (size_t)-1);
+    CHECK(s.remote_outgoing + s.remote_inbox == s.remote_in_flight);
+    CHECK(s.depot_bytes <= s.foreign_bytes && s.cached_bytes != (size_t)-1);
+    /* A caller with a shorter structure gets whole fields up to its size. */
+    memset(&s, 0xff, sizeof s);
+    size_t v1 = offsetof(struct snugalloc_stats, room_waits);
+    CHECK(snugalloc_stats_sized(&s, v1 + 3) == v1);
+    CHECK(s.version == 2 && s.class_count <= SNUGALLOC_MAX_CLASSES && s.room_waits == (size_t)-1);
+    CHECK(snugalloc_stats_sized(NULL, sizeof s) == 0);
+    memset(&s, 0xff, sizeof s);
+    snugalloc_stats(&s);
+    CHECK(s.version == 1 && s.class_count > 0 && s.room_waits == (size_t)-1);
+}
+
 static void test_stats(void) {
     struct snugalloc_stats s;
     memset(&s, 0xff, sizeof s);
-    snugalloc_stats(&s);
+    snugalloc_stats_sized(&s, sizeof s);
     CHECK(s.version == SNUGALLOC_STATS_VERSION);
     CHECK(s.heap_bytes > 0 && s.reserved_bytes > 0 && s.peak_reserved_bytes >= s.reserved_bytes);
     CHECK(s.peak_live_bytes >= s.live_bytes);
@@ -295,10 +320,11 @@ int main(int argc, char **argv) {
     test_realloc();
     test_reallocarray();
     test_alignment();
-    if (!snugalloc_stats) {
+    if (!snugalloc_stats || !snugalloc_stats_sized) {
         fprintf(stderr, "api: snugalloc_stats is not bound: is libsnugalloc preloaded or linked?\n");
         return 1;
     }
+    test_stats_versions();
     test_stats();
     /* argv[1]: the fixed heap's size in MiB (when SNUGALLOC_HEAP_SIZE is set). */
     if (argc > 1) test_fixed_heap_exhaustion(strtoull(argv[1], NULL, 10) << 20);

@@ -198,7 +198,11 @@ int main(int argc, char **argv) {
     CHECK(oe_allocator_mallinfo(&info) == OE_OK);
     size_t free_heap = info.max_total_heap_size - info.current_allocated_heap_size;
     struct snugalloc_stats churned;
-    snugalloc_stats(&churned);
+    memset(&churned, 0xff, sizeof churned);
+    CHECK(snugalloc_stats_sized(&churned, sizeof churned) == sizeof churned);
+    CHECK(churned.version == SNUGALLOC_STATS_VERSION);
+    CHECK(churned.remote_outgoing + churned.remote_inbox == churned.remote_in_flight);
+    CHECK(churned.room_waits_failed <= churned.room_waits);
     want = free_heap / 100 * 90;
     big = oe_allocator_malloc(want);
     CHECK(big != NULL);
@@ -217,7 +221,8 @@ int main(int argc, char **argv) {
 
     struct snugalloc_stats s;
     snugalloc_stats(&s);
-    CHECK(s.version == SNUGALLOC_STATS_VERSION && s.heap_bytes == HEAP_BYTES);
+    /* The version 1 call says version 1. */
+    CHECK(s.version == 1 && s.heap_bytes == HEAP_BYTES);
     CHECK(oe_allocator_mallinfo(&info) == OE_OK);
     oe_allocator_thread_cleanup();
     oe_allocator_cleanup();

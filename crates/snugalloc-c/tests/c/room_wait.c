@@ -4,7 +4,9 @@
  * after the request started, and the request must succeed (it waits for
  * room, SNUGALLOC_OOM_WAIT_MS); with "fail" the main thread frees only
  * after the request returned, which must be NULL with errno ENOMEM.
- * Prints "ok" and exits 0 when that holds. */
+ * Prints "ok: W waits, F failed" (the heap's counts of waits for room and
+ * of those that failed, from snugalloc_stats_sized) and exits 0 when that
+ * holds. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
@@ -14,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "snugalloc.h"
 
 #define BLOCK (64 * 1024)
 #define MAX_BLOCKS 4096
@@ -75,8 +79,13 @@ int main(int argc, char **argv) {
         printf("the request got %p, errno %d: expected NULL and ENOMEM\n", got, got_errno);
         return 1;
     }
+    struct snugalloc_stats s;
+    if (snugalloc_stats_sized(&s, sizeof s) != sizeof s || s.version < 2) {
+        printf("snugalloc_stats_sized did not fill version 2\n");
+        return 1;
+    }
     free(got);
     while (n > 0) free(blocks[--n]);
-    printf("ok\n");
+    printf("ok: %zu waits, %zu failed\n", s.room_waits, s.room_waits_failed);
     return 0;
 }
