@@ -6,7 +6,11 @@ use core::fmt;
 use crate::size_class::NUM_CLASSES;
 
 /// Always-on counters of a heap. All sizes are bytes.
+///
+/// Later versions may add fields (`#[non_exhaustive]`): read the fields,
+/// or start from `Stats::default()`, rather than write the struct out.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// The region's size (fixed heaps) or the reserved address space (OS heaps).
     pub heap_bytes: usize,
@@ -42,6 +46,7 @@ pub struct Stats {
 
 /// One size class in a [`Snapshot`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ClassRow {
     /// Class index (see [`crate::Heap::size_class_of`]).
     pub class: usize,
@@ -60,6 +65,7 @@ pub struct ClassRow {
 
 /// A per-size-class picture of a heap, taken by walking the pagemap.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Snapshot {
     pub(crate) rows: [ClassRow; NUM_CLASSES],
     /// Large objects (runs of whole chunks) live.
@@ -97,6 +103,7 @@ pub struct Snapshot {
 /// Free chunk runs of one length range in a [`Snapshot`]: runs of at least
 /// `min_bytes` and less than twice that (the last row is open-ended).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FreeRuns {
     /// Shortest run of the range, bytes.
     pub min_bytes: usize,
