@@ -1582,7 +1582,7 @@ impl Allocator {
         if align == 0 && chunks >= TOP_RUN_CHUNKS {
             // Long runs from the top, short ones from the bottom: they do
             // not interleave, so long free runs survive in the middle.
-            backend.claim_best_fit(chunks, false)
+            backend.claim_best_fit(chunks)
         } else {
             backend.claim_first_fit(chunks, align)
         }

@@ -809,25 +809,74 @@ impl Backend {
         }
     }
 
-    /// Claims `n` chunks at the end of the shortest free run that holds
-    /// them (best fit, the highest of equals). Long runs (large objects) and
-    /// long-lived metadata are placed this way, short ones (slabs, small
-    /// large objects) first fit from the bottom, so the two kinds do not
-    /// interleave and long objects fill holes left by others before they cut
-    /// into the big free space.
-    pub(crate) fn alloc_run_top(&self, n: usize) -> Option<usize> {
-        self.alloc_run_best(n, true)
+    /// Claims the highest `n` free chunks of the region that lie in one
+    /// free run: the top end of the highest free run that holds them.
+    ///
+    /// For long-lived metadata that arrives while the heap is in use (an
+    /// allocator made when a thread first needs one): it lands beside the
+    /// metadata made before it at the top, or at the top end of the highest
+    /// hole, rather than in the smallest hole between two large objects,
+    /// where it would keep their runs from merging once they are freed.
+    pub(crate) fn alloc_run_highest(&self, n: usize) -> Option<usize> {
+        if n == 0 || n > self.chunks {
+            return None;
+        }
+        self.claim_retrying(|| loop {
+            let start = self.find_highest_run(n)?;
+            // As for best fit: the mark goes up before the claim, so no
+            // search takes these chunks for untouched meanwhile.
+            raise_to(&self.high_water, start + n);
+            if self.try_claim(start, n) {
+                self.claimed(start, n);
+                return Some(start);
+            }
+            // Taken meanwhile: search again.
+        })
     }
 
-    /// Claims `n` chunks by best fit (see [`Backend::alloc_run_top`]); in
-    /// untouched space at its bottom unless `untouched_at_top`.
-    pub(crate) fn alloc_run_best(&self, n: usize, untouched_at_top: bool) -> Option<usize> {
-        self.claim_best_fit(n, untouched_at_top)
-            .map(|run| run.start)
+    /// The start of the highest `n` free chunks that lie in one free run
+    /// (a racy read), walking down from the top: a word with no free chunk
+    /// or no used one costs one load, a mixed one a look at each bit.
+    fn find_highest_run(&self, n: usize) -> Option<usize> {
+        // Exclusive end of the free run being walked (its chunks from
+        // there down to the present position are free).
+        let mut run_end = self.chunks;
+        for word in (0..self.words).rev() {
+            // Bits past `chunks` in the last word are set (never free).
+            let used = self.used(word).load(Ordering::Relaxed);
+            let base = word * WORD_BITS;
+            if used == !0 {
+                run_end = base;
+            } else if used == 0 {
+                if run_end - base >= n {
+                    return Some(run_end - n);
+                }
+            } else {
+                for bit in (0..WORD_BITS).rev() {
+                    if used & (1u64 << bit) != 0 {
+                        run_end = base + bit;
+                    } else if run_end - (base + bit) >= n {
+                        return Some(run_end - n);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Claims `n` chunks at the end of the shortest free run that holds
+    /// them (best fit, the highest of equals), else at the bottom of
+    /// untouched space. Long runs (large objects) are placed this way,
+    /// short ones (slabs, small large objects) first fit from the bottom,
+    /// so the two kinds do not interleave and long objects fill holes left
+    /// by others before they cut into the big free space.
+    #[cfg(test)]
+    pub(crate) fn alloc_run_best(&self, n: usize) -> Option<usize> {
+        self.claim_best_fit(n).map(|run| run.start)
     }
 
     /// [`Backend::alloc_run_best`], saying whether the run reads zero.
-    pub(crate) fn claim_best_fit(&self, n: usize, untouched_at_top: bool) -> Option<Run> {
+    pub(crate) fn claim_best_fit(&self, n: usize) -> Option<Run> {
         if n == 0 || n > self.chunks {
             return None;
         }
@@ -844,9 +893,9 @@ impl Backend {
             let mut indexed = n >= INDEXED_BEST_FIT;
             loop {
                 let fit = if indexed {
-                    self.find_best_fit_indexed(n, untouched_at_top, from)
+                    self.find_best_fit_indexed(n, from)
                 } else {
-                    self.find_best_fit(n, untouched_at_top, from)
+                    self.find_best_fit(n, from)
                 };
                 // A run in untouched space raises the high-water mark before
                 // it is claimed: searches take chunks above the mark as free
@@ -885,7 +934,7 @@ impl Backend {
     /// is carried as (start, length); runs strictly inside a word are looked
     /// at only if the word has `n` clear bits, so a scan costs a few
     /// instructions per word however many short holes there are.
-    fn find_best_fit(&self, n: usize, untouched_at_top: bool, from_word: usize) -> Option<usize> {
+    fn find_best_fit(&self, n: usize, from_word: usize) -> Option<usize> {
         let high = self.high_water().min(self.chunks);
         let mut best: Option<(usize, usize)> = None; // (run length, start)
         let mut consider = |start: usize, len: usize| {
@@ -929,11 +978,11 @@ impl Backend {
             // The open run reaches untouched space: the fallback.
             return best
                 .map(|(_, s)| s)
-                .or_else(|| self.untouched(run_start, n, untouched_at_top));
+                .or_else(|| self.untouched(run_start, n));
         }
         consider(run_start, run_len);
         best.map(|(_, start)| start)
-            .or_else(|| self.untouched(high, n, untouched_at_top))
+            .or_else(|| self.untouched(high, n))
     }
 
     /// [`Backend::find_best_fit`] for `n >= INDEXED_BEST_FIT`, with the
@@ -944,12 +993,7 @@ impl Backend {
     /// after them that is not free. Under races the index may be stale, so
     /// a result may not be free: the caller's claim checks, and searches
     /// the bitmap itself if it fails.
-    fn find_best_fit_indexed(
-        &self,
-        n: usize,
-        untouched_at_top: bool,
-        from_word: usize,
-    ) -> Option<usize> {
+    fn find_best_fit_indexed(&self, n: usize, from_word: usize) -> Option<usize> {
         debug_assert!(n >= INDEXED_BEST_FIT);
         let high = self.high_water().min(self.chunks);
         let lo = from_word.min(high.div_ceil(WORD_BITS)) * WORD_BITS;
@@ -978,7 +1022,7 @@ impl Backend {
                 // The run reaching untouched space: never a candidate.
                 return best
                     .map(|(len, s)| s + len - n)
-                    .or_else(|| self.untouched(start, n, untouched_at_top));
+                    .or_else(|| self.untouched(start, n));
             }
             let len = end - start;
             if len >= n && best.map_or(true, |(b, _)| len <= b) {
@@ -993,9 +1037,9 @@ impl Backend {
                 } else {
                     high - self.free_len_before(high, high - lo)
                 };
-                self.untouched(open, n, untouched_at_top)
+                self.untouched(open, n)
             }
-            None => self.untouched(high, n, untouched_at_top),
+            None => self.untouched(high, n),
         }
     }
 
@@ -1031,16 +1075,10 @@ impl Backend {
     }
 
     /// Where `n` chunks go in the untouched space from `start` to the end:
-    /// its top (metadata of fixed heaps) or its bottom (everything else, so
-    /// an OS reservation's high-water mark grows only as needed).
-    fn untouched(&self, start: usize, n: usize, at_top: bool) -> Option<usize> {
-        if start + n > self.chunks {
-            None
-        } else if at_top {
-            Some(self.chunks - n)
-        } else {
-            Some(start)
-        }
+    /// its bottom, so an OS reservation's high-water mark grows only as
+    /// needed.
+    fn untouched(&self, start: usize, n: usize) -> Option<usize> {
+        (start + n <= self.chunks).then_some(start)
     }
 
     /// With nothing in progress, the free-blocks index says exactly which
@@ -1586,6 +1624,30 @@ mod tests {
     }
 
     #[test]
+    fn highest_claims_stack_down_from_the_top_and_fill_the_highest_hole() {
+        let chunks = 200;
+        let b = OwnedBackend::new(chunks, 0x1000_0000);
+        // Untouched region: the first claims stack down from the top.
+        assert_eq!(b.alloc_run_highest(1), Some(199));
+        assert_eq!(b.alloc_run_highest(2), Some(197));
+        // Fill the rest, then open holes of 3 chunks at 150 and of 1 at 180.
+        assert_eq!(b.alloc_run(97, 0), Some(0));
+        assert_eq!(b.alloc_run(97, 0), Some(97));
+        assert_eq!(b.alloc_run(3, 0), Some(194));
+        b.free_run(150, 3);
+        b.free_run(180, 1);
+        // One chunk goes to the highest free chunk, not a lower hole that
+        // fits it as well; two go to the top end of the highest hole that
+        // holds them; and with no hole long enough, nothing is claimed.
+        assert_eq!(b.alloc_run_highest(1), Some(180));
+        assert_eq!(b.alloc_run_highest(2), Some(151));
+        assert_eq!(b.alloc_run_highest(2), None);
+        assert_eq!(b.alloc_run_highest(1), Some(150));
+        assert_eq!(b.reserved_chunks(), chunks);
+        assert_eq!(b.alloc_run_highest(1), None);
+    }
+
+    #[test]
     fn hinted_first_fit_is_first_fit() {
         // One thread: the per-length hints never skip a run, so every claim
         // lands where a naive scan finds the first fit, through thousands
@@ -1635,12 +1697,8 @@ mod tests {
                 }
             } else {
                 let n = INDEXED_BEST_FIT + (x >> 16) as usize % 150;
-                let want = naive_best_fit(&b, chunks, n, false);
-                assert_eq!(
-                    b.alloc_run_best(n, false),
-                    want,
-                    "run of {n}, round {round}"
-                );
+                let want = naive_best_fit(&b, chunks, n);
+                assert_eq!(b.alloc_run_best(n), want, "run of {n}, round {round}");
                 if let Some(s) = want {
                     held.push((s, n));
                 }
@@ -1683,13 +1741,11 @@ mod tests {
                 let lengths = INDEXED_BEST_FIT..(INDEXED_BEST_FIT + 90).min(chunks + 1);
                 for n in lengths.step_by(if cfg!(miri) { 30 } else { 1 }) {
                     for from in 0..bitmap_words(chunks) + 2 {
-                        for at_top in [false, true] {
-                            assert_eq!(
-                                b.find_best_fit_indexed(n, at_top, from),
-                                b.find_best_fit(n, at_top, from),
-                                "{chunks} chunks, high {high}, n {n}, from word {from}, top {at_top}"
-                            );
-                        }
+                        assert_eq!(
+                            b.find_best_fit_indexed(n, from),
+                            b.find_best_fit(n, from),
+                            "{chunks} chunks, high {high}, n {n}, from word {from}"
+                        );
                     }
                 }
             }
@@ -1758,7 +1814,7 @@ mod tests {
     /// Best fit by a bit-by-bit scan: the end of the shortest run below the
     /// high-water mark that holds n, highest of equals; else the run
     /// reaching past the mark, at its start or the region's top.
-    fn naive_best_fit(b: &Backend, chunks: usize, n: usize, at_top: bool) -> Option<usize> {
+    fn naive_best_fit(b: &Backend, chunks: usize, n: usize) -> Option<usize> {
         let high = b.high_water();
         let mut runs = Vec::new(); // (length, start) of runs below `high`
         let mut open = high; // start of the run reaching past `high`
@@ -1782,7 +1838,7 @@ mod tests {
             .filter(|r| r.0 >= n)
             .min_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)))
             .map(|&(len, s)| s + len - n)
-            .or_else(|| (open + n <= chunks).then(|| if at_top { chunks - n } else { open }))
+            .or_else(|| (open + n <= chunks).then_some(open))
     }
 
     /// Checks first fit and best fit against naive bit-by-bit versions.
@@ -1798,38 +1854,48 @@ mod tests {
                 "first fit of {n} in {chunks}"
             );
         }
+        let naive_highest = |n: usize| {
+            (0..=chunks.saturating_sub(n))
+                .rev()
+                .find(|&s| s + n <= chunks && (s..s + n).all(|c| b.is_free(c)))
+        };
+        for n in [1, 2, 3, 7, 63, 64, 65, 130, 300] {
+            assert_eq!(
+                b.find_highest_run(n),
+                naive_highest(n),
+                "highest run of {n} in {chunks}"
+            );
+        }
         let high = b.high_water();
         for n in [1, 3, 15, 16, 24, 40, 62, 63, 64, 65, 100, 300] {
-            for at_top in [false, true] {
-                let want = naive_best_fit(b, chunks, n, at_top);
+            let want = naive_best_fit(b, chunks, n);
+            assert_eq!(
+                b.find_best_fit(n, 0),
+                want,
+                "best fit of {n} in {chunks}, high {high}"
+            );
+            if n >= INDEXED_BEST_FIT {
                 assert_eq!(
-                    b.find_best_fit(n, at_top, 0),
+                    b.find_best_fit_indexed(n, 0),
                     want,
-                    "best fit of {n} in {chunks}, high {high}"
+                    "indexed best fit of {n} in {chunks}, high {high}"
+                );
+            }
+            // Searches for runs of `HINTS` or more may start at the word
+            // of the lowest such run, as `claim_best_fit` does.
+            if n >= HINTS {
+                let from = naive(HINTS).map_or(0, |s| s / WORD_BITS);
+                assert_eq!(
+                    b.find_best_fit(n, from),
+                    want,
+                    "best fit of {n} from word {from} in {chunks}, high {high}"
                 );
                 if n >= INDEXED_BEST_FIT {
                     assert_eq!(
-                        b.find_best_fit_indexed(n, at_top, 0),
+                        b.find_best_fit_indexed(n, from),
                         want,
-                        "indexed best fit of {n} in {chunks}, high {high}"
+                        "indexed best fit of {n} from word {from} in {chunks}, high {high}"
                     );
-                }
-                // Searches for runs of `HINTS` or more may start at the word
-                // of the lowest such run, as `alloc_run_best` does.
-                if n >= HINTS {
-                    let from = naive(HINTS).map_or(0, |s| s / WORD_BITS);
-                    assert_eq!(
-                        b.find_best_fit(n, at_top, from),
-                        want,
-                        "best fit of {n} from word {from} in {chunks}, high {high}"
-                    );
-                    if n >= INDEXED_BEST_FIT {
-                        assert_eq!(
-                            b.find_best_fit_indexed(n, at_top, from),
-                            want,
-                            "indexed best fit of {n} from word {from} in {chunks}, high {high}"
-                        );
-                    }
                 }
             }
         }
@@ -1851,19 +1917,6 @@ mod tests {
         let mut chunks = [0; FREE_RUN_BUCKETS];
         (chunks[0], chunks[2], chunks[7]) = (1, 4, 189);
         assert_eq!(s.chunks, chunks);
-    }
-
-    #[test]
-    fn metadata_runs_come_from_the_top() {
-        let b = OwnedBackend::new(200, 0x1000_0000);
-        assert_eq!(b.alloc_run_top(2), Some(198));
-        assert_eq!(b.alloc_run(1, 0), Some(0));
-        assert_eq!(b.alloc_run_top(3), Some(195));
-        b.free_run(196, 1); // can't happen in use; makes a 1-chunk hole
-        assert_eq!(b.alloc_run_top(2), Some(193), "the hole is too short");
-        assert_eq!(b.alloc_run_top(1), Some(196));
-        assert_eq!(b.reserved_chunks(), 1 + 2 + 2 + 2 + 1);
-        assert_eq!(b.alloc_run_top(200), None);
     }
 
     #[test]
@@ -2013,7 +2066,7 @@ mod tests {
             })
         );
         assert_eq!(
-            b.backend.claim_best_fit(20, false),
+            b.backend.claim_best_fit(20),
             Some(Run {
                 start: 4,
                 zeroed: false
@@ -2023,7 +2076,7 @@ mod tests {
         assert!(b.dirty_chunks() > 0);
         b.backend.purge_free();
         assert_eq!(b.dirty_chunks(), 0);
-        let purged = b.backend.claim_best_fit(20, false).expect("room");
+        let purged = b.backend.claim_best_fit(20).expect("room");
         assert!(purged.zeroed, "{purged:?}");
         assert!((0..20).all(|i| !b.resident(purged.start + i)));
         let fixed = OwnedBackend::new(100, 0x1000_0000);
@@ -2290,7 +2343,7 @@ mod loom_tests {
             b.assert_index_exact();
             b.free_run(mine, 4);
             b.assert_index_exact();
-            assert_eq!(b.alloc_run_best(16, false), Some(0));
+            assert_eq!(b.alloc_run_best(16), Some(0));
         });
     }
 

@@ -672,15 +672,19 @@ impl HeapInner {
     /// none), or `None`.
     fn claim_allocator_run(&self) -> Option<usize> {
         let chunks = self.slot_chunks;
-        // In a fixed region allocators go to the top, away from the objects
-        // first fit packs at the bottom, so they never split the free space.
-        // An OS reservation is mostly untouched address space: there they go
-        // low, next to everything else.
+        // In a fixed region allocators go to the highest free chunks: made
+        // while the heap is empty, they stack down from its top; made later,
+        // each lands at the top end of the highest hole, next to the ones
+        // made before it if there is room, never in a short hole between
+        // two large objects (where best fit would put it), which it would
+        // keep from merging with its neighbours for the rest of the heap's
+        // life. An OS reservation is mostly untouched address space: there
+        // they go low, next to everything else.
         let claim = || {
             if self.os_owned {
                 self.backend.alloc_run(chunks, 0)
             } else {
-                self.backend.alloc_run_top(chunks)
+                self.backend.alloc_run_highest(chunks)
             }
         };
         claim().or_else(|| {

@@ -2028,3 +2028,52 @@ fn a_small_allocation_gets_the_object_another_thread_frees_and_detaches() {
         unsafe { a.dealloc(q, Layout::from_size_align(size, 8).expect("layout")) };
     }
 }
+
+/// An allocator made while the heap is in use takes the highest free
+/// chunk, not a one-chunk hole between blocks lower down (which best fit
+/// would pick, and where it would keep its neighbours from merging once
+/// they are freed).
+#[test]
+fn an_allocator_made_in_use_goes_to_the_highest_free_chunk() {
+    let heap = fixed_heap(MIB);
+    let chunk = heap.config().chunk_bytes;
+    let mut a = heap.attach().expect("attach");
+    // One chunk each, first fit from the bottom: the region fills in
+    // address order.
+    let block = Layout::from_size_align(chunk, 8).expect("layout");
+    let mut blocks = alloc_until_full(&mut a, block);
+    assert!(blocks.len() > 120, "{}", blocks.len());
+    blocks.sort();
+    let chunks_of = |heap: &Heap| {
+        let mut s = String::new();
+        heap.write_layout(&mut s)
+            .expect("a String takes every write");
+        s.lines().map(|l| l[8..].to_string()).collect::<String>()
+    };
+    // A hole of one chunk low down, one of three higher up.
+    for i in [10, 100, 101, 102] {
+        // SAFETY: allocated above with `block`, freed once.
+        unsafe { a.dealloc(blocks[i], block) };
+    }
+    let before = chunks_of(&heap);
+    let free: Vec<usize> = before.match_indices('.').map(|(i, _)| i).collect();
+    assert_eq!(free.len(), 4, "{before}");
+    let second = heap.attach().expect("a second allocator fits");
+    let after = chunks_of(&heap);
+    let allocator_chunks = after.matches('M').count() - before.matches('M').count();
+    assert!(allocator_chunks >= 1, "{after}");
+    let top = free[3];
+    assert_eq!(
+        &after[top + 1 - allocator_chunks..=top],
+        "M".repeat(allocator_chunks),
+        "the new allocator is not at the top end of the highest hole:\n{after}"
+    );
+    assert_eq!(after.as_bytes()[free[0]], b'.', "{after}");
+    drop(second);
+    for (i, &p) in blocks.iter().enumerate() {
+        if ![10, 100, 101, 102].contains(&i) {
+            // SAFETY: allocated above with `block`, freed once.
+            unsafe { a.dealloc(p, block) };
+        }
+    }
+}
