@@ -47,7 +47,9 @@ struct snugalloc_class_stats {
  * version 1, fills only the version 1 fields (up to classes[]) and sets
  * `version` to 1. All sizes are bytes. */
 struct snugalloc_stats {
-    size_t version;             /* SNUGALLOC_STATS_VERSION of the library */
+    size_t version;             /* the library's SNUGALLOC_STATS_VERSION from
+                                   snugalloc_stats_sized, 1 from
+                                   snugalloc_stats */
     size_t heap_bytes;          /* region size, or reserved address space */
     size_t reserved_bytes;      /* metadata plus chunks handed out */
     size_t peak_reserved_bytes; /* highest reserved_bytes */
@@ -87,9 +89,10 @@ struct snugalloc_stats {
 };
 #endif /* SNUGALLOC_STATS_TYPES */
 
-/* Fills what fits of *out in `size` bytes (pass sizeof *out) and returns
- * the bytes written, 0 for a NULL out (no allocation; all zero but
- * version before the first allocation). */
+/* Fills what fits of *out in `size` bytes (pass sizeof *out), in whole
+ * fields, and returns the bytes written, 0 for a NULL out (no allocation;
+ * all zero but version before the first allocation). From version 2: a
+ * version 1 library does not have it. */
 size_t snugalloc_stats_sized(struct snugalloc_stats *out, size_t size);
 /* The version 1 call: fills the version 1 fields of *out, version = 1. */
 void snugalloc_stats(struct snugalloc_stats *out);

@@ -4,8 +4,8 @@
  * Link it into the enclave before oelibc/oelibcxx/oecore, e.g. with CMake:
  *   target_link_libraries(enclave PRIVATE snugalloc_oe openenclave::oelibc ...)
  * It exports only the oe_allocator_* functions, snugalloc_stats_sized,
- * snugalloc_stats and (in the
- * enclave build) snugalloc_oe_fatal_message: no malloc or dl* symbols. Build it for an enclave on its own, in a target
+ * snugalloc_stats and (in the enclave build) snugalloc_oe_fatal_message:
+ * no malloc or dl* symbols. Build it for an enclave on its own, in a target
  * directory of its own (a workspace build writes a std build, for host
  * tests, to target/release):
  *   cargo build -p snugalloc-oe --release --features enclave --target-dir target/enclave
@@ -116,6 +116,9 @@ struct snugalloc_stats {
     size_t cached_bytes;
 };
 #endif
+/* As in snugalloc.h: snugalloc_stats_sized fills what fits in `size`
+ * bytes and returns the bytes written; snugalloc_stats fills only the
+ * version 1 fields and sets version to 1. */
 size_t snugalloc_stats_sized(struct snugalloc_stats *out, size_t size);
 void snugalloc_stats(struct snugalloc_stats *out);
 

@@ -49,7 +49,8 @@ pub struct CClassStats {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct CStats {
-    /// [`STATS_VERSION`].
+    /// Which version's fields this library knows: [`STATS_VERSION`] from
+    /// `snugalloc_stats_sized`, 1 from `snugalloc_stats`.
     pub version: usize,
     /// Region size (fixed heap) or reserved address space (OS heap).
     pub heap_bytes: usize,
@@ -184,7 +185,8 @@ impl CStats {
     pub unsafe fn write_v1(out: *mut CStats, snapshot: Option<&Snapshot>) {
         let mut stats = CStats::new(snapshot);
         stats.version = 1;
-        // SAFETY: the caller's contract, for the bytes written.
+        // SAFETY: `STATS_V1_BYTES <= size_of::<CStats>()` (it is the offset
+        // of a field), and the caller's contract covers those bytes.
         unsafe { stats.write_prefix(out.cast(), STATS_V1_BYTES) };
     }
 
@@ -226,13 +228,30 @@ impl CStats {
 mod tests {
     use super::*;
 
+    const W: usize = size_of::<usize>();
+
+    /// The same offsets as `api.c` asserts for the C headers: field `i` of
+    /// the version 2 part at word `16 + 5 * MAX_CLASSES + i`.
     #[test]
-    fn version_one_ends_where_the_waits_begin_and_the_rest_is_whole_words() {
+    fn version_two_fields_follow_version_one_word_by_word() {
         assert_eq!(
             STATS_V1_BYTES,
             offset_of!(CStats, classes) + MAX_CLASSES * size_of::<CClassStats>()
         );
-        assert_eq!(size_of::<CStats>(), STATS_V1_BYTES + 7 * size_of::<usize>());
+        assert_eq!(STATS_V1_BYTES, (16 + 5 * MAX_CLASSES) * W);
+        let v2 = [
+            offset_of!(CStats, room_waits),
+            offset_of!(CStats, room_waits_failed),
+            offset_of!(CStats, remote_outgoing),
+            offset_of!(CStats, remote_inbox),
+            offset_of!(CStats, foreign_bytes),
+            offset_of!(CStats, depot_bytes),
+            offset_of!(CStats, cached_bytes),
+        ];
+        for (i, offset) in v2.into_iter().enumerate() {
+            assert_eq!(offset, STATS_V1_BYTES + i * W, "field {i} of version 2");
+        }
+        assert_eq!(size_of::<CStats>(), STATS_V1_BYTES + 7 * W);
     }
 
     #[test]
@@ -240,8 +259,8 @@ mod tests {
         let mut buf = [0xffu8; size_of::<CStats>() + 8];
         // SAFETY: `buf` is larger than a CStats.
         unsafe { CStats::write_v1(buf.as_mut_ptr().cast(), None) };
-        assert_eq!(usize::from_ne_bytes(buf[..8].try_into().unwrap()), 1);
-        assert!(buf[8..STATS_V1_BYTES].iter().all(|&b| b == 0));
+        assert_eq!(usize::from_ne_bytes(buf[..W].try_into().unwrap()), 1);
+        assert!(buf[W..STATS_V1_BYTES].iter().all(|&b| b == 0));
         assert!(buf[STATS_V1_BYTES..].iter().all(|&b| b == 0xff));
     }
 
@@ -250,10 +269,10 @@ mod tests {
         let full = size_of::<CStats>();
         for (size, written) in [
             (0, 0),
-            (7, 0),
-            (8, 8),
-            (13, 8),
-            (STATS_V1_BYTES, STATS_V1_BYTES),
+            (W - 1, 0),
+            (W, W),
+            (W + 5, W),
+            (STATS_V1_BYTES + 3, STATS_V1_BYTES),
             (full, full),
             (full + 100, full),
         ] {
@@ -265,9 +284,9 @@ mod tests {
                 buf[n..].iter().all(|&b| b == 0xff),
                 "size {size}: wrote past {n}"
             );
-            if n >= 8 {
+            if n >= W {
                 assert_eq!(
-                    usize::from_ne_bytes(buf[..8].try_into().unwrap()),
+                    usize::from_ne_bytes(buf[..W].try_into().unwrap()),
                     STATS_VERSION
                 );
             }

@@ -387,6 +387,9 @@ pub unsafe extern "C" fn oe_allocator_mallinfo(info: *mut OeMallinfo) -> c_uint 
 /// snugalloc_stats` (`STATS_V1_BYTES`).
 #[no_mangle]
 pub unsafe extern "C" fn snugalloc_stats(out: *mut CStats) {
+    if out.is_null() {
+        return;
+    }
     let snapshot = heap().map(|h| h.snapshot());
     // SAFETY: the caller's contract.
     unsafe { CStats::write_v1(out, snapshot.as_ref()) };
@@ -400,6 +403,9 @@ pub unsafe extern "C" fn snugalloc_stats(out: *mut CStats) {
 /// `out` must be null or valid for writing `size` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn snugalloc_stats_sized(out: *mut CStats, size: usize) -> usize {
+    if out.is_null() {
+        return 0;
+    }
     let snapshot = heap().map(|h| h.snapshot());
     // SAFETY: the caller's contract.
     unsafe { CStats::write_sized(out.cast(), size, snapshot.as_ref()) }

@@ -170,8 +170,8 @@ pub(crate) struct Backend {
     stuck_dirty: AtomicUsize,
     reserved_chunks: CachePadded<AtomicUsize>,
     peak_reserved_chunks: AtomicUsize,
-    /// One past the highest chunk ever handed out (or about to be: a best
-    /// fit raises it before it claims, see `alloc_run_best`). Chunks from
+    /// One past the highest chunk ever handed out (or about to be: best
+    /// fit and `alloc_run_highest` raise it before they claim). Chunks from
     /// it on have never been used.
     high_water: AtomicUsize,
 }
@@ -1630,17 +1630,19 @@ mod tests {
         // Untouched region: the first claims stack down from the top.
         assert_eq!(b.alloc_run_highest(1), Some(199));
         assert_eq!(b.alloc_run_highest(2), Some(197));
-        // Fill the rest, then open holes of 3 chunks at 150 and of 1 at 180.
+        // Fill the rest, then open a hole of 1 chunk at 150 and one of 3 at
+        // 180.
         assert_eq!(b.alloc_run(97, 0), Some(0));
         assert_eq!(b.alloc_run(97, 0), Some(97));
         assert_eq!(b.alloc_run(3, 0), Some(194));
-        b.free_run(150, 3);
-        b.free_run(180, 1);
-        // One chunk goes to the highest free chunk, not a lower hole that
-        // fits it as well; two go to the top end of the highest hole that
-        // holds them; and with no hole long enough, nothing is claimed.
-        assert_eq!(b.alloc_run_highest(1), Some(180));
-        assert_eq!(b.alloc_run_highest(2), Some(151));
+        b.free_run(150, 1);
+        b.free_run(180, 3);
+        // One chunk goes to the top end of the highest hole, not to the
+        // lower one-chunk hole that best fit would take; two go to the top
+        // end of the highest hole that holds them; with no hole long
+        // enough, nothing is claimed.
+        assert_eq!(b.alloc_run_highest(1), Some(182));
+        assert_eq!(b.alloc_run_highest(2), Some(180));
         assert_eq!(b.alloc_run_highest(2), None);
         assert_eq!(b.alloc_run_highest(1), Some(150));
         assert_eq!(b.reserved_chunks(), chunks);
@@ -1812,8 +1814,8 @@ mod tests {
     }
 
     /// Best fit by a bit-by-bit scan: the end of the shortest run below the
-    /// high-water mark that holds n, highest of equals; else the run
-    /// reaching past the mark, at its start or the region's top.
+    /// high-water mark that holds n, highest of equals; else the start of
+    /// the run reaching past the mark.
     fn naive_best_fit(b: &Backend, chunks: usize, n: usize) -> Option<usize> {
         let high = b.high_water();
         let mut runs = Vec::new(); // (length, start) of runs below `high`

@@ -675,11 +675,11 @@ impl HeapInner {
         // In a fixed region allocators go to the highest free chunks: made
         // while the heap is empty, they stack down from its top; made later,
         // each lands at the top end of the highest hole, next to the ones
-        // made before it if there is room, never in a short hole between
-        // two large objects (where best fit would put it), which it would
-        // keep from merging with its neighbours for the rest of the heap's
-        // life. An OS reservation is mostly untouched address space: there
-        // they go low, next to everything else.
+        // made before it if there is room, rather than in the shortest
+        // hole anywhere (best fit), which is often a chunk between two large
+        // objects that it would keep from merging for the rest of the
+        // heap's life. An OS reservation is mostly untouched address space:
+        // there they go low, next to everything else.
         let claim = || {
             if self.os_owned {
                 self.backend.alloc_run(chunks, 0)

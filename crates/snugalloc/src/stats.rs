@@ -7,8 +7,9 @@ use crate::size_class::NUM_CLASSES;
 
 /// Always-on counters of a heap. All sizes are bytes.
 ///
-/// Later versions may add fields (`#[non_exhaustive]`): read the fields,
-/// or start from `Stats::default()`, rather than write the struct out.
+/// Later versions may add fields (`#[non_exhaustive]`): outside this crate
+/// a `Stats` is read, or made with `Stats::default()` and its fields
+/// assigned, never written out as a literal.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {

@@ -1,5 +1,5 @@
 //! Extent: the reserved-bytes figure for region allocators that claim the
-//! whole region up front (talc, rlsf, firstfit).
+//! whole region up front (talc, rlsf, firstfit, bestfit).
 //!
 //! Those allocators have no notion of memory taken from the region: they own
 //! all of it from the start. What matters to an enclave is how far into the

@@ -297,9 +297,9 @@ mod tests {
         }
     }
 
-    /// Holes of 4 KiB, 1 KiB and 2 KiB (headers included), in that order
-    /// by address: first fit takes the lowest that fits, best fit the
-    /// smallest.
+    /// Holes of 4 KiB, 1 KiB, 2 KiB and 2 KiB (headers included), in that
+    /// order by address: first fit takes the lowest that fits, best fit the
+    /// smallest, the lower of equals.
     #[test]
     fn first_fit_takes_the_lowest_hole_and_best_fit_the_smallest() {
         let block = |payload: usize| Layout::from_size_align(payload, 16).expect("layout");
@@ -310,7 +310,7 @@ mod tests {
                 // SAFETY: a fresh region used by nothing else.
                 let mut list = unsafe { FreeList::new(region.base(), region.len(), fit) };
                 let mut holes = Vec::new();
-                for hole in [4096, 1024, 2048] {
+                for hole in [4096, 1024, 2048, 2048] {
                     holes.push(list.alloc(block(hole - UNIT_BYTES)));
                     // A fence, so the holes do not merge.
                     assert!(!list.alloc(block(16)).is_null());

@@ -1,6 +1,6 @@
 //! Locked: a single-threaded allocator over the region made usable by all
 //! threads with one global lock, the way the baselines (talc, rlsf,
-//! firstfit) are deployed in an enclave.
+//! firstfit, bestfit) are deployed in an enclave.
 //!
 //! [`Locked`] composes any [`RawAlloc`] with the lock and the extent tracker
 //! (see [`super::extent`]), so each baseline module only says how to
