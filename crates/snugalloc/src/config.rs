@@ -142,7 +142,9 @@ pub struct Config {
     /// hints, a millisecond being counted as about 16,000 of them, which
     /// helps only where the threads that will free run on other cores. A program alone
     /// in its heap, or one whose other threads are all detached, never
-    /// waits. 0 returns null at once; at most 1000. Default: 20 in fixed
+    /// waits. A thread that needs a new allocator (its first allocation)
+    /// and finds no room for it waits the same way before its attach fails.
+    /// 0 returns null at once; at most 1000. Default: 20 in fixed
     /// regions, 0 in OS heaps (whose reservation is rarely the limit).
     pub out_of_memory_wait_ms: u64,
 }

@@ -21,7 +21,7 @@ use crate::depot::Depot;
 use crate::fork_gate::ForkGate;
 use crate::half::{open_words, Halves, Release, HIGH, LOW};
 use crate::pagemap::{ChunkMeta, Desc, FreeObject, Kind, Pagemap};
-use crate::platform::fatal_in;
+use crate::platform::{fatal_in, BoundedWait};
 use crate::pool::Pool;
 use crate::remote::Inbox;
 use crate::run_cache::RunCache;
@@ -669,7 +669,7 @@ impl HeapInner {
     }
 
     /// A run for a new allocator's metadata (reclaiming once if there is
-    /// none), or `None`.
+    /// none, then waiting for room as an allocation does), or `None`.
     fn claim_allocator_run(&self) -> Option<usize> {
         let chunks = self.slot_chunks;
         // In a fixed region allocators go to the highest free chunks: made
@@ -687,10 +687,51 @@ impl HeapInner {
                 self.backend.alloc_run_highest(chunks)
             }
         };
-        claim().or_else(|| {
+        claim()
+            .or_else(|| {
+                self.reclaim_others(Reclaim::IdleOwners { reclaimer: None });
+                claim()
+            })
+            .or_else(|| self.wait_for_allocator_room(claim))
+    }
+
+    /// What `Allocator::find_room` does for an allocation, for a thread
+    /// that needs a new allocator and found no room for it even after a
+    /// reclaim: while another thread is attached and not itself waiting,
+    /// gives the processor away, reclaims and `claim`s again, for up to
+    /// `Config::out_of_memory_wait_ms`. The caller is attached to nothing,
+    /// so it is not one of the waiters that `another_thread_may_free`
+    /// counts against the attached threads.
+    #[cold]
+    #[inline(never)]
+    fn wait_for_allocator_room(&self, claim: impl Fn() -> Option<usize>) -> Option<usize> {
+        let ms = self.config.out_of_memory_wait_ms;
+        if ms == 0 {
+            return None;
+        }
+        let mut wait = BoundedWait::new(ms);
+        let (mut found, mut waited) = (None, false);
+        while self.another_thread_may_free() && wait.pause() {
+            waited = true;
             self.reclaim_others(Reclaim::IdleOwners { reclaimer: None });
-            claim()
-        })
+            found = claim();
+            if found.is_some() {
+                break;
+            }
+        }
+        if waited && found.is_none() {
+            // One more look, as an allocation's wait takes.
+            self.reclaim_others(Reclaim::IdleOwners { reclaimer: None });
+            found = claim();
+        }
+        // Relaxed: statistics only.
+        if waited {
+            self.room_waits.fetch_add(1, Ordering::Relaxed);
+            if found.is_none() {
+                self.room_waits_failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        found
     }
 
     /// Makes allocator `id` (a fresh id) in the run at `index` (from

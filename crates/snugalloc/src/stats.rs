@@ -39,7 +39,8 @@ pub struct Stats {
     /// Allocators created so far.
     pub allocators: usize,
     /// Allocations that found no room even after a reclaim and waited for
-    /// other threads to free some (`Config::out_of_memory_wait_ms`).
+    /// other threads to free some (`Config::out_of_memory_wait_ms`),
+    /// including attaches that waited for room for a new allocator.
     pub room_waits: usize,
     /// Of `room_waits`, those that found none in time and returned null.
     pub room_waits_failed: usize,

@@ -2077,3 +2077,59 @@ fn an_allocator_made_in_use_goes_to_the_highest_free_chunk() {
         }
     }
 }
+
+/// A thread that needs a new allocator in a full region waits for room as
+/// an allocation does (`Config::out_of_memory_wait_ms`): it gets one once
+/// another thread frees a block; with the wait set to 0 it fails at once.
+#[test]
+fn a_new_allocator_waits_for_room_another_thread_frees() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+    for wait_ms in [0, 1000] {
+        let mut config = Config::for_region(4 * MIB);
+        config.out_of_memory_wait_ms = wait_ms;
+        let heap = fixed_heap_with(4 * MIB, config);
+        let chunk = heap.config().chunk_bytes;
+        let mut a = heap.attach().expect("attach");
+        // Every chunk in use: large blocks, then single chunks.
+        let large = Layout::from_size_align(64 * 1024, 8).expect("layout");
+        let one = Layout::from_size_align(chunk, 8).expect("layout");
+        let larges = alloc_until_full(&mut a, large);
+        let ones = alloc_until_full(&mut a, one);
+        assert_eq!(heap.stats().free_bytes, 0, "{}", heap.snapshot());
+        let waits = heap.stats().room_waits;
+        let asking = AtomicBool::new(false);
+        let (attached, took) = std::thread::scope(|s| {
+            let t = s.spawn(|| {
+                asking.store(true, Ordering::SeqCst);
+                let start = Instant::now();
+                let got = heap.attach().map(drop).is_ok();
+                (got, start.elapsed())
+            });
+            while !asking.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            // SAFETY: allocated above with `large`, freed once.
+            unsafe { a.dealloc(larges[0], large) };
+            t.join().expect("the asking thread")
+        });
+        if wait_ms == 0 {
+            assert!(!attached, "no wait: the attach fails at once");
+            assert!(took < Duration::from_millis(500), "{took:?}");
+            assert_eq!(heap.stats().room_waits, waits);
+        } else {
+            assert!(attached, "the attach did not wait for the free");
+            assert_eq!(heap.stats().room_waits, waits + 1);
+            assert_eq!(heap.stats().room_waits_failed, 0);
+        }
+        for &p in &larges[1..] {
+            // SAFETY: allocated above with `large`, freed once.
+            unsafe { a.dealloc(p, large) };
+        }
+        for &p in &ones {
+            // SAFETY: allocated above with `one`, freed once.
+            unsafe { a.dealloc(p, one) };
+        }
+    }
+}
