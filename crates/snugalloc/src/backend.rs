@@ -2323,6 +2323,47 @@ mod loom_tests {
         });
     }
 
+    /// A highest claim (allocator metadata) races with a first-fit claim
+    /// across two words for the same free run, too short for both: exactly
+    /// one of them gets its chunks, they never overlap, and the one that
+    /// fails does so only because no run long enough is left.
+    #[test]
+    fn highest_and_first_fit_claims_never_overlap() {
+        let mut model = loom::model::Builder::new();
+        // Three words and their index, read whole by the checks: longer
+        // paths than the default bound allows, none of them a spin.
+        model.max_branches = 20_000;
+        model.check(|| {
+            let b = backend(192);
+            // Chunks 0..64 held, 64..192 free.
+            assert_eq!(b.alloc_run(64, 0), Some(0));
+            let b2 = Arc::clone(&b);
+            let t = loom::thread::spawn(move || b2.alloc_run(100, 0).map(|s| (s, 100)));
+            let top = b.alloc_run_highest(40).map(|s| (s, 40));
+            let low = t.join().expect("claimer");
+            match (low, top) {
+                (Some(low), None) => {
+                    assert_eq!(low, (64, 100));
+                    assert!(b.free_summary().longest < 40, "40 chunks were free");
+                    b.free_run(low.0, low.1);
+                }
+                (None, Some(top)) => {
+                    assert_eq!(top, (152, 40));
+                    assert!(b.free_summary().longest < 100, "100 chunks were free");
+                    b.free_run(top.0, top.1);
+                }
+                other => panic!("one claim must win, one fail: {other:?}"),
+            }
+            b.free_run(0, 64);
+            assert_eq!(
+                (b.free_summary().free, b.free_summary().longest),
+                (192, 192)
+            );
+            assert_eq!(b.reserved_chunks(), 0);
+            b.assert_index_exact();
+        });
+    }
+
     /// A claim that takes the last free chunks of a block races with a
     /// free that frees the block's other chunks, and with a free of a
     /// whole block beside it: once both are done, the free-blocks index
