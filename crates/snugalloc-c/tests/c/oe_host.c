@@ -13,19 +13,8 @@
 
 #include "snugalloc_oe.h"
 
-/* The OE header's copy of the statistics structure has the layout of
- * snugalloc.h (api.c) and of the library (stats_abi.rs): field i of the
- * version 2 part at word 16 + 5 * SNUGALLOC_MAX_CLASSES + i. */
-#define V2_WORD(i) ((16 + 5 * SNUGALLOC_MAX_CLASSES + (i)) * sizeof(size_t))
-_Static_assert(offsetof(struct snugalloc_stats, classes) == 16 * sizeof(size_t), "layout");
-_Static_assert(offsetof(struct snugalloc_stats, room_waits) == V2_WORD(0), "layout");
-_Static_assert(offsetof(struct snugalloc_stats, room_waits_failed) == V2_WORD(1), "layout");
-_Static_assert(offsetof(struct snugalloc_stats, remote_outgoing) == V2_WORD(2), "layout");
-_Static_assert(offsetof(struct snugalloc_stats, remote_inbox) == V2_WORD(3), "layout");
-_Static_assert(offsetof(struct snugalloc_stats, foreign_bytes) == V2_WORD(4), "layout");
-_Static_assert(offsetof(struct snugalloc_stats, depot_bytes) == V2_WORD(5), "layout");
-_Static_assert(offsetof(struct snugalloc_stats, cached_bytes) == V2_WORD(6), "layout");
-_Static_assert(sizeof(struct snugalloc_stats) == V2_WORD(7), "layout");
+/* The structure of this header has the library's layout. */
+#include "stats_layout.h"
 
 #define HEAP_BYTES ((size_t)64 << 20)
 #define THREADS 20
