@@ -57,7 +57,7 @@ use crate::depot::DEPOT_LISTS;
 use crate::half::{Release, LOW};
 use crate::heap::{hold_idle, HeapInner, Located};
 use crate::pagemap::{ChunkMeta, Desc, FreeObject, Pagemap, NIL};
-use crate::platform::{fatal, BoundedWait};
+use crate::platform::fatal;
 use crate::remote::{Batch, Inbox, Outgoing};
 use crate::run_cache::RunCache;
 use crate::size_class::{
@@ -612,37 +612,14 @@ impl Allocator {
         if let Some(found) = retry(self) {
             return Some(found);
         }
-        let ms = self.heap().config.out_of_memory_wait_ms;
-        if ms == 0 {
-            return None;
-        }
-        self.heap().room_waiters.fetch_add(1, Ordering::Relaxed);
-        let mut wait = BoundedWait::new(ms);
-        let (mut found, mut waited) = (None, false);
-        while self.heap().another_thread_may_free() && wait.pause() {
-            waited = true;
+        // SAFETY: an allocator lives in its heap's metadata, so the heap
+        // outlives it (as in `heap`); this reference is not tied to a
+        // borrow of `self`, which the attempts below borrow mutably.
+        let heap: &HeapInner = unsafe { &*self.heap };
+        heap.wait_for_room(true, || {
             self.reclaim_for_room();
-            found = retry(self);
-            if found.is_some() {
-                break;
-            }
-        }
-        if waited && found.is_none() {
-            // One more look: the thread whose detach ended the wait gave
-            // back what it held (its outgoing frees, its emptied slabs).
-            self.reclaim_for_room();
-            found = retry(self);
-        }
-        let heap = self.heap();
-        heap.room_waiters.fetch_sub(1, Ordering::Relaxed);
-        // Relaxed: statistics only.
-        if waited {
-            heap.room_waits.fetch_add(1, Ordering::Relaxed);
-            if found.is_none() {
-                heap.room_waits_failed.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        found
+            retry(self)
+        })
     }
 
     /// The reclaim of an allocation that found no room: what idle owners

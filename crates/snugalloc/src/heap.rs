@@ -692,37 +692,52 @@ impl HeapInner {
                 self.reclaim_others(Reclaim::IdleOwners { reclaimer: None });
                 claim()
             })
-            .or_else(|| self.wait_for_allocator_room(claim))
+            .or_else(|| {
+                self.wait_for_room(false, || {
+                    self.reclaim_others(Reclaim::IdleOwners { reclaimer: None });
+                    claim()
+                })
+            })
     }
 
-    /// What `Allocator::find_room` does for an allocation, for a thread
-    /// that needs a new allocator and found no room for it even after a
-    /// reclaim: while another thread is attached and not itself waiting,
-    /// gives the processor away, reclaims and `claim`s again, for up to
-    /// `Config::out_of_memory_wait_ms`. The caller is attached to nothing,
-    /// so it is not one of the waiters that `another_thread_may_free`
-    /// counts against the attached threads.
+    /// The bounded wait of an allocation, or of an attach that needs a
+    /// new allocator, that found no room even after a reclaim: while
+    /// another thread is attached and not itself waiting, gives the
+    /// processor away and makes `attempt` (a reclaim and a retry), for up
+    /// to `Config::out_of_memory_wait_ms`; after a wait that found nothing,
+    /// one more `attempt` (a thread whose detach ended the wait gave back
+    /// what it held). Counted in `Stats::room_waits`. `attached`: the
+    /// caller holds an allocator, so it is one of the waiters that
+    /// `another_thread_may_free` counts against the attached threads (an
+    /// attach that waits holds none).
     #[cold]
     #[inline(never)]
-    fn wait_for_allocator_room(&self, claim: impl Fn() -> Option<usize>) -> Option<usize> {
+    pub(crate) fn wait_for_room<T>(
+        &self,
+        attached: bool,
+        mut attempt: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
         let ms = self.config.out_of_memory_wait_ms;
         if ms == 0 {
             return None;
+        }
+        if attached {
+            self.room_waiters.fetch_add(1, Ordering::Relaxed);
         }
         let mut wait = BoundedWait::new(ms);
         let (mut found, mut waited) = (None, false);
         while self.another_thread_may_free() && wait.pause() {
             waited = true;
-            self.reclaim_others(Reclaim::IdleOwners { reclaimer: None });
-            found = claim();
+            found = attempt();
             if found.is_some() {
                 break;
             }
         }
         if waited && found.is_none() {
-            // One more look, as an allocation's wait takes.
-            self.reclaim_others(Reclaim::IdleOwners { reclaimer: None });
-            found = claim();
+            found = attempt();
+        }
+        if attached {
+            self.room_waiters.fetch_sub(1, Ordering::Relaxed);
         }
         // Relaxed: statistics only.
         if waited {

@@ -2086,13 +2086,10 @@ fn a_new_allocator_waits_for_room_another_thread_frees() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
     for wait_ms in [0, 1000] {
-        let mut config = Config::for_region(4 * MIB);
-        config.out_of_memory_wait_ms = wait_ms;
-        let heap = fixed_heap_with(4 * MIB, config);
+        let (heap, large) = waiting_heap(wait_ms);
         let chunk = heap.config().chunk_bytes;
         let mut a = heap.attach().expect("attach");
         // Every chunk in use: large blocks, then single chunks.
-        let large = Layout::from_size_align(64 * 1024, 8).expect("layout");
         let one = Layout::from_size_align(chunk, 8).expect("layout");
         let larges = alloc_until_full(&mut a, large);
         let ones = alloc_until_full(&mut a, one);
