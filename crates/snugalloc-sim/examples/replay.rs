@@ -6,7 +6,8 @@
 //! (default `snugalloc,dlmalloc,firstfit` and 50 million operations; with
 //! MIB, one replay in a region of that size instead of the search).
 //! Environment: `SEED` (default 1); `SLICE` (mean operations between
-//! thread switches, default 1500); `GRID=40,42 SEEDS=2` prints the
+//! thread switches, default 1500); `OPS_PER_S` (operations that make one
+//! second of the store's wave, default 10 million); `GRID=40,42 SEEDS=2` prints the
 //! out-of-memory counts at those sizes for seeds 1..=2 instead (a finer
 //! comparison of configurations than the search's answer); `TABLES=1`
 //! prints the allocator's size-class table at the reserved peak of the
@@ -54,6 +55,9 @@ fn main() -> Result<(), String> {
     };
     if let Some(slice) = std::env::var("SLICE").ok().and_then(|v| v.parse().ok()) {
         s.mean_slice = slice;
+    }
+    if let Some(rate) = std::env::var("OPS_PER_S").ok().and_then(|v| v.parse().ok()) {
+        s.ops_per_s = rate;
     }
     s.tables = std::env::var_os("TABLES").is_some_and(|v| v == "1");
     s.one_allocator = std::env::var_os("ONE_ALLOCATOR").is_some_and(|v| v == "1");

@@ -10,7 +10,6 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use crate::alloc::process::ProcessAlloc;
 use crate::alloc::ProcessKind;
@@ -70,13 +69,12 @@ pub fn run_child(
     }
 }
 
-/// Child side: runs the workload on `kind`, streaming to stdout.
+/// Child side: runs the workload on `kind` as `opts` say (without keeping
+/// the samples), streaming to stdout.
 pub fn child_main(
     kind: ProcessKind,
     workload: &dyn Workload,
-    duration: Duration,
-    inject: Option<u64>,
-    exact_live: bool,
+    opts: RunOptions,
 ) -> Result<(), String> {
     let alloc = ProcessAlloc::new(kind);
     let stdout = std::io::stdout();
@@ -95,10 +93,8 @@ pub fn child_main(
         }
     };
     let opts = RunOptions {
-        inject_corruption_every: inject,
-        exact_live,
         keep_samples: false,
-        ..RunOptions::new(duration)
+        ..opts
     };
     let mut outcome = run_in_process(&alloc, workload, opts, &mut emit);
     if let Some(e) = err {

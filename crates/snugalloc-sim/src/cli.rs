@@ -114,6 +114,28 @@ fn parse_positive(text: &str) -> Result<usize, String> {
     }
 }
 
+/// A rate in operations per second: a positive integer, optionally with
+/// k (thousands) or M (millions).
+fn parse_rate(text: &str) -> Result<u64, String> {
+    let bad =
+        || format!("'{text}' is not a rate from 1 to 1000M operations per second (e.g. 500k, 2M)");
+    let (digits, scale) = match text.strip_suffix('k') {
+        Some(d) => (d, 1_000),
+        None => match text.strip_suffix('M') {
+            Some(d) => (d, 1_000_000),
+            None => (text, 1),
+        },
+    };
+    match digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+    {
+        Some(n) if (1..=1_000_000_000).contains(&n) => Ok(n),
+        _ => Err(bad()),
+    }
+}
+
 fn parse_positive_bytes(text: &str) -> Result<usize, String> {
     match parse_bytes(text)? {
         0 => Err(format!("'{text}' must be more than 0 bytes")),
@@ -142,6 +164,14 @@ pub struct Common {
     /// Directory for CSV, JSON and plots (created if missing).
     #[arg(long, default_value = "results")]
     pub out: PathBuf,
+
+    /// Cap on operations per second over all threads (e.g. 500k, 2M;
+    /// k = 1,000, M = 1,000,000): threads sleep before an ECall while the
+    /// run is ahead of it. Compares allocators of different speeds over the
+    /// same number of operations: a fixed-time run's min-heap grows with the
+    /// operations in it.
+    #[arg(long, value_parser = parse_rate)]
+    pub pace: Option<u64>,
 
     /// Workload parameters.
     #[command(flatten)]

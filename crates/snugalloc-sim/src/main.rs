@@ -137,6 +137,13 @@ fn check_common(common: &Common) -> Result<(), Failure> {
     Ok(())
 }
 
+/// ", paced at N operations/s" when the run has a pace, else nothing.
+fn pace_text(common: &Common) -> String {
+    common
+        .pace
+        .map_or_else(String::new, |r| format!(", paced at {r} operations/s"))
+}
+
 fn inject(common: &Common) -> Option<u64> {
     common.inject_corruption_every.map(|n| n as u64)
 }
@@ -150,14 +157,13 @@ fn cmd_run(args: &RunArgs) -> Result<bool, Failure> {
         let kind = ProcessKind::from_name(name)
             .ok_or_else(|| Failure::Input(format!("--child: unknown '{name}'")))?;
         let wl = common.wl.instantiate(common.workload, common.seed);
-        child::child_main(
-            kind,
-            wl.as_ref(),
-            args.duration,
-            inject(common),
-            args.exact_live,
-        )
-        .map_err(Failure::Run)?;
+        let opts = RunOptions {
+            inject_corruption_every: inject(common),
+            exact_live: args.exact_live,
+            pace: common.pace,
+            ..RunOptions::new(args.duration)
+        };
+        child::child_main(kind, wl.as_ref(), opts).map_err(Failure::Run)?;
         return Ok(true);
     }
     let specs = &common.alloc.0;
@@ -200,6 +206,7 @@ fn cmd_run(args: &RunArgs) -> Result<bool, Failure> {
                 let opts = RunOptions {
                     inject_corruption_every: inject(common),
                     exact_live: args.exact_live,
+                    pace: common.pace,
                     ..RunOptions::new(args.duration)
                 };
                 run_in_process(alloc.as_ref(), wl.as_ref(), opts, &mut on_sample)
@@ -255,10 +262,11 @@ fn cmd_run(args: &RunArgs) -> Result<bool, Failure> {
     pb.finish_and_clear();
 
     println!(
-        "{name} on a {} heap, {} per allocator, seed {}:\n",
+        "{name} on a {} heap, {} per allocator, seed {}{}:\n",
         human_bytes(heap),
         fmt_duration(args.duration),
-        common.seed
+        common.seed,
+        pace_text(common)
     );
     print!("{}", output::summary_table(&summaries));
     println!();
@@ -397,9 +405,10 @@ fn cmd_min_heap(args: &MinHeapArgs) -> Result<bool, Failure> {
     let hi_mib = max_heap / MIB;
     let lo_mib = cli::smallest_heap_bytes(common).div_ceil(MIB);
     eprintln!(
-        "snugalloc-sim: min-heap of {} between {lo_mib} and {hi_mib} MiB, {} per probe",
+        "snugalloc-sim: min-heap of {} between {lo_mib} and {hi_mib} MiB, {} per probe{}",
         common.workload.name(),
-        fmt_duration(args.duration)
+        fmt_duration(args.duration),
+        pace_text(common)
     );
     let probe = |a: &dyn RegionAlloc, seed_offset: u64| {
         let wl = common
@@ -408,6 +417,7 @@ fn cmd_min_heap(args: &MinHeapArgs) -> Result<bool, Failure> {
         let opts = RunOptions {
             inject_corruption_every: inject(common),
             stop_on_oom: true,
+            pace: common.pace,
             ..RunOptions::new(args.duration)
         };
         run_in_process(a, wl.as_ref(), opts, &mut |_| {})
@@ -452,9 +462,10 @@ fn cmd_min_heap(args: &MinHeapArgs) -> Result<bool, Failure> {
         )
     };
     println!(
-        "min-heap of {} (1 MiB steps, {} per probe, {seeds}):\n",
+        "min-heap of {} (1 MiB steps, {} per probe, {seeds}{}):\n",
         common.workload.name(),
         fmt_duration(args.duration),
+        pace_text(common)
     );
     println!("| allocator | min heap MiB | probes |");
     println!("|:--|--:|--:|");

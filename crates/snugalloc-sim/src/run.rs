@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::alloc::{ClassTable, RegionAlloc};
-use crate::workload::{totals, Ctx, ExactLive, ThreadCounters, Workload};
+use crate::workload::{totals, Ctx, ExactLive, Pace, ThreadCounters, Workload};
 
 /// The sampling period.
 pub const TICK: Duration = Duration::from_millis(100);
@@ -103,6 +103,8 @@ pub struct RunOptions {
     /// memory of the allocator it measures (32 bytes every 100 ms: more
     /// than 1 MiB an hour).
     pub keep_samples: bool,
+    /// Cap the operations per second over all threads (see [`Pace`]).
+    pub pace: Option<u64>,
 }
 
 impl RunOptions {
@@ -114,6 +116,7 @@ impl RunOptions {
             stop_on_oom: false,
             exact_live: false,
             keep_samples: true,
+            pace: None,
         }
     }
 }
@@ -132,12 +135,14 @@ pub fn run_in_process(
         stop_on_oom,
         exact_live,
         keep_samples,
+        pace,
     } = opts;
     let n = workload.thread_count();
     let counters: Vec<ThreadCounters> = (0..=n).map(|_| ThreadCounters::default()).collect();
     let stop = AtomicBool::new(false);
     let start = Instant::now();
     let exact = ExactLive::default();
+    let pace = pace.map(Pace::new);
     let ctx = Ctx {
         alloc,
         counters: &counters,
@@ -146,6 +151,7 @@ pub fn run_in_process(
         deadline: start.checked_add(duration),
         inject_corruption_every,
         exact_live: exact_live.then_some(&exact),
+        pace: pace.as_ref(),
     };
     // Reserved for an hour at most; a longer soak grows the vector.
     let expected = (duration.as_millis() / TICK.as_millis()).min(36_000) as usize + 2;

@@ -298,6 +298,7 @@ mod tests {
             deadline: None,
             inject_corruption_every: None,
             exact_live: None,
+            pace: None,
         };
         std::thread::scope(|s| {
             let worker = s.spawn(|| {

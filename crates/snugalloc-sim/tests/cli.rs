@@ -60,6 +60,8 @@ fn bad_flags_exit_2_with_one_line() {
         "--max-heap",
         "whole number of MiB",
     );
+    assert_bad_input(&["run", "--pace", "fast"], "--pace", "500k");
+    assert_bad_input(&["min-heap", "--pace", "0"], "--pace", "500k");
     assert_bad_input(
         &["run", "--alloc", "snugalloc:colour=blue"],
         "--alloc",

@@ -170,3 +170,51 @@ fn every_workload_stays_in_the_region() {
         }
     }
 }
+
+#[test]
+fn a_paced_run_keeps_to_its_pace() {
+    // Four threads that could make millions of operations a second, held
+    // to 20,000.
+    let pace = 20_000u64;
+    let wl = workload::ecall_churn::EcallChurn::new(workload::ecall_churn::Params {
+        workers: 3,
+        others: 1,
+        worker_ops: 100,
+        other_ops: 20,
+        other_sleep: Duration::from_millis(1),
+        store_share: 0.15,
+        local_free_prob: 0.5,
+        store_min_bytes: 1 << 20,
+        store_max_bytes: 2 << 20,
+        store_period: Duration::from_millis(200),
+        worker_mix: SizeMix::parse("70,20,8,2").expect("mix"),
+        other_mix: SizeMix::parse("40,30,22,8").expect("mix"),
+        seed: 5,
+    });
+    let spec = &parse_alloc_list("snugalloc").expect("spec")[0];
+    let alloc = spec
+        .build(Region::map(16 << 20).expect("map"))
+        .expect("build");
+    let opts = RunOptions {
+        pace: Some(pace),
+        ..RunOptions::new(Duration::from_secs(1))
+    };
+    let o = run_in_process(alloc.as_ref(), &wl, opts, &mut |_| {});
+    assert_eq!(o.corruption_count + o.oom_count, 0);
+    // Each thread may run one step of 16 operations past the pace, and the
+    // clean-up frees the store (at most 2 MiB of blocks of 16 B and more)
+    // without one; the lower bound catches a pace that sleeps far too long.
+    let allowed = pace as f64 * o.elapsed_s + 4.0 * 16.0 + 2_000.0;
+    assert!(
+        (o.total_ops as f64) <= allowed,
+        "{} operations in {:.2} s at a pace of {pace}/s",
+        o.total_ops,
+        o.elapsed_s
+    );
+    assert!(
+        o.total_ops >= pace / 4,
+        "only {} operations in {:.2} s at a pace of {pace}/s",
+        o.total_ops,
+        o.elapsed_s
+    );
+}
