@@ -836,7 +836,8 @@ impl Backend {
 
     /// The start of the highest `n` free chunks that lie in one free run
     /// (a racy read), walking down from the top: a word with no free chunk
-    /// or no used one costs one load, a mixed one a look at each bit.
+    /// or no used one costs one load, a mixed one a step for each stretch
+    /// of used or free chunks in it.
     fn find_highest_run(&self, n: usize) -> Option<usize> {
         // Exclusive end of the free run being walked (its chunks from
         // there down to the present position are free).
@@ -852,11 +853,21 @@ impl Backend {
                     return Some(run_end - n);
                 }
             } else {
-                for bit in (0..WORD_BITS).rev() {
-                    if used & (1u64 << bit) != 0 {
-                        run_end = base + bit;
-                    } else if run_end - (base + bit) >= n {
-                        return Some(run_end - n);
+                // Bits `0..below` of the word are still to be looked at.
+                let mut below = WORD_BITS;
+                while below > 0 {
+                    // Bit `below - 1` moved to the top; the bits shifted in
+                    // at the bottom are not counted (`min`).
+                    let top = used << (WORD_BITS - below);
+                    if top >> (WORD_BITS - 1) != 0 {
+                        below -= (top.leading_ones() as usize).min(below);
+                        run_end = base + below;
+                    } else {
+                        below -= (top.leading_zeros() as usize).min(below);
+                        // The free run now reaches down to `base + below`.
+                        if run_end - (base + below) >= n {
+                            return Some(run_end - n);
+                        }
                     }
                 }
             }
