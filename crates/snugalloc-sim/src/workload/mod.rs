@@ -359,15 +359,24 @@ impl<'c> Worker<'c> {
         }
     }
 
-    /// Counts one operation against the run's pace, if it has one.
+    /// Counts one operation against the run's pace, if it has one. Inlined,
+    /// so that an unpaced run pays one test of a field per operation (as a
+    /// call it took 0.5% of an unpaced snugalloc run's samples).
+    #[inline(always)]
     fn paced_op(&mut self) {
         if let Some(ctx) = self.paced {
-            self.unpaced += 1;
-            if self.unpaced == Pace::STEP {
-                self.unpaced = 0;
-                if let Some(pace) = ctx.pace {
-                    pace.wait(ctx, Pace::STEP);
-                }
+            self.count_paced(ctx);
+        }
+    }
+
+    /// [`Worker::paced_op`] of a paced run.
+    #[cold]
+    fn count_paced(&mut self, ctx: &Ctx<'_>) {
+        self.unpaced += 1;
+        if self.unpaced == Pace::STEP {
+            self.unpaced = 0;
+            if let Some(pace) = ctx.pace {
+                pace.wait(ctx, Pace::STEP);
             }
         }
     }
