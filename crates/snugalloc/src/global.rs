@@ -202,7 +202,7 @@ mod os_global {
     use super::*;
     use crate::allocator::{AllocatorSlot, Reclaim};
     use crate::heap::raw;
-    use crate::sync::spin_hint;
+    use crate::sync::{spin_hint, AtomicBool};
     use core::cell::Cell;
 
     /// The global allocator over an OS heap, one allocator per thread.
@@ -224,9 +224,16 @@ mod os_global {
     /// Marks a thread whose allocator has been detached at exit.
     const DETACHED: *mut AllocatorSlot = 1 as *mut AllocatorSlot;
 
+    /// Whether the fork handlers are registered (once, before the first
+    /// heap is published).
+    static FORK_HANDLERS: AtomicBool = AtomicBool::new(false);
+
     std::thread_local! {
         static LOCAL: Cell<*mut AllocatorSlot> = const { Cell::new(null_mut()) };
         static GUARD: DetachOnExit = const { DetachOnExit };
+        /// The heap this thread's `fork_prepare` readied for the fork it is
+        /// making, for that fork's parent and child handlers (null: none).
+        static FORK_PREPARED: Cell<*const HeapInner> = const { Cell::new(core::ptr::null()) };
     }
 
     struct DetachOnExit;
@@ -258,12 +265,11 @@ mod os_global {
         loop {
             match HEAP_STATE.compare_exchange(UNINIT, BUSY, Ordering::Acquire, Ordering::Acquire) {
                 Ok(_) => {
-                    let heap = Heap::from_os(Config::for_os()).ok().map(Heap::leak);
-                    let p = heap.map_or(null_mut(), |h| h as *const HeapInner as *mut HeapInner);
-                    // Release pairs with the Acquire loads in `heap`.
-                    HEAP.store(p, Ordering::Release);
-                    HEAP_STATE.store(if p.is_null() { UNINIT } else { READY }, Ordering::Release);
-                    if !p.is_null() {
+                    // The handlers go in before the heap is published, so no
+                    // fork can copy it between the two; a fork before then
+                    // finds no heap, and its handlers do nothing.
+                    // Relaxed: only the thread that holds BUSY gets here.
+                    if !FORK_HANDLERS.swap(true, Ordering::Relaxed) {
                         // SAFETY: the three handlers are plain functions of
                         // this crate, loaded for the life of the process.
                         // Registering may allocate with the C library's
@@ -276,6 +282,11 @@ mod os_global {
                             );
                         }
                     }
+                    let heap = Heap::from_os(Config::for_os()).ok().map(Heap::leak);
+                    let p = heap.map_or(null_mut(), |h| h as *const HeapInner as *mut HeapInner);
+                    // Release pairs with the Acquire loads in `heap`.
+                    HEAP.store(p, Ordering::Release);
+                    HEAP_STATE.store(if p.is_null() { UNINIT } else { READY }, Ordering::Release);
                     return heap;
                 }
                 Err(READY) => {
@@ -295,29 +306,85 @@ mod os_global {
         (!p.is_null()).then(|| unsafe { &*p })
     }
 
-    // `pthread_atfork` handlers, registered with the heap: a fork from a
-    // threaded program copies no purge in progress and no moment-long hold
-    // of an idle allocator (see `fork_gate`).
+    // `pthread_atfork` handlers, registered before the heap is made: a
+    // fork from a threaded program copies no purge in progress and no
+    // moment-long hold of an idle allocator (see `fork_gate`). The parent
+    // and child handlers finish only what this fork's prepare handler
+    // began: a heap published between the two is not theirs to release.
     extern "C" fn fork_prepare() {
-        if let Some(heap) = existing_heap() {
-            heap.before_fork();
-        }
+        prepare_fork(existing_heap());
+    }
+
+    /// Readies `heap`, if there is one, for the fork this thread is making,
+    /// and remembers it for the parent and child handlers. A thread whose
+    /// thread-locals are gone prepares nothing (and its other handlers then
+    /// find nothing to finish).
+    fn prepare_fork(heap: Option<&'static HeapInner>) {
+        let _ = FORK_PREPARED.try_with(|prepared| {
+            if let Some(heap) = heap {
+                heap.before_fork();
+                prepared.set(heap);
+            }
+        });
+    }
+
+    /// The heap this thread's prepare handler readied, taken.
+    fn take_prepared() -> Option<&'static HeapInner> {
+        let p = FORK_PREPARED
+            .try_with(|prepared| prepared.replace(core::ptr::null()))
+            .unwrap_or(core::ptr::null());
+        // SAFETY: non-null only when `fork_prepare` stored a published
+        // heap, and published heaps are leaked: they live forever.
+        (!p.is_null()).then(|| unsafe { &*p })
     }
 
     extern "C" fn fork_parent() {
-        if let Some(heap) = existing_heap() {
-            // SAFETY: `fork_prepare` ran on this thread (the handlers are
-            // registered after the heap is published, so a heap seen now
-            // was seen by the prepare handler too).
+        if let Some(heap) = take_prepared() {
+            // SAFETY: `fork_prepare` called `before_fork` on this heap on
+            // this thread, for this fork.
             unsafe { heap.after_fork() };
         }
     }
 
     extern "C" fn fork_child() {
-        if let Some(heap) = existing_heap() {
-            // SAFETY: `fork_prepare` ran on the thread that forked, the
-            // child's only thread.
+        if let Some(heap) = take_prepared() {
+            // SAFETY: `fork_prepare` called `before_fork` on this heap on
+            // the thread that forked, the child's only thread, whose
+            // thread-locals the child has.
             unsafe { heap.after_fork_in_child() };
+        }
+    }
+
+    #[cfg(all(test, not(loom)))]
+    mod fork_tests {
+        use super::*;
+        extern crate std;
+
+        /// The handlers finish what their own prepare handler began and
+        /// nothing else: a heap made after a fork's prepare handler ran (it
+        /// found none) is not released by that fork's parent handler.
+        #[test]
+        fn fork_handlers_finish_only_what_they_prepared() {
+            let len = 4 << 20;
+            let region = std::vec![0u8; len].leak();
+            // SAFETY: the region is leaked, so it lives for the rest of the
+            // program, and nothing else uses it.
+            let heap =
+                unsafe { Heap::from_region(region.as_mut_ptr(), len, Config::for_region(len)) }
+                    .expect("valid region")
+                    .leak();
+            prepare_fork(None);
+            assert!(take_prepared().is_none(), "a heap no prepare handler saw");
+            for _ in 0..2 {
+                prepare_fork(Some(heap));
+                let taken = take_prepared().expect("the prepared heap");
+                assert!(core::ptr::eq(taken, heap));
+                assert!(take_prepared().is_none(), "taken twice");
+                // SAFETY: `prepare_fork` called `before_fork` on this heap
+                // on this thread; the second round would wait forever if
+                // this did not open the gate again.
+                unsafe { taken.after_fork() };
+            }
         }
     }
 
