@@ -114,6 +114,13 @@ fn parse_positive(text: &str) -> Result<usize, String> {
     }
 }
 
+fn parse_rounds(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=1000).contains(&n) => Ok(n),
+        _ => Err(format!("'{text}' is not a number of rounds from 1 to 1000")),
+    }
+}
+
 /// A rate in operations per second: a positive integer, optionally with
 /// k (thousands) or M (millions).
 fn parse_rate(text: &str) -> Result<u64, String> {
@@ -208,6 +215,13 @@ pub struct RunArgs {
     /// snugalloc's throughput here), so compare throughput without it.
     #[arg(long)]
     pub exact_live: bool,
+
+    /// Run the allocators this many times, in alternating order, and add a
+    /// table of their throughput over all rounds, compared among runs made
+    /// with the two vCPUs near (sharing a cache) and far apart. The main
+    /// table, CSV and plots are the first round's.
+    #[arg(long, default_value = "1", value_parser = parse_rounds)]
+    pub repeat: usize,
 
     /// Internal: run one process allocator and stream samples to stdout.
     #[arg(long, hide = true)]

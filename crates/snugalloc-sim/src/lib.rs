@@ -31,6 +31,7 @@ pub mod plot;
 pub mod region;
 pub mod replay;
 pub mod rng;
+pub mod rounds;
 pub mod run;
 pub mod snug;
 pub mod units;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::error::ErrorKind;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use snugalloc_sim::{child, cli, interrupt, minheap, output, plot, run, units};
+use snugalloc_sim::{child, cli, interrupt, minheap, output, plot, rounds, run, units};
 
 use snugalloc_sim::alloc::{AllocSpec, ProcessKind, RegionAlloc};
 use snugalloc_sim::cli::{check_heap, Cli, Cmd, Common, InputError, MinHeapArgs, RunArgs};
@@ -148,6 +148,82 @@ fn inject(common: &Common) -> Option<u64> {
     common.inject_corruption_every.map(|n| n as u64)
 }
 
+/// One run of `spec` as `args` say: in this process on `built` (a region
+/// allocator built for it), or in a child process (a process allocator),
+/// tagged with the core-to-core round trip before and after it. `None`
+/// for a region allocator that was not built.
+fn run_one(
+    args: &RunArgs,
+    spec: &AllocSpec,
+    built: Option<Box<dyn RegionAlloc>>,
+    on_sample: &mut dyn FnMut(&run::Sample),
+) -> Result<Option<RunOutcome>, String> {
+    let common = &args.common;
+    let round_trip_before = snugalloc_sim::coherence::round_trip_ns();
+    let mut outcome = match (built, spec) {
+        (Some(alloc), _) => {
+            let wl = common.wl.instantiate(common.workload, common.seed);
+            let opts = RunOptions {
+                inject_corruption_every: inject(common),
+                exact_live: args.exact_live,
+                pace: common.pace,
+                ..RunOptions::new(args.duration)
+            };
+            run_in_process(alloc.as_ref(), wl.as_ref(), opts, on_sample)
+        }
+        (None, AllocSpec::Process(kind)) => child::run_child(*kind, on_sample)?,
+        (None, _) => return Ok(None),
+    };
+    outcome.core_round_trip_ns = [round_trip_before, snugalloc_sim::coherence::round_trip_ns()];
+    Ok(Some(outcome))
+}
+
+/// Rounds 2 to `args.repeat` of `run --repeat`, each with freshly built
+/// allocators in alternating order, after the first round's `first`.
+/// Returns every round's throughput, and a note for each run that failed
+/// to start or found corruption (which fails the command, as in the
+/// first round).
+fn more_rounds(
+    args: &RunArgs,
+    heap: usize,
+    first: &[RunOutcome],
+    pb: &ProgressBar,
+) -> Result<(Vec<rounds::RoundRun>, Vec<String>, bool), Failure> {
+    let specs = &args.common.alloc.0;
+    let dur_ms = args.duration.as_millis() as u64;
+    let mut runs: Vec<rounds::RoundRun> =
+        first.iter().map(|o| rounds::RoundRun::of(o, 1)).collect();
+    let (mut notes, mut clean) = (Vec::new(), true);
+    for round in 2..=args.repeat {
+        let mut built = build_all(specs, heap)?;
+        for (k, i) in rounds::order(round, specs.len()).into_iter().enumerate() {
+            if interrupt::requested() {
+                notes.push(format!("interrupted in round {round}"));
+                return Ok((runs, notes, clean));
+            }
+            let spec = &specs[i];
+            pb.set_message(format!("{spec}, round {round}"));
+            pb.set_position((((round - 1) * specs.len() + k) as u64) * dur_ms);
+            match run_one(args, spec, built[i].take(), &mut |_| {}) {
+                Ok(Some(o)) => {
+                    let s = Summary::of(&o);
+                    if s.failed() {
+                        clean = false;
+                        notes.push(format!(
+                            "{spec}, round {round}: {} corrupted blocks, {} blocks outside the region",
+                            s.corruption_count, s.escape_count
+                        ));
+                    }
+                    runs.push(rounds::RoundRun::of(&o, round));
+                }
+                Ok(None) => {}
+                Err(e) => notes.push(format!("round {round}: {e}")),
+            }
+        }
+    }
+    Ok((runs, notes, clean))
+}
+
 fn cmd_run(args: &RunArgs) -> Result<bool, Failure> {
     let common = &args.common;
     check_common(common)?;
@@ -176,7 +252,7 @@ fn cmd_run(args: &RunArgs) -> Result<bool, Failure> {
     let mut csv = CsvSink::create(&csv_path).map_err(Failure::Run)?;
 
     let dur_ms = args.duration.as_millis() as u64;
-    let pb = progress_bar(dur_ms * specs.len() as u64);
+    let pb = progress_bar(dur_ms * (specs.len() * args.repeat) as u64);
     let mut outcomes: Vec<RunOutcome> = Vec::new();
     let mut in_region: Vec<bool> = Vec::new();
     let mut summaries: Vec<Summary> = Vec::new();
@@ -199,28 +275,14 @@ fn cmd_run(args: &RunArgs) -> Result<bool, Failure> {
             }
             pb.set_position(offset + ((s.t_s * 1000.0) as u64).min(dur_ms));
         };
-        let round_trip_before = snugalloc_sim::coherence::round_trip_ns();
-        let mut outcome = match (built[i].take(), spec) {
-            (Some(alloc), _) => {
-                let wl = common.wl.instantiate(common.workload, common.seed);
-                let opts = RunOptions {
-                    inject_corruption_every: inject(common),
-                    exact_live: args.exact_live,
-                    pace: common.pace,
-                    ..RunOptions::new(args.duration)
-                };
-                run_in_process(alloc.as_ref(), wl.as_ref(), opts, &mut on_sample)
+        let outcome = match run_one(args, spec, built[i].take(), &mut on_sample) {
+            Ok(Some(o)) => o,
+            Ok(None) => continue,
+            Err(e) => {
+                notes.push(e);
+                continue;
             }
-            (None, AllocSpec::Process(kind)) => match child::run_child(*kind, &mut on_sample) {
-                Ok(o) => o,
-                Err(e) => {
-                    notes.push(e);
-                    continue;
-                }
-            },
-            (None, _) => continue,
         };
-        outcome.core_round_trip_ns = [round_trip_before, snugalloc_sim::coherence::round_trip_ns()];
         if let Some(e) = io_err {
             return Err(Failure::Run(e));
         }
@@ -259,6 +321,18 @@ fn cmd_run(args: &RunArgs) -> Result<bool, Failure> {
         };
         output::write_json(&json_path, &report).map_err(Failure::Run)?;
     }
+    let mut rounds_clean = true;
+    let rounds_table = if args.repeat > 1 {
+        let (runs, mut round_notes, clean) = more_rounds(args, heap, &outcomes, &pb)?;
+        rounds_clean = clean;
+        notes.append(&mut round_notes);
+        let path = common.out.join(format!("{name}-rounds.json"));
+        output::write_json(&path, &runs).map_err(Failure::Run)?;
+        let labels: Vec<String> = specs.iter().map(|s| s.to_string()).collect();
+        Some((rounds::table(&labels, &runs), path))
+    } else {
+        None
+    };
     pb.finish_and_clear();
 
     println!(
@@ -289,6 +363,15 @@ fn cmd_run(args: &RunArgs) -> Result<bool, Failure> {
         csv_path.display().to_string(),
         json_path.display().to_string(),
     ];
+    if let Some((table, path)) = &rounds_table {
+        println!(
+            "throughput over {} rounds of {} (the order alternating; near: a cache line's round trip under {} ns before and after the run, far: at least that; / best: over the highest median in the column):\n\n{table}",
+            args.repeat,
+            fmt_duration(args.duration),
+            rounds::NEAR_BELOW_NS
+        );
+        files.push(path.display().to_string());
+    }
     if !args.no_plot && !summaries.is_empty() {
         match plots(
             &common.out,
@@ -314,7 +397,9 @@ fn cmd_run(args: &RunArgs) -> Result<bool, Failure> {
             s.alloc, s.corruption_count, s.escape_count
         );
     }
-    Ok(failed.is_empty() && (interrupt::requested() || summaries.len() == specs.len()))
+    Ok(failed.is_empty()
+        && rounds_clean
+        && (interrupt::requested() || summaries.len() == specs.len()))
 }
 
 fn plots(

@@ -62,6 +62,7 @@ fn bad_flags_exit_2_with_one_line() {
     );
     assert_bad_input(&["run", "--pace", "fast"], "--pace", "500k");
     assert_bad_input(&["min-heap", "--pace", "0"], "--pace", "500k");
+    assert_bad_input(&["run", "--repeat", "0"], "--repeat", "1 to 1000");
     assert_bad_input(
         &["run", "--alloc", "snugalloc:colour=blue"],
         "--alloc",
@@ -167,5 +168,56 @@ fn a_clean_run_writes_its_files() {
     assert!(csv.lines().any(|l| l.starts_with("firstfit,")));
     let json = std::fs::read_to_string(dir.join("churn.json")).expect("json");
     assert!(json.contains("\"peak_reserved_bytes\""));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn repeated_rounds_print_their_table_and_still_fail_on_corruption() {
+    let dir = std::env::temp_dir().join(format!("snugalloc-sim-repeat-{}", std::process::id()));
+    let out = dir.to_str().expect("utf-8 temp dir");
+    let args = [
+        "run",
+        "--workload",
+        "churn",
+        "--alloc",
+        "snugalloc,dlmalloc",
+        "--heap",
+        "16M",
+        "--churn-threads",
+        "2",
+        "--duration",
+        "200ms",
+        "--repeat",
+        "3",
+        "--no-plot",
+        "--out",
+        out,
+    ];
+    let (code, stdout, err) = sim(&args);
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {err}");
+    assert!(stdout.contains("throughput over 3 rounds"), "{stdout}");
+    // Each allocator ran three times, near, far or in between.
+    for alloc in ["snugalloc", "dlmalloc"] {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("| {alloc} | ")) && l.matches('/').count() >= 2)
+            .unwrap_or_else(|| panic!("no rounds row for {alloc}: {stdout}"));
+        let counts: Vec<usize> = row
+            .split('|')
+            .nth(2)
+            .expect("runs column")
+            .trim()
+            .split('/')
+            .map(|n| n.parse().expect("a count"))
+            .collect();
+        assert_eq!(counts.iter().sum::<usize>(), 3, "{row}");
+    }
+    let json = std::fs::read_to_string(dir.join("churn-rounds.json")).expect("rounds json");
+    assert_eq!(json.matches("\"round\"").count(), 6, "{json}");
+    // With rounds as without, corruption fails the command.
+    let mut corrupting = args.to_vec();
+    corrupting.extend(["--inject-corruption-every", "50"]);
+    let (code, _, err) = sim(&corrupting);
+    assert_eq!(code, 1, "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
