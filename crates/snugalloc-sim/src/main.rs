@@ -148,6 +148,16 @@ fn inject(common: &Common) -> Option<u64> {
     common.inject_corruption_every.map(|n| n as u64)
 }
 
+/// The options of each run `args` asks for, in this process or a child.
+fn run_options(args: &RunArgs) -> RunOptions {
+    RunOptions {
+        inject_corruption_every: inject(&args.common),
+        exact_live: args.exact_live,
+        pace: args.common.pace,
+        ..RunOptions::new(args.duration)
+    }
+}
+
 /// One run of `spec` as `args` say: in this process on `built` (a region
 /// allocator built for it), or in a child process (a process allocator),
 /// tagged with the core-to-core round trip before and after it. `None`
@@ -163,13 +173,7 @@ fn run_one(
     let mut outcome = match (built, spec) {
         (Some(alloc), _) => {
             let wl = common.wl.instantiate(common.workload, common.seed);
-            let opts = RunOptions {
-                inject_corruption_every: inject(common),
-                exact_live: args.exact_live,
-                pace: common.pace,
-                ..RunOptions::new(args.duration)
-            };
-            run_in_process(alloc.as_ref(), wl.as_ref(), opts, on_sample)
+            run_in_process(alloc.as_ref(), wl.as_ref(), run_options(args), on_sample)
         }
         (None, AllocSpec::Process(kind)) => child::run_child(*kind, on_sample)?,
         (None, _) => return Ok(None),
@@ -233,13 +237,7 @@ fn cmd_run(args: &RunArgs) -> Result<bool, Failure> {
         let kind = ProcessKind::from_name(name)
             .ok_or_else(|| Failure::Input(format!("--child: unknown '{name}'")))?;
         let wl = common.wl.instantiate(common.workload, common.seed);
-        let opts = RunOptions {
-            inject_corruption_every: inject(common),
-            exact_live: args.exact_live,
-            pace: common.pace,
-            ..RunOptions::new(args.duration)
-        };
-        child::child_main(kind, wl.as_ref(), opts).map_err(Failure::Run)?;
+        child::child_main(kind, wl.as_ref(), run_options(args)).map_err(Failure::Run)?;
         return Ok(true);
     }
     let specs = &common.alloc.0;

@@ -57,6 +57,26 @@ fn random_traffic_stays_in_the_region_until_exhaustion() {
     }
 }
 
+/// ecall-churn with three workers and one other thread, and a store that
+/// moves between `store_min` and `store_max` bytes every 200 ms.
+fn small_ecall_churn(store_min: usize, store_max: usize) -> workload::ecall_churn::Params {
+    workload::ecall_churn::Params {
+        workers: 3,
+        others: 1,
+        worker_ops: 100,
+        other_ops: 20,
+        other_sleep: Duration::from_millis(1),
+        store_share: 0.15,
+        local_free_prob: 0.5,
+        store_min_bytes: store_min,
+        store_max_bytes: store_max,
+        store_period: Duration::from_millis(200),
+        worker_mix: SizeMix::parse("70,20,8,2").expect("mix"),
+        other_mix: SizeMix::parse("40,30,22,8").expect("mix"),
+        seed: 5,
+    }
+}
+
 /// Builds a fresh workload instance.
 type MakeWorkload = Box<dyn Fn() -> Box<dyn workload::Workload>>;
 
@@ -67,23 +87,10 @@ fn every_workload_stays_in_the_region() {
         (
             "ecall-churn",
             Box::new(move || {
-                Box::new(workload::ecall_churn::EcallChurn::new(
-                    workload::ecall_churn::Params {
-                        workers: 3,
-                        others: 1,
-                        worker_ops: 100,
-                        other_ops: 20,
-                        other_sleep: Duration::from_millis(1),
-                        store_share: 0.15,
-                        local_free_prob: 0.5,
-                        store_min_bytes: 2 << 20,
-                        store_max_bytes: 4 << 20,
-                        store_period: Duration::from_millis(200),
-                        worker_mix: mix,
-                        other_mix: SizeMix::parse("40,30,22,8").expect("mix"),
-                        seed: 5,
-                    },
-                ))
+                Box::new(workload::ecall_churn::EcallChurn::new(small_ecall_churn(
+                    2 << 20,
+                    4 << 20,
+                )))
             }),
         ),
         (
@@ -176,21 +183,7 @@ fn a_paced_run_keeps_to_its_pace() {
     // Four threads that could make millions of operations a second, held
     // to 20,000.
     let pace = 20_000u64;
-    let wl = workload::ecall_churn::EcallChurn::new(workload::ecall_churn::Params {
-        workers: 3,
-        others: 1,
-        worker_ops: 100,
-        other_ops: 20,
-        other_sleep: Duration::from_millis(1),
-        store_share: 0.15,
-        local_free_prob: 0.5,
-        store_min_bytes: 1 << 20,
-        store_max_bytes: 2 << 20,
-        store_period: Duration::from_millis(200),
-        worker_mix: SizeMix::parse("70,20,8,2").expect("mix"),
-        other_mix: SizeMix::parse("40,30,22,8").expect("mix"),
-        seed: 5,
-    });
+    let wl = workload::ecall_churn::EcallChurn::new(small_ecall_churn(1 << 20, 2 << 20));
     let spec = &parse_alloc_list("snugalloc").expect("spec")[0];
     let alloc = spec
         .build(Region::map(16 << 20).expect("map"))
