@@ -319,7 +319,7 @@ mod os_global {
     /// and remembers it for the parent and child handlers. A thread whose
     /// thread-locals are gone prepares nothing (and its other handlers then
     /// find nothing to finish).
-    fn prepare_fork(heap: Option<&'static HeapInner>) {
+    fn prepare_fork(heap: Option<&HeapInner>) {
         let _ = FORK_PREPARED.try_with(|prepared| {
             if let Some(heap) = heap {
                 heap.before_fork();
@@ -328,30 +328,31 @@ mod os_global {
         });
     }
 
-    /// The heap this thread's prepare handler readied, taken.
-    fn take_prepared() -> Option<&'static HeapInner> {
+    /// The heap this thread's prepare handler readied, taken (so that a
+    /// second look finds none).
+    fn take_prepared() -> Option<*const HeapInner> {
         let p = FORK_PREPARED
             .try_with(|prepared| prepared.replace(core::ptr::null()))
             .unwrap_or(core::ptr::null());
-        // SAFETY: non-null only when `fork_prepare` stored a published
-        // heap, and published heaps are leaked: they live forever.
-        (!p.is_null()).then(|| unsafe { &*p })
+        (!p.is_null()).then_some(p)
     }
 
     extern "C" fn fork_parent() {
         if let Some(heap) = take_prepared() {
-            // SAFETY: `fork_prepare` called `before_fork` on this heap on
+            // SAFETY: `fork_prepare` stored a published heap, which is
+            // leaked (it lives forever), and called `before_fork` on it on
             // this thread, for this fork.
-            unsafe { heap.after_fork() };
+            unsafe { (*heap).after_fork() };
         }
     }
 
     extern "C" fn fork_child() {
         if let Some(heap) = take_prepared() {
-            // SAFETY: `fork_prepare` called `before_fork` on this heap on
-            // the thread that forked, the child's only thread, whose
-            // thread-locals the child has.
-            unsafe { heap.after_fork_in_child() };
+            // SAFETY: `fork_prepare` stored a published heap, which is
+            // leaked, and called `before_fork` on it on the thread that
+            // forked, the child's only thread, whose thread-locals the
+            // child has.
+            unsafe { (*heap).after_fork_in_child() };
         }
     }
 
@@ -366,25 +367,26 @@ mod os_global {
         #[test]
         fn fork_handlers_finish_only_what_they_prepared() {
             let len = 4 << 20;
-            let region = std::vec![0u8; len].leak();
-            // SAFETY: the region is leaked, so it lives for the rest of the
-            // program, and nothing else uses it.
+            let mut region = std::vec![0u8; len];
+            // SAFETY: `region` outlives the heap (dropped after it, below),
+            // and nothing else uses it.
             let heap =
                 unsafe { Heap::from_region(region.as_mut_ptr(), len, Config::for_region(len)) }
-                    .expect("valid region")
-                    .leak();
+                    .expect("valid region");
             prepare_fork(None);
             assert!(take_prepared().is_none(), "a heap no prepare handler saw");
             for _ in 0..2 {
-                prepare_fork(Some(heap));
+                prepare_fork(Some(heap.inner()));
                 let taken = take_prepared().expect("the prepared heap");
-                assert!(core::ptr::eq(taken, heap));
+                assert!(core::ptr::eq(taken, heap.inner()));
                 assert!(take_prepared().is_none(), "taken twice");
                 // SAFETY: `prepare_fork` called `before_fork` on this heap
                 // on this thread; the second round would wait forever if
                 // this did not open the gate again.
-                unsafe { taken.after_fork() };
+                unsafe { heap.inner().after_fork() };
             }
+            drop(heap);
+            drop(region);
         }
     }
 
