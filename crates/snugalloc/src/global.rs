@@ -202,7 +202,7 @@ mod os_global {
     use super::*;
     use crate::allocator::{AllocatorSlot, Reclaim};
     use crate::heap::raw;
-    use crate::sync::{spin_hint, AtomicBool};
+    use crate::sync::spin_hint;
     use core::cell::Cell;
 
     /// The global allocator over an OS heap, one allocator per thread.
@@ -223,10 +223,6 @@ mod os_global {
 
     /// Marks a thread whose allocator has been detached at exit.
     const DETACHED: *mut AllocatorSlot = 1 as *mut AllocatorSlot;
-
-    /// Whether the fork handlers are registered (once, before the first
-    /// heap is published).
-    static FORK_HANDLERS: AtomicBool = AtomicBool::new(false);
 
     std::thread_local! {
         static LOCAL: Cell<*mut AllocatorSlot> = const { Cell::new(null_mut()) };
@@ -265,11 +261,23 @@ mod os_global {
         loop {
             match HEAP_STATE.compare_exchange(UNINIT, BUSY, Ordering::Acquire, Ordering::Acquire) {
                 Ok(_) => {
-                    // The handlers go in before the heap is published, so no
-                    // fork can copy it between the two; a fork before then
-                    // finds no heap, and its handlers do nothing.
-                    // Relaxed: only the thread that holds BUSY gets here.
-                    if !FORK_HANDLERS.swap(true, Ordering::Relaxed) {
+                    let heap = Heap::from_os(Config::for_os()).ok().map(Heap::leak);
+                    let p = heap.map_or(null_mut(), |h| h as *const HeapInner as *mut HeapInner);
+                    // Release pairs with the Acquire loads in `heap`.
+                    HEAP.store(p, Ordering::Release);
+                    HEAP_STATE.store(if p.is_null() { UNINIT } else { READY }, Ordering::Release);
+                    // The handlers go in after the heap is published and
+                    // BUSY is released, so every fork that runs them finds
+                    // the heap in its prepare handler. Registering takes
+                    // the C library's atfork lock, which a fork holds while
+                    // it runs prepare handlers; a prepare handler of another
+                    // library that allocated through us then would spin on
+                    // BUSY for ever if we registered while holding it. A
+                    // fork by another thread between the two copies the heap
+                    // unprepared (docs/architecture.md, "fork").
+                    // Only the one thread that publishes a heap gets here
+                    // with one (READY is never left), so this runs once.
+                    if !p.is_null() {
                         // SAFETY: the three handlers are plain functions of
                         // this crate, loaded for the life of the process.
                         // Registering may allocate with the C library's
@@ -282,11 +290,6 @@ mod os_global {
                             );
                         }
                     }
-                    let heap = Heap::from_os(Config::for_os()).ok().map(Heap::leak);
-                    let p = heap.map_or(null_mut(), |h| h as *const HeapInner as *mut HeapInner);
-                    // Release pairs with the Acquire loads in `heap`.
-                    HEAP.store(p, Ordering::Release);
-                    HEAP_STATE.store(if p.is_null() { UNINIT } else { READY }, Ordering::Release);
                     return heap;
                 }
                 Err(READY) => {
@@ -306,19 +309,20 @@ mod os_global {
         (!p.is_null()).then(|| unsafe { &*p })
     }
 
-    // `pthread_atfork` handlers, registered before the heap is made: a
+    // `pthread_atfork` handlers, registered once the heap is published: a
     // fork from a threaded program copies no purge in progress and no
     // moment-long hold of an idle allocator (see `fork_gate`). The parent
     // and child handlers finish only what this fork's prepare handler
-    // began: a heap published between the two is not theirs to release.
+    // began, on the thread that began it.
     extern "C" fn fork_prepare() {
         prepare_fork(existing_heap());
     }
 
     /// Readies `heap`, if there is one, for the fork this thread is making,
-    /// and remembers it for the parent and child handlers. A thread whose
-    /// thread-locals are gone prepares nothing (and its other handlers then
-    /// find nothing to finish).
+    /// and remembers it for the parent and child handlers. `try_with`
+    /// cannot fail for a constant thread-local with no destructor; if it
+    /// did, nothing would be prepared, and the other handlers would find
+    /// nothing to finish.
     fn prepare_fork(heap: Option<&HeapInner>) {
         let _ = FORK_PREPARED.try_with(|prepared| {
             if let Some(heap) = heap {
@@ -362,8 +366,8 @@ mod os_global {
         extern crate std;
 
         /// The handlers finish what their own prepare handler began and
-        /// nothing else: a heap made after a fork's prepare handler ran (it
-        /// found none) is not released by that fork's parent handler.
+        /// nothing else: a fork whose prepare handler found no heap
+        /// releases none, and a prepared heap is released once.
         #[test]
         fn fork_handlers_finish_only_what_they_prepared() {
             let len = 4 << 20;
