@@ -56,8 +56,11 @@ fn main() -> Result<(), String> {
     if let Some(slice) = std::env::var("SLICE").ok().and_then(|v| v.parse().ok()) {
         s.mean_slice = slice;
     }
-    if let Some(rate) = std::env::var("OPS_PER_S").ok().and_then(|v| v.parse().ok()) {
-        s.ops_per_s = rate;
+    if let Ok(rate) = std::env::var("OPS_PER_S") {
+        s.ops_per_s = match rate.parse() {
+            Ok(r) if r > 0 => r,
+            _ => return Err(format!("OPS_PER_S: '{rate}' is not a positive integer")),
+        };
     }
     s.tables = std::env::var_os("TABLES").is_some_and(|v| v == "1");
     s.one_allocator = std::env::var_os("ONE_ALLOCATOR").is_some_and(|v| v == "1");

@@ -173,8 +173,8 @@ pub struct Common {
     pub out: PathBuf,
 
     /// Cap on operations per second over all threads (e.g. 500k, 2M;
-    /// k = 1,000, M = 1,000,000): threads sleep before an ECall while the
-    /// run is ahead of it. Compares allocators of different speeds over the
+    /// k = 1,000, M = 1,000,000): threads sleep in the middle of their
+    /// ECall, holding its blocks, while the run is ahead of it. Compares allocators of different speeds over the
     /// same number of operations: a fixed-time run's min-heap grows with the
     /// operations in it.
     #[arg(long, value_parser = parse_rate)]

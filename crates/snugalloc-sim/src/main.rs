@@ -182,28 +182,36 @@ fn run_one(
     Ok(Some(outcome))
 }
 
+/// What rounds 2 and later of `run --repeat` leave besides throughput.
+#[derive(Default)]
+struct RoundsEnd {
+    /// Notes, as the first round's (an interruption, a finding).
+    notes: Vec<String>,
+    /// Runs that did not finish or found corruption: each fails the
+    /// command, as a failed run of the first round does.
+    failures: Vec<String>,
+}
+
 /// Rounds 2 to `args.repeat` of `run --repeat`, each with freshly built
 /// allocators in alternating order, after the first round's `first`.
-/// Returns every round's throughput, and a note for each run that failed
-/// to start or found corruption (which fails the command, as in the
-/// first round).
+/// Returns every round's throughput.
 fn more_rounds(
     args: &RunArgs,
     heap: usize,
     first: &[RunOutcome],
     pb: &ProgressBar,
-) -> Result<(Vec<rounds::RoundRun>, Vec<String>, bool), Failure> {
+) -> Result<(Vec<rounds::RoundRun>, RoundsEnd), Failure> {
     let specs = &args.common.alloc.0;
     let dur_ms = args.duration.as_millis() as u64;
     let mut runs: Vec<rounds::RoundRun> =
         first.iter().map(|o| rounds::RoundRun::of(o, 1)).collect();
-    let (mut notes, mut clean) = (Vec::new(), true);
+    let mut end = RoundsEnd::default();
     for round in 2..=args.repeat {
         let mut built = build_all(specs, heap)?;
         for (k, i) in rounds::order(round, specs.len()).into_iter().enumerate() {
             if interrupt::requested() {
-                notes.push(format!("interrupted in round {round}"));
-                return Ok((runs, notes, clean));
+                end.notes.push(format!("interrupted in round {round}"));
+                return Ok((runs, end));
             }
             let spec = &specs[i];
             pb.set_message(format!("{spec}, round {round}"));
@@ -212,20 +220,22 @@ fn more_rounds(
                 Ok(Some(o)) => {
                     let s = Summary::of(&o);
                     if s.failed() {
-                        clean = false;
-                        notes.push(format!(
+                        end.failures.push(format!(
                             "{spec}, round {round}: {} corrupted blocks, {} blocks outside the region",
                             s.corruption_count, s.escape_count
                         ));
                     }
+                    for f in &o.findings {
+                        end.notes.push(format!("{spec}, round {round}: {f}"));
+                    }
                     runs.push(rounds::RoundRun::of(&o, round));
                 }
                 Ok(None) => {}
-                Err(e) => notes.push(format!("round {round}: {e}")),
+                Err(e) => end.failures.push(format!("{spec}, round {round}: {e}")),
             }
         }
     }
-    Ok((runs, notes, clean))
+    Ok((runs, end))
 }
 
 fn cmd_run(args: &RunArgs) -> Result<bool, Failure> {
@@ -319,11 +329,11 @@ fn cmd_run(args: &RunArgs) -> Result<bool, Failure> {
         };
         output::write_json(&json_path, &report).map_err(Failure::Run)?;
     }
-    let mut rounds_clean = true;
+    let mut round_failures = Vec::new();
     let rounds_table = if args.repeat > 1 {
-        let (runs, mut round_notes, clean) = more_rounds(args, heap, &outcomes, &pb)?;
-        rounds_clean = clean;
-        notes.append(&mut round_notes);
+        let (runs, mut end) = more_rounds(args, heap, &outcomes, &pb)?;
+        notes.append(&mut end.notes);
+        round_failures = end.failures;
         let path = common.out.join(format!("{name}-rounds.json"));
         output::write_json(&path, &runs).map_err(Failure::Run)?;
         let labels: Vec<String> = specs.iter().map(|s| s.to_string()).collect();
@@ -395,8 +405,11 @@ fn cmd_run(args: &RunArgs) -> Result<bool, Failure> {
             s.alloc, s.corruption_count, s.escape_count
         );
     }
+    for f in &round_failures {
+        eprintln!("snugalloc-sim: FAILED: {f}");
+    }
     Ok(failed.is_empty()
-        && rounds_clean
+        && round_failures.is_empty()
         && (interrupt::requested() || summaries.len() == specs.len()))
 }
 

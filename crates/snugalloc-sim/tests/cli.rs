@@ -214,7 +214,9 @@ fn repeated_rounds_print_their_table_and_still_fail_on_corruption() {
     }
     let json = std::fs::read_to_string(dir.join("churn-rounds.json")).expect("rounds json");
     assert_eq!(json.matches("\"round\"").count(), 6, "{json}");
-    // With rounds as without, corruption fails the command.
+    // With rounds as without, corruption fails the command. (Here the first
+    // round already fails; a failure in a later round alone goes through
+    // `RoundsEnd::failures`, which no flag can inject by itself.)
     let mut corrupting = args.to_vec();
     corrupting.extend(["--inject-corruption-every", "50"]);
     let (code, _, err) = sim(&corrupting);

@@ -276,7 +276,11 @@ impl Pace {
             let Some(ahead) = due.checked_sub(ctx.start.elapsed()) else {
                 return;
             };
-            std::thread::sleep(ahead.min(Duration::from_millis(50)));
+            let mut nap = ahead.min(Duration::from_millis(50));
+            if let Some(d) = ctx.deadline {
+                nap = nap.min(d.saturating_duration_since(Instant::now()));
+            }
+            std::thread::sleep(nap);
         }
     }
 }
