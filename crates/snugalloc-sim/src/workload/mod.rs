@@ -235,12 +235,12 @@ impl Ctx<'_> {
 /// the ECall's blocks, as a thread held up by a slow allocator does (a
 /// pace kept between ECalls would leave most threads with no ECall open
 /// and lower the live bytes: 25 MiB at the peak against first fit's 28 in
-/// one 5 s run at 800k operations/s). A fast
-/// allocator is then measured over the same number of operations as a
-/// slow one in the same time: the min-heap of a fixed-time run grows with
-/// the operations in it (more large requests near the store's crest, more
-/// chances that one finds no run), so without a common pace a faster
-/// allocator is searched over more of them.
+/// one 5 s run at 800k operations/s). A fast allocator is then measured
+/// over the same number of operations as a slow one in the same time: the
+/// min-heap of a fixed-time run grows with the operations in it (more
+/// large requests near the store's crest, more chances that one finds no
+/// run), so without a common pace a faster allocator is searched over
+/// more of them.
 #[repr(align(128))]
 #[derive(Debug)]
 pub struct Pace {
@@ -260,14 +260,9 @@ impl Pace {
         }
     }
 
-    /// The operations per second it allows.
-    pub fn ops_per_s(&self) -> u64 {
-        self.ops_per_s
-    }
-
-    /// Counts `done` more operations of `ctx`'s run and sleeps while the run is ahead of
-    /// its pace, in steps of at most 50 ms so that a stop request is seen,
-    /// and never past the run's deadline.
+    /// Counts `done` more operations of `ctx`'s run and sleeps while the
+    /// run is ahead of its pace, in steps of at most 50 ms so that a stop
+    /// request is seen, and never past the run's deadline.
     fn wait(&self, ctx: &Ctx<'_>, done: u64) {
         // Relaxed: a running total; it decides a sleep and publishes nothing.
         let issued = self.issued.fetch_add(done, Ordering::Relaxed) + done;
@@ -318,8 +313,8 @@ pub struct Worker<'c> {
     index: u64,
     inject_every: Option<u64>,
     region: Option<(usize, usize)>,
-    /// The run, when it has a pace (see [`Pace`]).
-    paced: Option<&'c Ctx<'c>>,
+    /// The run's pace and the run, when it has one (see [`Pace`]).
+    paced: Option<(&'c Pace, &'c Ctx<'c>)>,
     /// Operations not yet counted against the pace.
     unpaced: u64,
 }
@@ -336,7 +331,7 @@ impl<'c> Worker<'c> {
             index: index as u64,
             inject_every: ctx.inject_corruption_every,
             region,
-            paced: ctx.pace.is_some().then_some(ctx),
+            paced: ctx.pace.map(|pace| (pace, ctx)),
             unpaced: 0,
         }
     }
@@ -368,20 +363,18 @@ impl<'c> Worker<'c> {
     /// call it took 0.5% of an unpaced snugalloc run's samples).
     #[inline(always)]
     fn paced_op(&mut self) {
-        if let Some(ctx) = self.paced {
-            self.count_paced(ctx);
+        if let Some((pace, ctx)) = self.paced {
+            self.count_paced(pace, ctx);
         }
     }
 
     /// [`Worker::paced_op`] of a paced run.
     #[cold]
-    fn count_paced(&mut self, ctx: &Ctx<'_>) {
+    fn count_paced(&mut self, pace: &Pace, ctx: &Ctx<'_>) {
         self.unpaced += 1;
         if self.unpaced == Pace::STEP {
             self.unpaced = 0;
-            if let Some(pace) = ctx.pace {
-                pace.wait(ctx, Pace::STEP);
-            }
+            pace.wait(ctx, Pace::STEP);
         }
     }
 
